@@ -1,0 +1,44 @@
+# edgerec: `make demo` and `make test` set up .venv themselves on a fresh machine.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# pip prints one harmless warning per package for this machine's local index; hide those.
+PIP := $(PY) -m pip install --disable-pip-version-check -q
+QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+
+.PHONY: demo test lint bench clean help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ -/'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip $(QUIET)
+
+# Runtime only (numpy, pillow, onnxruntime, ai-edge-litert): enough for the demo.
+$(VENV)/.runtime-installed: pyproject.toml | $(PY)
+	$(PIP) -e '.[onnx,tflite]' $(QUIET)
+	touch $@
+
+# Everything: torch==2.14.1 + torchvision==0.29.1 (from this machine's disk), converters, tests.
+$(VENV)/.all-installed: pyproject.toml | $(PY)
+	$(PIP) -e '.[export,dev]' $(QUIET)
+	touch $@ $(VENV)/.runtime-installed
+
+demo: $(VENV)/.runtime-installed  ## wrap the shipped teacher as a bundle, embed the sample, show neighbours
+	$(PY) examples/quickstart.py --out build/demo
+
+test: $(VENV)/.all-installed  ## lint + the whole test suite
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.all-installed  ## ruff only
+	$(VENV)/bin/ruff check .
+
+bench: $(VENV)/.all-installed  ## embedding latency per engine, 1 and 2 threads (minutes)
+	$(PY) benchmarks/embed_latency.py
+
+clean:  ## remove build outputs (keeps .venv)
+	rm -rf build .pytest_cache .ruff_cache

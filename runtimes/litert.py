@@ -1,0 +1,176 @@
+"""LiteRT (TensorFlow Lite) adapter.
+
+The interpreter comes from ``ai_edge_litert`` and falls back to ``tflite_runtime`` and then
+``tensorflow.lite``, in that order. XNNPACK is LiteRT's default CPU delegate; ``xnnpack=False``
+turns it off. ``Device.GPU`` loads the GPU delegate and raises when it cannot.
+
+Batches larger than the model's fixed batch are run by resizing the input tensor when the
+model allows it, else by looping over single items (decided once, on the first batch).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from .base import Device, Engine, Runtime, RuntimeOptions, TensorSpec, dequantize, quantize
+from .errors import InferenceError, ModelError, RuntimeUnavailableError
+
+__all__ = ["LiteRtRuntime", "litert_backend"]
+
+_BACKENDS = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
+_GPU_DELEGATES = ("libtensorflowlite_gpu_delegate.so", "libLiteRtGpuAccelerator.so")
+
+
+def _import_backend() -> tuple[str, Any]:
+    errors = []
+    for name in _BACKENDS:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:  # also numpy-ABI failures, which raise ImportError
+            errors.append(f"{name}: {exc}")
+            continue
+        return name, module
+    raise RuntimeUnavailableError(
+        "No LiteRT interpreter is installed; install it with `pip install edgerec[tflite]` "
+        "(or `pip install ai-edge-litert`), or use the onnx engine. Tried: " + "; ".join(errors)
+    )
+
+
+def litert_backend() -> Optional[str]:
+    """``"<module> <version>"`` of the interpreter that would be used, or ``None``."""
+    try:
+        name, _ = _import_backend()
+    except RuntimeUnavailableError:
+        return None
+    dist = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}
+    top = name.split(".")[0]
+    try:
+        from importlib.metadata import version
+
+        return f"{top} {version(dist.get(top, top))}"
+    except Exception:
+        return top
+
+
+def _spec(detail: dict) -> TensorSpec:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    dtype = np.dtype(detail["dtype"]).name
+    signature = detail.get("shape_signature", detail["shape"])
+    shape = tuple(None if int(d) < 0 else int(d) for d in signature)
+    if scale:
+        return TensorSpec(detail["name"], shape, dtype, float(scale), int(zero_point))
+    return TensorSpec(detail["name"], shape, dtype)
+
+
+class LiteRtRuntime(Runtime):
+    """A ``.tflite`` model in a LiteRT interpreter."""
+
+    engine = Engine.TFLITE
+
+    def __init__(self, path: str | os.PathLike, options: Optional[RuntimeOptions] = None):
+        self.backend, module = _import_backend()
+        path = Path(path)
+        options = options or RuntimeOptions()
+        if options.device not in (Device.CPU, Device.GPU):
+            raise RuntimeUnavailableError(
+                f"LiteRT cannot run on device {options.device.value!r}; use 'cpu' or 'gpu'."
+            )
+        kwargs: dict[str, Any] = {"model_path": str(path), "num_threads": options.num_threads}
+        if options.device is Device.GPU:
+            kwargs["experimental_delegates"] = [self._gpu_delegate(module)]
+        if not options.xnnpack:
+            resolver = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            kwargs["experimental_op_resolver_type"] = resolver
+        if not path.is_file():
+            raise ModelError(f"No model file at {path}; check the path.")
+        try:
+            interpreter = module.Interpreter(**kwargs)
+            interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(
+                f"LiteRT could not load {path.name}: {exc}. Is it a valid .tflite model "
+                "(and are its ops supported by this interpreter version)?"
+            ) from exc
+        self._interpreter = interpreter
+        self.path = path
+        self.options = options
+        self._in_details = interpreter.get_input_details()
+        self._inputs = [_spec(d) for d in self._in_details]
+        self._outputs = [_spec(d) for d in interpreter.get_output_details()]
+        self._batch = int(self._in_details[0]["shape"][0]) if self._in_details else 1
+        self._resizable: Optional[bool] = None
+
+    @staticmethod
+    def _gpu_delegate(module: Any) -> Any:
+        errors = []
+        for lib in _GPU_DELEGATES:
+            try:
+                return module.load_delegate(lib)
+            except (ValueError, OSError, RuntimeError) as exc:
+                errors.append(f"{lib}: {exc}")
+        raise RuntimeUnavailableError(
+            "The LiteRT GPU delegate could not be loaded (" + "; ".join(errors) + "); install "
+            "it for this device or run on device='cpu'."
+        )
+
+    def input_specs(self) -> list[TensorSpec]:
+        return list(self._inputs)
+
+    def output_specs(self) -> list[TensorSpec]:
+        return list(self._outputs)
+
+    def _resize(self, batch: int) -> bool:
+        """Make the interpreter take ``batch`` items at once; False when the model refuses."""
+        if batch == self._batch:
+            return True
+        it = self._interpreter
+        try:
+            for d in self._in_details:
+                it.resize_tensor_input(d["index"], [batch, *d["shape"][1:]], strict=False)
+            it.allocate_tensors()
+        except (ValueError, RuntimeError):
+            for d in self._in_details:  # back to the shape the model was saved with
+                it.resize_tensor_input(d["index"], list(d["shape"]), strict=False)
+            it.allocate_tensors()
+            self._batch = int(self._in_details[0]["shape"][0])
+            return False
+        self._batch = batch
+        return True
+
+    def _invoke(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        it = self._interpreter
+        for spec, d in zip(self._inputs, self._in_details):
+            it.set_tensor(d["index"], quantize(inputs[spec.name], spec))
+        it.invoke()
+        outs = it.get_output_details()
+        return {s.name: dequantize(it.get_tensor(d["index"]).copy(), s)
+                for s, d in zip(self._outputs, outs)}
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        batch = next(iter(inputs.values())).shape[0]
+        try:
+            if self._resizable is not False and self._resize(batch):
+                result = self._invoke(inputs)
+                if all(v.shape[0] == batch for v in result.values()):
+                    self._resizable = True
+                    return result
+                self._resizable = False  # e.g. a Reshape with a baked-in batch of 1
+            if not self._resize(1):
+                raise InferenceError(f"{self.path.name} cannot run with a batch of 1.")
+            parts = [self._invoke({k: v[i : i + 1] for k, v in inputs.items()})
+                     for i in range(batch)]
+        except (ValueError, RuntimeError) as exc:
+            raise InferenceError(f"LiteRT failed on {self.path.name}: {exc}") from exc
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+    @property
+    def closed(self) -> bool:
+        return self._interpreter is None
+
+    def close(self) -> None:
+        self._interpreter = None

@@ -1,0 +1,187 @@
+"""Images -> L2-normalised embedding vectors, on the engine and precision the device picks."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
+
+import numpy as np
+
+from ..runtimes import Device, Engine, RuntimeOptions, available_engines, open_runtime
+from .bundle import Bundle
+from .errors import InferenceError, RuntimeUnavailableError
+from .manifest import ArtifactSpec, Precision, Role
+from .preprocess import ImageInput, Layout, preprocess
+
+__all__ = ["Encoder", "EncoderOptions", "l2_normalize"]
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows of ``x`` (N, D) scaled to unit L2 norm; all-zero rows stay zero. float32."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, np.float32(eps))
+
+
+@dataclass(frozen=True)
+class EncoderOptions:
+    """How to run a bundle's encoder.
+
+    Attributes:
+        engine: ``Engine.ONNX`` or ``Engine.TFLITE``; ``None`` takes the first installed engine
+            the bundle has an encoder for (ONNX Runtime first).
+        precision: ``Precision.FP32`` or ``Precision.INT8``; ``None`` prefers fp32 and falls back
+            to int8. int8 is smaller but not always faster: measure on the device
+            (``benchmarks/embed_latency.py``) and pin the winner here.
+        num_threads: engine threads; ``None`` is the engine's default.
+        device: ``cpu``; ``cuda`` (ONNX Runtime) or ``gpu`` (LiteRT delegate) raise when absent.
+        batch_size: images preprocessed and run per engine call.
+    """
+
+    engine: Optional[Engine] = None
+    precision: Optional[Precision] = None
+    num_threads: Optional[int] = None
+    device: Device = Device.CPU
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.engine is not None:
+            object.__setattr__(self, "engine", Engine(self.engine))
+        if self.precision is not None:
+            object.__setattr__(self, "precision", Precision(self.precision))
+        object.__setattr__(self, "device", Device(self.device))
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
+
+
+class Encoder:
+    """A bundle's image encoder on one engine. Create with :meth:`create_from_bundle_path`.
+
+    Example::
+
+        with Encoder.create_from_bundle_path("bundle/") as enc:
+            vectors = enc.embed(["a.jpg", "b.jpg"])   # (2, D) float32, unit rows
+    """
+
+    def __init__(self, bundle: Bundle, artifact: ArtifactSpec, options: EncoderOptions):
+        self.bundle = bundle
+        self.artifact = artifact
+        self.options = options
+        self._runtime = open_runtime(
+            bundle.artifact_path(artifact),
+            artifact.engine,
+            RuntimeOptions(num_threads=options.num_threads, device=options.device),
+        )
+        self._input = artifact.inputs[0].name
+        self._layout = artifact.layout or Layout.NCHW
+
+    @classmethod
+    def create_from_bundle(
+        cls, bundle: Bundle, options: EncoderOptions = EncoderOptions()
+    ) -> Encoder:
+        """Open the encoder artifact of a loaded bundle that ``options`` ask for.
+
+        Raises:
+            ArtifactNotFoundError: the bundle has no encoder for that engine/precision.
+            RuntimeUnavailableError: the engine (or device) is not installed here.
+        """
+        engines = available_engines() if options.engine is None else [options.engine]
+        if not engines:
+            raise RuntimeUnavailableError(
+                "No inference engine is installed; `pip install edgerec[onnx]` or "
+                "`pip install edgerec[tflite]`."
+            )
+        artifact = bundle.select(Role.ENCODER, options.engine, options.precision, engines)
+        return cls(bundle, artifact, options)
+
+    @classmethod
+    def create_from_bundle_path(
+        cls, path: Union[str, os.PathLike], options: EncoderOptions = EncoderOptions()
+    ) -> Encoder:
+        """Load (and verify) the bundle at ``path``, then :meth:`create_from_bundle`."""
+        return cls.create_from_bundle(Bundle.load(path), options)
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension D."""
+        return self.bundle.embedding_dim
+
+    @property
+    def encoder_id(self) -> str:
+        """Identity of the network (shared by all engines/precisions of one export)."""
+        return self.bundle.encoder_id
+
+    @property
+    def engine(self) -> Engine:
+        return self.artifact.engine
+
+    @property
+    def precision(self) -> Precision:
+        return self.artifact.precision
+
+    def preprocess(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """Images -> this artifact's input batch (float32, NCHW or NHWC)."""
+        return preprocess(images, self.bundle.preprocessing, self._layout)
+
+    def embed_preprocessed(self, batch: np.ndarray) -> np.ndarray:
+        """A preprocessed batch (from :meth:`preprocess`) -> (N, D) float32 unit vectors."""
+        out = self._runtime.run({self._input: batch})[self.artifact.output]
+        vectors = out.reshape(out.shape[0], -1)
+        if vectors.shape[1] != self.dim:
+            raise InferenceError(
+                f"{self.artifact.file} produced {vectors.shape[1]}-d vectors but the manifest "
+                f"says {self.dim}; the bundle is inconsistent: export it again."
+            )
+        return l2_normalize(vectors)
+
+    def embed(
+        self,
+        images: Sequence[ImageInput],
+        progress: Optional[Callable[[int], None]] = None,
+    ) -> np.ndarray:
+        """Embed images.
+
+        Args:
+            images: paths, bytes, binary file objects, PIL images or uint8 arrays.
+            progress: called with the number of images finished after each batch.
+
+        Returns:
+            (N, D) float32, each row of unit L2 norm (zero rows only if the model outputs 0).
+
+        Raises:
+            InvalidImageError: an image cannot be used; the message names its index.
+        """
+        if isinstance(images, (str, bytes, np.ndarray)) or hasattr(images, "read"):
+            raise TypeError("embed() takes a sequence of images; use embed_one() for one image.")
+        images = list(images)
+        out = np.empty((len(images), self.dim), dtype=np.float32)
+        step = self.options.batch_size
+        for start in range(0, len(images), step):
+            chunk = images[start : start + step]
+            batch = preprocess(chunk, self.bundle.preprocessing, self._layout, first_index=start)
+            out[start : start + len(chunk)] = self.embed_preprocessed(batch)
+            if progress is not None:
+                progress(start + len(chunk))
+        return out
+
+    def embed_one(self, image: ImageInput) -> np.ndarray:
+        """One image -> (D,) float32 unit vector."""
+        return self.embed([image])[0]
+
+    def close(self) -> None:
+        """Release the engine; idempotent."""
+        self._runtime.close()
+
+    def __enter__(self) -> Encoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Encoder({self.artifact.key}, dim={self.dim}, "
+            f"input={self.bundle.preprocessing.input_size}px {self._layout.value})"
+        )

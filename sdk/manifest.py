@@ -1,0 +1,219 @@
+"""The bundle manifest schema: the one contract between export (writer) and device (reader).
+
+``manifest.json`` holds::
+
+    format_version   int, this module's FORMAT_VERSION when written
+    name             free text
+    embedding_dim    D of the encoder's output vectors
+    encoder_id       sha256 over the preprocessing and the encoder artifacts' hashes: the
+                     identity a catalog records for the vectors it holds
+    preprocessing    Preprocessing.to_dict()
+    artifacts        one ArtifactSpec.to_dict() per file
+    teacher, metrics, recipe   free-form JSON objects written by the export
+    created, edgerec_version   provenance
+
+Parsing is strict: anything missing or of the wrong type raises ``BundleError`` naming it.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ..runtimes import Engine, TensorSpec
+from .errors import BundleError
+from .preprocess import Layout, Preprocessing
+
+__all__ = ["FORMAT_VERSION", "ArtifactSpec", "Manifest", "Precision", "Role"]
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+class Role(str, enum.Enum):
+    """What an artifact does."""
+
+    ENCODER = "encoder"  # image -> embedding
+    SCORER = "scorer"  # (user vector, item vectors) -> interest score
+
+
+class Precision(str, enum.Enum):
+    """Numeric precision of an artifact's weights and compute."""
+
+    FP32 = "fp32"
+    INT8 = "int8"  # any 8-bit quantized model (int8 or uint8 tensors)
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    """One model file in a bundle.
+
+    Attributes:
+        file: file name relative to the bundle directory (no sub-paths leaving it).
+        sha256: hex digest of the file's bytes.
+        role: :class:`Role`.
+        precision: :class:`Precision`.
+        engine: :class:`~edgerec.runtimes.Engine` that runs the file.
+        inputs: the model's input tensors.
+        outputs: the model's output tensors.
+        layout: image input layout (encoders only).
+        output: name of the output that holds the embedding or score.
+        size_bytes: file size.
+    """
+
+    file: str
+    sha256: str
+    role: Role
+    precision: Precision
+    engine: Engine
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    output: str
+    layout: Optional[Layout] = None
+    size_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "sha256": self.sha256,
+            "role": self.role.value,
+            "precision": self.precision.value,
+            "engine": self.engine.value,
+            "layout": self.layout.value if self.layout else None,
+            "output": self.output,
+            "size_bytes": self.size_bytes,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArtifactSpec:
+        def tensor(t: dict[str, Any]) -> TensorSpec:
+            return TensorSpec(
+                name=str(t["name"]),
+                shape=tuple(None if d is None else int(d) for d in t["shape"]),
+                dtype=str(t["dtype"]),
+                scale=None if t.get("scale") is None else float(t["scale"]),
+                zero_point=None if t.get("zero_point") is None else int(t["zero_point"]),
+            )
+
+        return cls(
+            file=str(data["file"]),
+            sha256=str(data["sha256"]).lower(),
+            role=Role(data["role"]),
+            precision=Precision(data["precision"]),
+            engine=Engine(data["engine"]),
+            inputs=tuple(tensor(t) for t in data["inputs"]),
+            outputs=tuple(tensor(t) for t in data["outputs"]),
+            output=str(data["output"]),
+            layout=Layout(data["layout"]) if data.get("layout") else None,
+            size_bytes=int(data.get("size_bytes", 0)),
+        )
+
+    @property
+    def key(self) -> str:
+        """Short name, e.g. ``encoder/onnx/int8``."""
+        return f"{self.role.value}/{self.engine.value}/{self.precision.value}"
+
+
+def compute_encoder_id(pre: Preprocessing, artifacts: Iterable[ArtifactSpec]) -> str:
+    """Identity of an encoder: sha256 over its preprocessing and its encoder files' hashes.
+
+    Every engine and precision of one exported network shares it, so a catalog built with the
+    fp32 ONNX artifact accepts queries from the int8 TFLite one of the same bundle.
+    """
+    h = hashlib.sha256(json.dumps(pre.to_dict(), sort_keys=True).encode())
+    for digest in sorted(a.sha256 for a in artifacts if a.role is Role.ENCODER):
+        h.update(digest.encode())
+    return h.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Parsed ``manifest.json`` (see the module docstring)."""
+
+    embedding_dim: int
+    preprocessing: Preprocessing
+    artifacts: tuple[ArtifactSpec, ...]
+    encoder_id: str
+    name: str = ""
+    format_version: int = FORMAT_VERSION
+    teacher: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    edgerec_version: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "name": self.name,
+            "embedding_dim": self.embedding_dim,
+            "encoder_id": self.encoder_id,
+            "preprocessing": self.preprocessing.to_dict(),
+            "artifacts": [a.to_dict() for a in self.artifacts],
+            "teacher": self.teacher,
+            "metrics": self.metrics,
+            "recipe": self.recipe,
+            "created": self.created,
+            "edgerec_version": self.edgerec_version,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, where: str = MANIFEST_NAME) -> Manifest:
+        """Parse and validate; every problem raises ``BundleError`` saying what to do."""
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(
+                f"{where} is not valid JSON ({exc}); the bundle is damaged: export or copy "
+                "it again."
+            ) from exc
+        if not isinstance(data, dict):
+            raise BundleError(f"{where} must hold a JSON object; export or copy the bundle again.")
+        version = data.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise BundleError(f"{where} has no integer format_version: not an edgerec bundle.")
+        if version > FORMAT_VERSION:
+            raise BundleError(
+                f"{where} is bundle format {version}, newer than the {FORMAT_VERSION} this edgerec "
+                "reads; upgrade edgerec (`pip install -U edgerec`)."
+            )
+        if version < 1:
+            raise BundleError(f"{where} has an invalid format_version {version}.")
+        try:
+            artifacts = tuple(ArtifactSpec.from_dict(a) for a in data["artifacts"])
+            manifest = cls(
+                format_version=version,
+                name=str(data.get("name", "")),
+                embedding_dim=int(data["embedding_dim"]),
+                encoder_id=str(data["encoder_id"]),
+                preprocessing=Preprocessing.from_dict(data["preprocessing"]),
+                artifacts=artifacts,
+                teacher=dict(data.get("teacher") or {}),
+                metrics=dict(data.get("metrics") or {}),
+                recipe=dict(data.get("recipe") or {}),
+                created=str(data.get("created", "")),
+                edgerec_version=str(data.get("edgerec_version", "")),
+            )
+        except KeyError as exc:
+            raise BundleError(
+                f"{where} lacks the field {exc}; the bundle is incomplete: export it again."
+            ) from exc
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"{where} has an invalid value ({exc}); export it again.") from exc
+        if manifest.embedding_dim < 1:
+            raise BundleError(f"{where}: embedding_dim must be >= 1.")
+        if not artifacts:
+            raise BundleError(f"{where} lists no artifacts; export the bundle again.")
+        keys = [a.key for a in artifacts]
+        if len(set(keys)) != len(keys):
+            raise BundleError(f"{where} lists the same role/engine/precision twice: {keys}.")
+        return manifest

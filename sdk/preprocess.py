@@ -1,0 +1,326 @@
+"""Image decoding and the preprocessing contract shared by export and device.
+
+:class:`Preprocessing` is written into every bundle's manifest by the export and read back
+on the device, so both sides turn a photo into exactly the same tensor:
+
+1. decode (path, bytes, file object, PIL image or HxWx3 uint8 array), apply the EXIF
+   orientation, convert any mode to RGB (alpha composited on white);
+2. resize so the shorter side is ``round(input_size / crop_pct)`` (or stretch to a square
+   when ``resize == "stretch"``), then centre-crop ``input_size`` x ``input_size``;
+3. scale to [0, 1], subtract ``mean`` and divide by ``std`` per channel (RGB order);
+4. lay out as NCHW or NHWC float32 for the artifact.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from .errors import InvalidImageError
+
+__all__ = [
+    "ImageInput",
+    "ImageLimits",
+    "Interpolation",
+    "Layout",
+    "Preprocessing",
+    "ResizeMode",
+    "load_image",
+    "preprocess",
+]
+
+ImageInput = Union[str, os.PathLike, bytes, bytearray, BinaryIO, Image.Image, np.ndarray]
+"""Anything :func:`load_image` accepts."""
+
+
+class Interpolation(str, enum.Enum):
+    """Resampling filter for the resize (PIL's, with antialiasing when shrinking)."""
+
+    NEAREST = "nearest"
+    BILINEAR = "bilinear"
+    BICUBIC = "bicubic"
+
+    @property
+    def pil(self) -> int:
+        return {
+            "nearest": Image.Resampling.NEAREST,
+            "bilinear": Image.Resampling.BILINEAR,
+            "bicubic": Image.Resampling.BICUBIC,
+        }[self.value]
+
+
+class ResizeMode(str, enum.Enum):
+    """How the image becomes a square before the model sees it."""
+
+    SHORTER_CENTER_CROP = "shorter_center_crop"  # keep aspect, shorter side, centre crop
+    STRETCH = "stretch"  # ignore aspect ratio
+
+
+class Layout(str, enum.Enum):
+    """Axis order of the model's image input."""
+
+    NCHW = "nchw"
+    NHWC = "nhwc"
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Guards against decompression bombs and images too small to mean anything.
+
+    Attributes:
+        max_pixels: largest width x height accepted, checked from the header before decoding.
+        min_side: smallest width or height accepted, in pixels.
+        max_bytes: largest encoded file accepted, in bytes.
+    """
+
+    max_pixels: int = 64_000_000
+    min_side: int = 8
+    max_bytes: int = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The preprocessing contract of a bundle (see the module docstring for the steps).
+
+    Attributes:
+        input_size: side of the square the model takes, in pixels.
+        crop_pct: shorter side is resized to ``round(input_size / crop_pct)`` before the crop;
+            1.0 resizes the shorter side straight to ``input_size``.
+        resize: :class:`ResizeMode`.
+        interpolation: :class:`Interpolation`.
+        mean: per-channel (R, G, B) mean, on pixels scaled to [0, 1].
+        std: per-channel (R, G, B) standard deviation, on pixels scaled to [0, 1].
+    """
+
+    input_size: int = 224
+    crop_pct: float = 1.0
+    resize: ResizeMode = ResizeMode.SHORTER_CENTER_CROP
+    interpolation: Interpolation = Interpolation.BILINEAR
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    limits: ImageLimits = field(default_factory=ImageLimits, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "resize", ResizeMode(self.resize))
+        object.__setattr__(self, "interpolation", Interpolation(self.interpolation))
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if not 8 <= int(self.input_size) <= 4096:
+            raise ValueError(f"input_size must be in [8, 4096], got {self.input_size}.")
+        if not 0.1 <= self.crop_pct <= 1.0:
+            raise ValueError(f"crop_pct must be in [0.1, 1.0], got {self.crop_pct}.")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError("mean and std need exactly 3 values (R, G, B).")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std values must be > 0, got {self.std}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as stored in ``manifest.json``."""
+        return {
+            "input_size": int(self.input_size),
+            "crop_pct": float(self.crop_pct),
+            "resize": self.resize.value,
+            "interpolation": self.interpolation.value,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        """Inverse of :meth:`to_dict`; raises ``KeyError``/``ValueError`` on bad data."""
+        return cls(
+            input_size=int(data["input_size"]),
+            crop_pct=float(data.get("crop_pct", 1.0)),
+            resize=ResizeMode(data.get("resize", ResizeMode.SHORTER_CENTER_CROP.value)),
+            interpolation=Interpolation(data.get("interpolation", "bilinear")),
+            mean=tuple(data["mean"]),
+            std=tuple(data["std"]),
+        )
+
+    def __call__(self, images: Sequence[ImageInput], layout: Layout = Layout.NCHW) -> np.ndarray:
+        """Shorthand for :func:`preprocess`."""
+        return preprocess(images, self, layout)
+
+
+def _describe(source: Any) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return type(source).__name__
+
+
+def _open(source: ImageInput, limits: ImageLimits) -> Image.Image:
+    """Open without decoding pixels: PIL reads only the header here."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise InvalidImageError(f"No image file at {path}; check the path.")
+        if path.stat().st_size > limits.max_bytes:
+            raise InvalidImageError(
+                f"{path} is {path.stat().st_size} bytes, over the {limits.max_bytes}-byte limit; "
+                "shrink it or raise ImageLimits.max_bytes."
+            )
+        return Image.open(path)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise InvalidImageError("Got 0 bytes of image data; pass the encoded file's bytes.")
+        if len(source) > limits.max_bytes:
+            raise InvalidImageError(f"Image data over the {limits.max_bytes}-byte limit.")
+        return Image.open(io.BytesIO(bytes(source)))
+    if hasattr(source, "read"):
+        data = source.read(limits.max_bytes + 1)
+        if not isinstance(data, (bytes, bytearray)):
+            raise InvalidImageError("The file object must be opened in binary mode ('rb').")
+        return _open(bytes(data), limits)
+    raise InvalidImageError(
+        f"Cannot read an image from a {type(source).__name__}; pass a path, bytes, a binary "
+        "file object, a PIL image or an HxWx3 uint8 array."
+    )
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    if array.dtype != np.uint8:
+        raise InvalidImageError(
+            f"Image arrays must be uint8, got {array.dtype}; scale to 0..255 and cast with "
+            "`.astype(np.uint8)`."
+        )
+    if array.ndim == 2:
+        return Image.fromarray(np.ascontiguousarray(array), mode="L")
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        mode = "RGB" if array.shape[2] == 3 else "RGBA"
+        return Image.fromarray(np.ascontiguousarray(array), mode=mode)
+    raise InvalidImageError(
+        f"Image arrays must be HxWx3 (RGB), HxWx4 (RGBA) or HxW (grey), got shape {array.shape}."
+    )
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB; transparency is composited on white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        a = np.nan_to_num(np.asarray(img, dtype=np.float32))
+        top = float(a.max()) if a.size else 1.0
+        hi = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0  # [0,1], 8- or 16-bit
+        grey = np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(source: ImageInput, limits: ImageLimits = ImageLimits()) -> Image.Image:
+    """Decode any supported image input to an upright RGB PIL image.
+
+    Args:
+        source: a path, encoded bytes, a binary file object, a PIL image, or a uint8 array
+            (HxWx3 RGB, HxWx4 RGBA or HxW grey).
+        limits: size guards; checked from the header before pixels are decoded.
+
+    Raises:
+        InvalidImageError: unreadable, undecodable, truncated, too large or too small.
+    """
+    if isinstance(source, np.ndarray):
+        img = _from_array(source)
+    elif isinstance(source, Image.Image):
+        img = source
+    else:
+        try:
+            img = _open(source, limits)
+        except InvalidImageError:
+            raise
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            raise InvalidImageError(
+                f"{_describe(source)} is not a decodable image ({exc}); it may be corrupt or "
+                "in an unsupported format (use JPEG, PNG, WebP, GIF, BMP or TIFF)."
+            ) from exc
+        except Image.DecompressionBombError as exc:
+            raise InvalidImageError(f"{_describe(source)} is a decompression bomb: {exc}") from exc
+    width, height = img.size
+    if width * height > limits.max_pixels:
+        raise InvalidImageError(
+            f"{_describe(source)} is {width}x{height} pixels, over the {limits.max_pixels}-pixel "
+            "limit (a decompression bomb guard); downscale it or raise ImageLimits.max_pixels."
+        )
+    if min(width, height) < limits.min_side:
+        raise InvalidImageError(
+            f"{_describe(source)} is {width}x{height} pixels; images need at least "
+            f"{limits.min_side} pixels on each side."
+        )
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise InvalidImageError(
+            "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set, so truncated files would pass silently; "
+            "unset it to use edgerec."
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            return _to_rgb(img)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise InvalidImageError(
+            f"{_describe(source)} could not be decoded ({exc}); the file is probably truncated "
+            "or corrupt: re-download or re-encode it."
+        ) from exc
+
+
+def _resize_crop(img: Image.Image, pre: Preprocessing) -> Image.Image:
+    size = int(pre.input_size)
+    if pre.resize is ResizeMode.STRETCH:
+        return img.resize((size, size), pre.interpolation.pil)
+    width, height = img.size
+    short = max(size, round(size / pre.crop_pct))
+    scale = short / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    img = img.resize((new_w, new_h), pre.interpolation.pil, reducing_gap=None)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def preprocess(
+    images: Sequence[ImageInput],
+    pre: Preprocessing,
+    layout: Layout = Layout.NCHW,
+    first_index: int = 0,
+) -> np.ndarray:
+    """Turn images into the model's input batch.
+
+    Args:
+        images: a sequence of anything :func:`load_image` accepts.
+        pre: the bundle's preprocessing contract.
+        layout: ``NCHW`` -> (N, 3, S, S); ``NHWC`` -> (N, S, S, 3), with S = ``input_size``.
+
+    Returns:
+        float32 array of normalised pixels.
+
+    Raises:
+        InvalidImageError: for the first image that cannot be used, naming its position
+            (counted from ``first_index``).
+    """
+    if isinstance(images, (str, bytes, np.ndarray, Image.Image)) or hasattr(images, "read"):
+        raise TypeError("preprocess() takes a sequence of images; wrap a single one in a list.")
+    size = int(pre.input_size)
+    out = np.empty((len(images), size, size, 3), dtype=np.float32)
+    mean = np.asarray(pre.mean, np.float32) * 255.0
+    inv_std = 1.0 / (np.asarray(pre.std, np.float32) * 255.0)
+    for i, source in enumerate(images):
+        try:
+            img = _resize_crop(load_image(source, pre.limits), pre)
+        except InvalidImageError as exc:
+            raise InvalidImageError(f"Image {first_index + i}: {exc}") from exc
+        np.multiply(np.asarray(img, dtype=np.float32) - mean, inv_std, out=out[i])
+    if Layout(layout) is Layout.NCHW:
+        return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+    return out

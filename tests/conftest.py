@@ -1,0 +1,50 @@
+"""Shared fixtures: the sample shipped in the repo, the real teacher, and bundles made from them.
+
+Tests use the small sample in ``examples/sample`` (always present) and the full
+``../shared`` data when it is beside the checkout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from edgerec.sdk import Bundle, ImportOptions, import_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "sample"
+TEACHER = SAMPLE / "teacher" / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
+FIXTURES = Path(__file__).parent / "fixtures"
+TINY_ONNX = FIXTURES / "tiny_embedder.onnx"
+TINY_TFLITE = FIXTURES / "tiny_embedder.tflite"
+SHARED = ROOT.parent / "shared"
+
+
+def sample_images(per_label: int = 20) -> list[tuple[Path, str]]:
+    """(path, label) for the first ``per_label`` sample images of each label, sorted."""
+    out = []
+    for label_dir in sorted(p for p in (SAMPLE / "images").iterdir() if p.is_dir()):
+        for path in sorted(label_dir.glob("*.jpg"))[:per_label]:
+            out.append((path, label_dir.name))
+    return out
+
+
+@pytest.fixture(scope="session")
+def teacher_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    """The shipped MobileNetV1 teacher wrapped as a bundle (raw uint8 pixels)."""
+    out = tmp_path_factory.mktemp("bundles") / "teacher"
+    return import_model([TEACHER], out, ImportOptions(raw_pixels=True, name="teacher"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    """The tiny fixture network in ONNX (NCHW) and TFLite (NHWC), one bundle."""
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    options = ImportOptions(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), name="tiny")
+    return import_model([TINY_ONNX, TINY_TFLITE], out, options)
+
+
+@pytest.fixture()
+def jpeg_bytes() -> bytes:
+    """One real sample photo as encoded JPEG bytes."""
+    return sample_images(1)[0][0].read_bytes()
