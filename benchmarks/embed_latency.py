@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import RESULTS, machine_info, percentiles, write  # noqa: E402
+from _report import RESULTS, machine_info, percentiles, write
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "sample"
@@ -48,7 +48,6 @@ def prepare() -> dict[str, Path]:
         import_model([TEACHER], bundles["teacher"], ImportOptions(raw_pixels=True), force=True)
     if not (bundles["student"] / "manifest.json").exists():
         import torch
-
         from edgerec.export.convert import to_onnx, to_tflite
         from edgerec.export.student import create_student
 

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from edgerec.sdk import Encoder, EncoderOptions, ImportOptions, import_model, label_retrieval
 
 HERE = Path(__file__).parent
