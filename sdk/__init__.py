@@ -36,6 +36,7 @@ from .preprocess import (
     ResizeMode,
     load_image,
     preprocess,
+    resize_and_crop,
 )
 
 __all__ = [
@@ -78,6 +79,7 @@ __all__ = [
     "load_image",
     "preprocess",
     "raw_pixel_normalization",
+    "resize_and_crop",
     "sha256_file",
     "write_bundle",
 ]

@@ -36,6 +36,7 @@ __all__ = [
     "ResizeMode",
     "load_image",
     "preprocess",
+    "resize_and_crop",
 ]
 
 ImageInput = Union[str, os.PathLike, bytes, bytearray, BinaryIO, Image.Image, np.ndarray]
@@ -276,7 +277,8 @@ def load_image(source: ImageInput, limits: ImageLimits = ImageLimits()) -> Image
         ) from exc
 
 
-def _resize_crop(img: Image.Image, pre: Preprocessing) -> Image.Image:
+def resize_and_crop(img: Image.Image, pre: Preprocessing) -> Image.Image:
+    """Step 2 of the contract: resize (shorter side or stretch), then centre-crop a square."""
     size = int(pre.input_size)
     if pre.resize is ResizeMode.STRETCH:
         return img.resize((size, size), pre.interpolation.pil)
@@ -317,7 +319,7 @@ def preprocess(
     inv_std = 1.0 / (np.asarray(pre.std, np.float32) * 255.0)
     for i, source in enumerate(images):
         try:
-            img = _resize_crop(load_image(source, pre.limits), pre)
+            img = resize_and_crop(load_image(source, pre.limits), pre)
         except InvalidImageError as exc:
             raise InvalidImageError(f"Image {first_index + i}: {exc}") from exc
         np.multiply(np.asarray(img, dtype=np.float32) - mean, inv_std, out=out[i])
