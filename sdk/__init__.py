@@ -9,6 +9,7 @@ Never imports torch, onnx or tensorflow. Quick start::
 
 from ..runtimes import Device, Engine, RuntimeOptions, TensorSpec
 from .bundle import Bundle, NewArtifact, sha256_file, write_bundle
+from .catalog import Catalog, CatalogInfo, CatalogItem, VectorDType
 from .encoder import Encoder, EncoderOptions, l2_normalize
 from .errors import (
     ArtifactNotFoundError,
@@ -38,15 +39,20 @@ from .preprocess import (
     preprocess,
     resize_and_crop,
 )
+from .search import BatchMatches, Match, Matches
 
 __all__ = [
     "FORMAT_VERSION",
     "ArtifactNotFoundError",
     "ArtifactSpec",
+    "BatchMatches",
     "Bundle",
     "BundleError",
     "BundleIntegrityError",
+    "Catalog",
     "CatalogError",
+    "CatalogInfo",
+    "CatalogItem",
     "CatalogLockedError",
     "Device",
     "EdgeRecError",
@@ -63,6 +69,8 @@ __all__ = [
     "InvalidImageError",
     "Layout",
     "Manifest",
+    "Match",
+    "Matches",
     "ModelError",
     "NewArtifact",
     "Precision",
@@ -73,6 +81,7 @@ __all__ = [
     "RuntimeOptions",
     "RuntimeUnavailableError",
     "TensorSpec",
+    "VectorDType",
     "import_model",
     "l2_normalize",
     "label_retrieval",
