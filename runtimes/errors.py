@@ -14,6 +14,7 @@ message is a sentence that says what was wrong and what to do about it::
     ├── CatalogError (ValueError)             a catalog that is missing, corrupt or mismatched
     │   ├── CatalogLockedError                another writer holds the catalog
     │   └── EncoderMismatchError              vectors or queries from another encoder
+    ├── ProfileError (ValueError)             a profile store, user id or event that is unusable
     └── ExportError (RuntimeError)            an export step that failed (bad data, failed gate)
 
 The tree lives in ``edgerec.runtimes.errors`` because the runtimes are the lowest layer
@@ -37,6 +38,7 @@ __all__ = [
     "InferenceError",
     "InvalidImageError",
     "ModelError",
+    "ProfileError",
     "RuntimeUnavailableError",
 ]
 
@@ -83,6 +85,10 @@ class CatalogLockedError(CatalogError):
 
 class EncoderMismatchError(CatalogError):
     """Vectors or a query come from a different encoder than the one that built the catalog."""
+
+
+class ProfileError(EdgeRecError, ValueError):
+    """A profile file that cannot be opened or used, or a bad user id or event."""
 
 
 class ExportError(EdgeRecError, RuntimeError):

@@ -1,4 +1,5 @@
-"""edgerec device SDK: bundles, preprocessing and encoders (numpy + pillow + one engine).
+"""edgerec device SDK: bundles, encoders, catalogs, profiles and the recommender
+(numpy + pillow + one engine).
 
 Never imports torch, onnx or tensorflow. Quick start::
 
@@ -10,6 +11,14 @@ Never imports torch, onnx or tensorflow. Quick start::
 from ..runtimes import Device, Engine, RuntimeOptions, TensorSpec
 from .bundle import Bundle, NewArtifact, sha256_file, write_bundle
 from .catalog import Catalog, CatalogInfo, CatalogItem, VectorDType
+from .catalog_build import (
+    IngestReport,
+    SourceItem,
+    add_images,
+    build_catalog,
+    items_from_csv,
+    items_from_folder,
+)
 from .encoder import Encoder, EncoderOptions, l2_normalize
 from .errors import (
     ArtifactNotFoundError,
@@ -23,6 +32,7 @@ from .errors import (
     InferenceError,
     InvalidImageError,
     ModelError,
+    ProfileError,
     RuntimeUnavailableError,
 )
 from .importer import ImportOptions, import_model, raw_pixel_normalization
@@ -39,9 +49,20 @@ from .preprocess import (
     preprocess,
     resize_and_crop,
 )
+from .profile import (
+    DEFAULT_EVENT_WEIGHTS,
+    Event,
+    EventKind,
+    Profile,
+    ProfileStore,
+    user_vector,
+)
+from .recommender import Recommendation, Recommendations, Recommender, RecommenderOptions
+from .scorer import Scorer
 from .search import BatchMatches, Match, Matches
 
 __all__ = [
+    "DEFAULT_EVENT_WEIGHTS",
     "FORMAT_VERSION",
     "ArtifactNotFoundError",
     "ArtifactSpec",
@@ -60,11 +81,14 @@ __all__ = [
     "EncoderMismatchError",
     "EncoderOptions",
     "Engine",
+    "Event",
+    "EventKind",
     "ExportError",
     "ImageInput",
     "ImageLimits",
     "ImportOptions",
     "InferenceError",
+    "IngestReport",
     "Interpolation",
     "InvalidImageError",
     "Layout",
@@ -75,14 +99,27 @@ __all__ = [
     "NewArtifact",
     "Precision",
     "Preprocessing",
+    "Profile",
+    "ProfileError",
+    "ProfileStore",
+    "Recommendation",
+    "Recommendations",
+    "Recommender",
+    "RecommenderOptions",
     "ResizeMode",
     "RetrievalReport",
     "Role",
     "RuntimeOptions",
     "RuntimeUnavailableError",
+    "Scorer",
+    "SourceItem",
     "TensorSpec",
     "VectorDType",
+    "add_images",
+    "build_catalog",
     "import_model",
+    "items_from_csv",
+    "items_from_folder",
     "l2_normalize",
     "label_retrieval",
     "load_image",
@@ -90,5 +127,6 @@ __all__ = [
     "raw_pixel_normalization",
     "resize_and_crop",
     "sha256_file",
+    "user_vector",
     "write_bundle",
 ]

@@ -296,12 +296,16 @@ def write_bundle(
     metrics: Optional[dict[str, Any]] = None,
     recipe: Optional[dict[str, Any]] = None,
     force: bool = False,
+    extra_files: Optional[dict[str, PathLike]] = None,
 ) -> Bundle:
     """Write a complete, verified bundle atomically.
 
     Files are copied and hashed into a hidden temporary directory beside ``out``; the manifest
     is written last; the directory is then renamed to ``out``. A crash or a full disk at any
     point leaves either no ``out`` (or the previous one, with ``force``) or a complete bundle.
+
+    ``extra_files`` (``{"report/report.html": path}``) are copied in as they are, unhashed and
+    unlisted: documentation for people (reports, plots), never read by the device.
 
     Raises:
         BundleError: ``out`` exists and ``force`` is false; no artifacts; duplicate names.
@@ -342,6 +346,12 @@ def write_bundle(
                     size_bytes=(tmp / file).stat().st_size,
                 )
             )
+        for rel, src in (extra_files or {}).items():
+            target = tmp / rel
+            if Path(rel).is_absolute() or ".." in Path(rel).parts or target.exists():
+                raise BundleError(f"Extra file name {rel!r} must be a new relative path.")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _copy_hashed(Path(src), target)
         manifest = Manifest(
             name=name,
             embedding_dim=int(embedding_dim),

@@ -299,6 +299,17 @@ class Catalog:
         vector.flags.writeable = False
         return CatalogItem(item_id, vector, json.loads(row[1]))
 
+    def vectors(self, ids: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray]:
+        """The float32 vectors ``(n, dim)`` of those of ``ids`` that are in the catalog, and
+        those ids (in the order given; repeats kept). Unknown ids are left out, not an error:
+        compare the ids returned with the ids asked for. One query, one snapshot."""
+        ids = check_ids(ids, "ids", allow_duplicates=True)
+        with self._reading() as view:
+            rows = self._lookup(list(dict.fromkeys(ids)))
+            found = tuple(i for i in ids if i in rows)
+            vectors = view.dequantize(np.array([rows[i] for i in found], dtype=np.int64))
+        return found, vectors
+
     def info(self) -> CatalogInfo:
         with self._reading() as view:
             gen = view.generation

@@ -17,6 +17,7 @@ from ..runtimes.errors import (
     InferenceError,
     InvalidImageError,
     ModelError,
+    ProfileError,
     RuntimeUnavailableError,
 )
 
@@ -32,5 +33,6 @@ __all__ = [
     "InferenceError",
     "InvalidImageError",
     "ModelError",
+    "ProfileError",
     "RuntimeUnavailableError",
 ]

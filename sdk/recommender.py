@@ -1,0 +1,463 @@
+"""The recommender: "more like this" (:meth:`Recommender.similar`) and "for you"
+(:meth:`Recommender.for_user`) over a catalog, each result with the reason it was chosen.
+
+::
+
+    with Recommender.create("bundle/", "shop.catalog", profiles="profiles.sqlite") as rec:
+        rec.similar(item_id="sku-1", k=10, filters={"label": "shoes"})
+        rec.similar("photo.jpg", k=10, diversity=0.3)
+        rec.profiles.record("alice", Event("sku-1", EventKind.PURCHASE))
+        recs = rec.for_user("alice", k=10)
+        recs[0].reason                     # "looks like sku-1 you bought"
+        recs.scorer_used, recs.note        # False, "bundle has no scorer: ranked by inner product"
+
+``for_user``: the user vector is the recency- and event-weighted mean of the history's item
+vectors (:func:`edgerec.sdk.profile.user_vector`); the catalog gives the exact top
+``candidates`` by inner product (filters applied; seen items excluded unless
+``exclude_seen=False``; dismissed items always excluded); the bundle's scorer re-ranks them when
+it has one (:mod:`edgerec.sdk.scorer`), else the inner product order stands and the result's
+``note`` says so. Each result names the history item whose vector is closest to it.
+
+History items that are not in the catalog (removed since, or from another shop) are ignored
+and listed in ``Recommendations.ignored``; a history with no usable item gives an empty result
+whose ``note`` says why, so an app can fall back to its own default list.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union, cast, overload
+
+import numpy as np
+
+from .bundle import Bundle
+from .catalog import Catalog
+from .encoder import Encoder, EncoderOptions
+from .errors import CatalogError, EncoderMismatchError
+from .manifest import Role
+from .preprocess import ImageInput
+from .profile import (
+    DEFAULT_EVENT_WEIGHTS,
+    Event,
+    EventKind,
+    Profile,
+    ProfileError,
+    ProfileStore,
+    event_weights,
+    user_vector,
+)
+from .scorer import Scorer
+from .search import Matches
+
+__all__ = ["Recommendation", "Recommendations", "Recommender", "RecommenderOptions"]
+
+PathLike = Union[str, os.PathLike]
+NO_SCORER_NOTE = "bundle has no scorer: ranked by inner product"
+SCORER_OFF_NOTE = "scorer turned off (RecommenderOptions.use_scorer): ranked by inner product"
+_PREVIEW = 5
+
+
+@dataclass(frozen=True)
+class RecommenderOptions:
+    """How :class:`Recommender` ranks.
+
+    Attributes:
+        candidates: C, how many items the exact inner-product search hands to the scorer
+            (at least ``k`` are always taken).
+        exclude_seen: leave out items the user has any non-dismiss event on.
+        half_life_days: an event this much older than the history's newest counts half.
+        event_weights: weight per :class:`EventKind` (or its value), merged over the defaults
+            (view 0.25, click 0.5, add_to_cart 1, purchase 2, dismiss -1). Negative weights
+            subtract the item's vector (push look-alikes down); dismissed items are also never
+            returned, whatever their weight.
+        max_history: only the newest this many events of a history are used.
+        use_scorer: re-rank with the bundle's scorer when it has one.
+    """
+
+    candidates: int = 200
+    exclude_seen: bool = True
+    half_life_days: float = 30.0
+    event_weights: Mapping[Any, float] = field(
+        default_factory=lambda: DEFAULT_EVENT_WEIGHTS, hash=False
+    )
+    max_history: int = 1000
+    use_scorer: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("candidates", "max_history"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if isinstance(self.half_life_days, bool) or not (
+            isinstance(self.half_life_days, (int, float)) and 0 < self.half_life_days < float("inf")
+        ):
+            raise ValueError(f"half_life_days must be a positive number, got {self.half_life_days}")
+        object.__setattr__(self, "event_weights", event_weights(self.event_weights))
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One recommended item.
+
+    ``score``: the scorer's logit when ``Recommendations.scorer_used``, else the inner product
+    with the query or user vector. ``reason``: a sentence for people (``"looks like sku-1 you
+    bought"``); ``because``: the item id it names (None for a photo query).
+    """
+
+    item_id: str
+    score: float
+    metadata: dict[str, Any]
+    reason: str
+    because: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"item_id": self.item_id, "score": self.score, "metadata": self.metadata,
+                "reason": self.reason, "because": self.because}
+
+
+@dataclass(frozen=True, repr=False)
+class Recommendations:
+    """Recommended items, best first.
+
+    ``scorer_used``: the bundle's scorer ranked them. ``note``: anything the caller should know
+    about how they were made (no scorer, ignored history items, no usable history), else "".
+    ``ignored``: history item ids that are not in the catalog.
+    """
+
+    items: tuple[Recommendation, ...]
+    scorer_used: bool = False
+    note: str = ""
+    ignored: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @overload
+    def __getitem__(self, index: int) -> Recommendation: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Recommendation, ...]: ...
+    def __getitem__(self, index: int | slice) -> Recommendation | tuple[Recommendation, ...]:
+        return self.items[index]
+
+    def __iter__(self) -> Iterator[Recommendation]:
+        return iter(self.items)
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.item_id for r in self.items]
+
+    @property
+    def scores(self) -> np.ndarray:
+        """``(n,)`` float32 scores, best first."""
+        return np.array([r.score for r in self.items], dtype=np.float32)
+
+    def to_list(self) -> list[dict[str, Any]]:
+        """``[{"item_id", "score", "metadata", "reason", "because"}, ...]`` (JSON-ready)."""
+        return [r.to_dict() for r in self.items]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"results": self.to_list(), "scorer_used": self.scorer_used, "note": self.note,
+                "ignored": list(self.ignored)}
+
+    def __repr__(self) -> str:
+        head = ", ".join(f"{r.item_id!r}: {r.score:.3f}" for r in self.items[:3])
+        more = ", ..." if len(self) > 3 else ""
+        note = f", note={self.note!r}" if self.note else ""
+        return f"Recommendations({len(self)} items: {head}{more}{note})"
+
+
+_TOKEN = object()
+
+
+class Recommender:
+    """A bundle and a catalog (and optionally a profile store) ready to answer queries.
+
+    Create with :meth:`create`; close with :meth:`close` or a ``with`` block. The image encoder
+    is opened on the first photo query; the scorer (when the bundle has one) at creation.
+    """
+
+    def __init__(self, token: object, bundle: Bundle, catalog: Catalog,
+                 options: RecommenderOptions, encoder_options: EncoderOptions,
+                 profiles: Optional[ProfileStore], owned: list[Any]) -> None:
+        if token is not _TOKEN:
+            raise TypeError("use Recommender.create(...)")
+        self.bundle = bundle
+        self.catalog = catalog
+        self.options = options
+        self.encoder_options = encoder_options
+        self.profiles = profiles
+        self._owned = owned
+        self._encoder: Optional[Encoder] = None
+        self._scorer: Optional[Scorer] = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(
+        cls,
+        bundle: Union[Bundle, PathLike],
+        catalog: Union[Catalog, PathLike],
+        options: RecommenderOptions = RecommenderOptions(),
+        encoder_options: Optional[EncoderOptions] = None,
+        *,
+        profiles: Union[ProfileStore, PathLike, None] = None,
+    ) -> Recommender:
+        """Load the bundle (verified) and open the catalog (read-only) unless given open.
+
+        Objects passed in open stay the caller's to close; paths are opened and closed here.
+        ``encoder_options``: engine, precision and threads for the photo encoder and the scorer
+        (default ``EncoderOptions()``). ``profiles``: a :class:`ProfileStore` (or its path)
+        that lets :meth:`for_user` take a user id.
+
+        Raises:
+            EncoderMismatchError: the catalog was built with another encoder than the bundle's.
+            ArtifactNotFoundError, RuntimeUnavailableError, ModelError: the bundle has a scorer
+                that cannot be opened here (it is never skipped silently; pass
+                ``RecommenderOptions(use_scorer=False)`` to rank without it).
+        """
+        owned: list[Any] = []
+        try:
+            if not isinstance(bundle, Bundle):
+                bundle = Bundle.load(bundle)
+            if not isinstance(catalog, Catalog):
+                catalog = Catalog.open(catalog, readonly=True)
+                owned.append(catalog)
+            if catalog.encoder_id != bundle.encoder_id or catalog.dim != bundle.embedding_dim:
+                raise EncoderMismatchError(
+                    f"the catalog at {catalog.path} was built with encoder {catalog.encoder_id!r} "
+                    f"({catalog.dim}-d) but the bundle {bundle.path} is encoder "
+                    f"{bundle.encoder_id!r} ({bundle.embedding_dim}-d): rebuild the catalog with "
+                    "this bundle (`edgerec catalog build`), or use the bundle that built it"
+                )
+            if profiles is not None and not isinstance(profiles, ProfileStore):
+                profiles = ProfileStore.open(profiles)
+                owned.append(profiles)
+            encoder_options = encoder_options or EncoderOptions()
+            rec = cls(_TOKEN, bundle, catalog, options, encoder_options, profiles, owned)
+            if options.use_scorer and bundle.has(Role.SCORER):
+                rec._scorer = Scorer.create_from_bundle(
+                    bundle, num_threads=encoder_options.num_threads
+                )
+                owned.append(rec._scorer)
+        except BaseException:
+            for obj in reversed(owned):
+                obj.close()
+            raise
+        return rec
+
+    def close(self) -> None:
+        """Close the encoder, the scorer and whatever :meth:`create` opened; idempotent."""
+        with self._lock:
+            if self._encoder is not None:
+                self._encoder.close()
+                self._encoder = None
+            while self._owned:
+                self._owned.pop().close()
+
+    def __enter__(self) -> Recommender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        scorer = self._scorer.artifact.key if self._scorer else "none"
+        return (f"Recommender(bundle={str(self.bundle.path)!r}, "
+                f"catalog={str(self.catalog.path)!r}, scorer={scorer})")
+
+    @property
+    def has_scorer(self) -> bool:
+        """True when :meth:`for_user` re-ranks with the bundle's scorer."""
+        return self._scorer is not None
+
+    def encoder(self) -> Encoder:
+        """The bundle's image encoder (opened on first use with ``encoder_options``)."""
+        with self._lock:
+            if self._encoder is None:
+                self._encoder = Encoder.create_from_bundle(self.bundle, self.encoder_options)
+            return self._encoder
+
+    # ------------------------------------------------------------------ similar
+
+    def similar(
+        self,
+        image: Optional[ImageInput] = None,
+        k: int = 10,
+        *,
+        item_id: Optional[str] = None,
+        filters: Optional[Mapping[str, Any]] = None,
+        exclude: Sequence[str] = (),
+        diversity: Optional[float] = None,
+    ) -> Recommendations:
+        """Items that look like a photo (``image``: path, bytes, file, PIL image, uint8 array)
+        or like a catalog item (``item_id``, which is itself never returned).
+
+        ``filters``: metadata conditions in the catalog's filter language
+        (:func:`edgerec.sdk.catalog_filters.compile_filters`), e.g. ``{"label": "shoes",
+        "price": {"lt": 50}}``; ``exclude``: ids never returned; ``diversity``: MMR trade-off in
+        [0, 1] (None or 0: by similarity only). Scores are inner products (cosine).
+
+        Raises:
+            CatalogError: ``item_id`` is not in the catalog; bad filters, k or diversity.
+            InvalidImageError: the photo cannot be used.
+        """
+        if (image is None) == (item_id is None):
+            raise TypeError("similar() takes exactly one of image or item_id")
+        excluded = _id_list(exclude, "exclude")
+        if item_id is not None:
+            query = self.catalog.get(item_id).vector
+            excluded.append(item_id)
+            reason, because = f"looks like {item_id}", item_id
+        else:
+            if isinstance(image, str) and not os.path.exists(image) and image in self.catalog:
+                raise TypeError(f"{image!r} is an item id, not a photo: pass item_id={image!r}")
+            query = self.encoder().embed_one(image)
+            reason, because = "looks like your photo", None
+        matches = self._search(query, k, filters, excluded, diversity)
+        items = tuple(
+            Recommendation(m.id, m.score, m.metadata, reason, because) for m in matches
+        )
+        return Recommendations(items)
+
+    # ------------------------------------------------------------------ for_user
+
+    def for_user(
+        self,
+        history: Union[Profile, Sequence[Event], str],
+        k: int = 10,
+        *,
+        filters: Optional[Mapping[str, Any]] = None,
+        exclude: Sequence[str] = (),
+    ) -> Recommendations:
+        """Items for a person, from their history: a :class:`Profile`, a sequence of
+        :class:`Event`, or a user id (needs ``profiles`` at :meth:`create`).
+
+        Returns at most ``k`` items; their reasons name the history item closest to each
+        (``"looks like sku-1 you bought"``). See the module docstring for the ranking.
+
+        Raises:
+            ProfileError: a user id without a profile store, or a history that is not events.
+            CatalogError: bad filters or k.
+        """
+        profile, by_id, ignored = self._history(history)
+        _check_k(k)
+        opts = self.options
+        notes = []
+        if ignored:
+            notes.append(f"ignored {len(ignored)} history item(s) not in the catalog "
+                         f"({_preview(ignored)})")
+        u = user_vector(profile.events, by_id, half_life_days=opts.half_life_days,
+                        weights=opts.event_weights)
+        if u is None:
+            why = "the history is empty" if not profile.events else (
+                "no history item with a positive event is in the catalog"
+            )
+            notes.insert(0, f"no usable history ({why}): nothing to recommend")
+            return Recommendations((), False, "; ".join(notes), ignored)
+        excluded = set(_id_list(exclude, "exclude")) | profile.dismissed
+        if opts.exclude_seen:
+            excluded |= profile.seen
+        scorer_used = self._scorer is not None
+        size = max(opts.candidates, int(k)) if scorer_used else int(k)  # top-k of top-C = top-k
+        pool = self._search(u, size, filters, sorted(excluded), None)
+        ids, scores, metas = list(pool.ids), pool.scores, pool.metadata
+        if scorer_used and ids:
+            kept, cand = self.catalog.vectors(ids)  # an item removed meanwhile drops out
+            position = {item: j for j, item in enumerate(ids)}
+            keep = [position[i] for i in kept]
+            logits = self._scorer.score(u, cand)
+            order = np.argsort(-logits, kind="stable")[:k]
+            pick = [keep[j] for j in order]
+            ids, metas = [ids[j] for j in pick], [metas[j] for j in pick]
+            scores, result_vectors = logits[order], cand[order]
+        else:
+            ids, scores, metas = ids[:k], scores[:k], metas[:k]
+            _, result_vectors = self.catalog.vectors(ids) if ids else ((), None)
+            if not scorer_used:
+                notes.insert(0, SCORER_OFF_NOTE if self.bundle.has(Role.SCORER)
+                             else NO_SCORER_NOTE)
+        reasons = self._reasons(profile, by_id, result_vectors, len(ids))
+        items = tuple(
+            Recommendation(i, float(s), m, reason, because)
+            for i, s, m, (reason, because) in zip(ids, scores, metas, reasons)
+        )
+        return Recommendations(items, scorer_used, "; ".join(notes), ignored)
+
+    def user_vector(self, history: Union[Profile, Sequence[Event], str]) -> Optional[np.ndarray]:
+        """The unit user vector ``(D,)`` float32 that :meth:`for_user` would use (None: no
+        usable history)."""
+        profile, by_id, _ = self._history(history)
+        return user_vector(profile.events, by_id, half_life_days=self.options.half_life_days,
+                           weights=self.options.event_weights)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _history(
+        self, history: Union[Profile, Sequence[Event], str]
+    ) -> tuple[Profile, dict[str, np.ndarray], tuple[str, ...]]:
+        """The newest ``max_history`` events, the vectors of their items that are in the
+        catalog (one lookup), and the ids that are not."""
+        profile = self._profile(history).newest(self.options.max_history)
+        wanted = list(dict.fromkeys(e.item_id for e in profile.events))
+        found, vectors = self.catalog.vectors(wanted) if wanted else ((), None)
+        by_id = dict(zip(found, vectors)) if found else {}
+        return profile, by_id, tuple(i for i in wanted if i not in by_id)
+
+    def _profile(self, history: Union[Profile, Sequence[Event], str]) -> Profile:
+        if isinstance(history, Profile):
+            return history
+        if isinstance(history, str):
+            if self.profiles is None:
+                raise ProfileError(
+                    "for_user() got a user id but this recommender has no profile store: pass "
+                    "profiles= to Recommender.create, or pass the history (events) itself"
+                )
+            return self.profiles.profile(history, limit=self.options.max_history)
+        if isinstance(history, Event):
+            return Profile(None, (history,))
+        return Profile(None, tuple(history))
+
+    def _search(self, query: np.ndarray, k: int, filters: Optional[Mapping[str, Any]],
+                exclude: Sequence[str], diversity: Optional[float]) -> Matches:
+        _check_k(k)
+        result = self.catalog.search(query, int(k), filters=filters, exclude=exclude,
+                                     diversity=diversity, encoder_id=self.bundle.encoder_id)
+        return cast(Matches, result)  # one (D,) query in, one Matches out
+
+    def _reasons(self, profile: Profile, by_id: Mapping[str, np.ndarray],
+                 results: Optional[np.ndarray], n: int) -> list[tuple[str, Optional[str]]]:
+        """For each result, the positive history item closest to it and its strongest event."""
+        weights = self.options.event_weights
+        strongest: dict[str, EventKind] = {}
+        for e in profile.events:  # oldest first: a later event of equal weight wins
+            if weights[e.kind] > 0 and e.item_id in by_id:
+                best = strongest.get(e.item_id)
+                if best is None or weights[e.kind] >= weights[best]:
+                    strongest[e.item_id] = e.kind
+        names = list(strongest)
+        if not names or results is None or n == 0:
+            return [("recommended for you", None)] * n
+        sims = results @ np.stack([by_id[i] for i in names]).T
+        out = []
+        for row in sims:
+            item = names[int(np.argmax(row))]
+            out.append((f"looks like {item} you {strongest[item].past_tense}", item))
+        return out
+
+
+def _check_k(k: Any) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise CatalogError(f"k must be a positive int, got {k!r}")
+
+
+def _id_list(ids: Any, what: str) -> list[str]:
+    if isinstance(ids, (str, bytes)):
+        raise CatalogError(f"{what} must be a list of ids (for one id, pass [id]), got {ids!r}")
+    return list(ids)
+
+
+def _preview(ids: Sequence[str]) -> str:
+    head = ", ".join(ids[:_PREVIEW])
+    return head + (f", ... ({len(ids) - _PREVIEW} more)" if len(ids) > _PREVIEW else "")

@@ -1,0 +1,194 @@
+"""User profiles: events, the persistent per-user log, forgetting, and the user vector."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+import threading
+
+import numpy as np
+import pytest
+from edgerec.sdk import (
+    DEFAULT_EVENT_WEIGHTS,
+    EdgeRecError,
+    Event,
+    EventKind,
+    Profile,
+    ProfileError,
+    ProfileStore,
+    user_vector,
+)
+
+DAY = 86400.0
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture()
+def store(tmp_path):
+    with ProfileStore.open(tmp_path / "profiles.sqlite") as s:
+        yield s
+
+
+# ------------------------------------------------------------------ events and profiles
+
+
+def test_event_accepts_the_kind_value_and_defaults_the_time_to_now():
+    e = Event("sku-1", "purchase")
+    assert e.kind is EventKind.PURCHASE and abs(e.timestamp - __import__("time").time()) < 60
+    assert e.to_dict()["kind"] == "purchase"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(("", "view", T0), "item_id"), (("a", "like", T0), "unknown event kind"),
+     (("a", "view", float("nan")), "timestamp"), (("a", "view", "yesterday"), "timestamp")],
+)
+def test_bad_events_raise_profile_error(args, message):
+    with pytest.raises(ProfileError, match=message):
+        Event(*args)
+    assert issubclass(ProfileError, EdgeRecError) and issubclass(ProfileError, ValueError)
+
+
+def test_profile_sorts_events_and_splits_seen_from_dismissed():
+    p = Profile("u", (Event("b", "dismiss", T0 + 2), Event("a", "view", T0),
+                      Event("c", "purchase", T0 + 1)))
+    assert [e.item_id for e in p.events] == ["a", "c", "b"]
+    assert p.seen == {"a", "c"} and p.dismissed == {"b"}
+    assert [e.item_id for e in p.newest(2).events] == ["c", "b"] and len(p) == 3
+
+
+# ------------------------------------------------------------------ the store
+
+
+def test_events_persist_per_user_oldest_first(tmp_path):
+    path = tmp_path / "p.sqlite"
+    with ProfileStore.open(path) as s:
+        s.record("alice", Event("x", "view", T0 + 5))
+        s.record("alice", [Event("y", "click", T0), Event("z", "purchase", T0 + 9)])
+        s.record("bob", Event("x", "add_to_cart", T0))
+    with ProfileStore.open(path) as s:
+        assert [(e.item_id, e.kind) for e in s.history("alice")] == [
+            ("y", EventKind.CLICK), ("x", EventKind.VIEW), ("z", EventKind.PURCHASE)]
+        assert [e.item_id for e in s.history("alice", limit=2)] == ["x", "z"]
+        assert s.users() == ["alice", "bob"]
+        assert s.profile("bob") == Profile("bob", (Event("x", "add_to_cart", T0),))
+        assert s.history("carol") == ()
+
+
+def test_the_profile_file_is_private_to_its_owner(store):
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+
+
+def test_forget_removes_every_trace_of_the_user_from_the_files(tmp_path):
+    path = tmp_path / "p.sqlite"
+    secret_user, secret_item = "alice-7f3a9c", "sku-private-d41d8c"
+    with ProfileStore.open(path) as s:
+        for i in range(200):  # enough rows to span several pages
+            s.record(secret_user, Event(f"{secret_item}-{i}", "purchase", T0 + i))
+            s.record("bob", Event(f"bob-item-{i}", "view", T0 + i))
+        assert s.forget(secret_user) == 200
+        assert s.history(secret_user) == () and s.users() == ["bob"]
+        assert len(s.history("bob")) == 200
+        on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+        assert secret_user.encode() not in on_disk and secret_item.encode() not in on_disk
+        assert b"bob-item-17" in on_disk
+        assert s.forget(secret_user) == 0
+    conn = sqlite3.connect(path)
+    conn.execute("VACUUM")
+    conn.close()
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert secret_user.encode() not in on_disk and secret_item.encode() not in on_disk
+
+
+def test_bad_user_ids_and_closed_stores_raise(store):
+    with pytest.raises(ProfileError, match="user id"):
+        store.record("", Event("a", "view"))
+    with pytest.raises(ProfileError, match="Event objects"):
+        store.record("u", ["a"])
+    store.close()
+    store.close()
+    with pytest.raises(ProfileError, match="closed"):
+        store.history("u")
+
+
+def test_a_foreign_or_newer_file_is_refused(tmp_path):
+    other = tmp_path / "other.sqlite"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE events (id INTEGER, payload TEXT)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(ProfileError, match="not an edgerec profile"):
+        ProfileStore.open(other)
+    newer = tmp_path / "newer.sqlite"
+    ProfileStore.open(newer).close()
+    conn = sqlite3.connect(newer)
+    conn.execute("PRAGMA user_version=99")
+    conn.close()
+    with pytest.raises(ProfileError, match="upgrade edgerec"):
+        ProfileStore.open(newer)
+    (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(ProfileError, match="not a usable profile"):
+        ProfileStore.open(tmp_path / "junk.sqlite")
+
+
+def test_the_store_can_be_shared_between_threads(store):
+    def work(n):
+        for i in range(20):
+            store.record(f"user{n}", Event(f"i{i}", "click", T0 + i))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.users() == [f"user{n}" for n in range(4)]
+    assert all(len(store.history(u)) == 20 for u in store.users())
+
+
+# ------------------------------------------------------------------ the user vector
+
+E1, E2, E3 = np.eye(3, dtype=np.float32)
+VECTORS = {"a": E1, "b": E2, "c": E3}
+
+
+def test_user_vector_weights_events_by_kind_and_half_life():
+    # a: purchase (2) one half-life before b's purchase (2) -> weights 1 and 2
+    events = [Event("a", "purchase", T0), Event("b", "purchase", T0 + 30 * DAY)]
+    u = user_vector(events, VECTORS, half_life_days=30)
+    np.testing.assert_allclose(u, np.array([1, 2, 0]) / np.sqrt(5), atol=1e-6)
+    assert u.dtype == np.float32
+    # a view (0.25) and a click (0.5) at the same time
+    u = user_vector([Event("a", "view", T0), Event("b", "click", T0)], VECTORS)
+    np.testing.assert_allclose(u, np.array([1, 2, 0]) / np.sqrt(5), atol=1e-6)
+
+
+def test_user_vector_does_not_depend_on_the_wall_clock():
+    events = [Event("a", "purchase", T0), Event("b", "view", T0 + 3 * DAY),
+              Event("c", "dismiss", T0 + 9 * DAY)]
+    shifted = [Event(e.item_id, e.kind, e.timestamp + 400 * DAY) for e in events]
+    np.testing.assert_allclose(user_vector(events, VECTORS), user_vector(shifted, VECTORS),
+                               atol=1e-7)
+
+
+def test_a_dismiss_subtracts_its_item():
+    u = user_vector([Event("a", "purchase", T0), Event("b", "dismiss", T0)], VECTORS)
+    np.testing.assert_allclose(u, np.array([2, -1, 0]) / np.sqrt(5), atol=1e-6)
+    assert DEFAULT_EVENT_WEIGHTS[EventKind.DISMISS] < 0
+
+
+def test_no_positive_known_event_gives_no_vector():
+    assert user_vector([], VECTORS) is None
+    assert user_vector([Event("a", "dismiss", T0)], VECTORS) is None
+    assert user_vector([Event("unknown", "purchase", T0)], VECTORS) is None
+    u = user_vector([Event("unknown", "purchase", T0), Event("c", "view", T0)], VECTORS)
+    np.testing.assert_allclose(u, E3)
+
+
+def test_custom_weights_merge_over_the_defaults():
+    events = [Event("a", "view", T0), Event("b", "purchase", T0)]
+    u = user_vector(events, VECTORS, weights={"view": 2.0})
+    np.testing.assert_allclose(u, np.array([1, 1, 0]) / np.sqrt(2), atol=1e-6)
+    with pytest.raises(ProfileError, match="unknown event kind"):
+        user_vector(events, VECTORS, weights={"like": 1.0})
+    with pytest.raises(ProfileError, match="half_life_days"):
+        user_vector(events, VECTORS, half_life_days=0)
