@@ -1,0 +1,142 @@
+"""Distillation recipe experiments on the real data in ../shared (fp32 torch student).
+
+Trains a student on clothing-small/train (+ clothing-extra/unlabeled for distillation) and
+measures same-label mAP@10 on clothing-small/validation (seen labels) and on
+clothing-extra/unseen (never trained on), next to the teacher on the same crops. Each run
+appends one JSON line to results/distill_runs.jsonl.
+
+    python benchmarks/distill_recipe.py --set epochs=30 w_label=1 w_relational=1
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+TEACHER = ROOT / "examples/sample/teacher/mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
+RESULTS = Path(__file__).parent / "results"
+
+
+def _csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _records():
+    small = SHARED / "data" / "clothing-small"
+    extra = SHARED / "data" / "clothing-extra"
+    rows = _csv(small / "items.csv")
+    train = [(r["item_id"], small / r["path"], r["label"]) for r in rows if r["split"] == "train"]
+    val = [(r["item_id"], small / r["path"], r["label"]) for r in rows if r["split"] != "train"]
+    xrows = _csv(extra / "items.csv")
+    unlabeled = [(r["item_id"], extra / r["path"], None) for r in xrows if r["set"] == "unlabeled"]
+    unseen = [(r["item_id"], extra / r["path"], r["label"]) for r in xrows if r["set"] == "unseen"]
+    return train, unlabeled, val, unseen
+
+
+def parse_value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def main() -> None:
+    import hashlib
+
+    import torch
+    from edgerec.export.cache import build_feature_cache
+    from edgerec.export.distill import DistillConfig, embed_views, train_student
+    from edgerec.export.student import create_student
+    from edgerec.export.teacher import Teacher
+    from edgerec.export.views import VIEW_RECIPE, make_views
+    from edgerec.sdk import label_retrieval
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--student", default="mobilenet_v3_small", help="registered student")
+    parser.add_argument("--image-size", type=int, default=160, help="student input size")
+    parser.add_argument("--dim", type=int, default=128, help="embedding dimension")
+    parser.add_argument("--views", type=int, default=4, help="cached views per train image")
+    parser.add_argument("--no-unlabeled", action="store_true", help="skip clothing-extra/unlabeled")
+    parser.add_argument("--set", nargs="*", default=[], help="DistillConfig overrides key=value")
+    parser.add_argument("--cache", default=str(ROOT / "build" / "cache"), help="cache directory")
+    parser.add_argument("--tag", default="", help="free-text label for the results line")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args()
+
+    config = DistillConfig()
+    names = {f.name for f in fields(DistillConfig)}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in names:
+            sys.exit(f"unknown DistillConfig field {key!r}; fields: {sorted(names)}")
+        config = replace(config, **{key: parse_value(value)})
+
+    train, unlabeled, val, unseen = _records()
+    pool = train + ([] if args.no_unlabeled else unlabeled)
+    cache_dir = Path(args.cache)
+    teacher = Teacher.load(TEACHER, cache_dir)
+    tinfo = {"source": TEACHER, "teacher_id": teacher.identity, "teacher_dim": teacher.dim,
+             "teacher_size": teacher.input_size}
+    teacher.close()
+
+    def cache(records, views):
+        digests = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for _, p, _ in records]
+        t = time.perf_counter()
+        c = build_feature_cache(
+            cache_dir, item_ids=[i for i, _, _ in records], paths=[p for _, p, _ in records],
+            digests=digests, teacher_source=tinfo["source"], teacher_id=tinfo["teacher_id"],
+            teacher_dim=tinfo["teacher_dim"], teacher_size=tinfo["teacher_size"],
+            student_size=args.image_size, views_per_item=views, view_fn=make_views,
+            view_recipe=VIEW_RECIPE, workers=2)
+        print(f"cache {len(records)} x {views}: {time.perf_counter() - t:.0f} s", flush=True)
+        return c
+
+    tr, va, un = cache(pool, args.views), cache(val, 1), cache(unseen, 1)
+    label_names = sorted({lab for _, _, lab in train})
+    labels = np.array([label_names.index(lab) if lab else -1 for _, _, lab in pool])
+    val_labels = np.array([lab for _, _, lab in val])
+    unseen_labels = np.array([lab for _, _, lab in unseen])
+    teacher_seen = label_retrieval(np.asarray(va.features, np.float32), val_labels).map_at_k
+    teacher_unseen = label_retrieval(np.asarray(un.features, np.float32), unseen_labels).map_at_k
+
+    model = create_student(args.student, dim=args.dim, image_size=args.image_size)
+    out_dir = ROOT / "build" / "distill" / (args.tag or "run")
+    result = train_student(
+        model, views=tr.views, features=tr.features, views_per_item=args.views, labels=labels,
+        val_views=np.asarray(va.views), val_labels=val_labels, config=config,
+        checkpoint_dir=out_dir, log=lambda r: print(json.dumps(
+            {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}), flush=True))
+    seen = label_retrieval(embed_views(model, np.asarray(va.views), config), val_labels)
+    unseen_r = label_retrieval(embed_views(model, np.asarray(un.views), config), unseen_labels)
+    line = {
+        "tag": args.tag, "student": args.student, "image_size": args.image_size, "dim": args.dim,
+        "views": args.views, "unlabeled": not args.no_unlabeled, "config": asdict(config),
+        "seen_map10": seen.map_at_k, "unseen_map10": unseen_r.map_at_k,
+        "teacher_seen_map10": teacher_seen, "teacher_unseen_map10": teacher_unseen,
+        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+        "stopped": result.stopped, "train_minutes": result.seconds / 60,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "torch_threads": torch.get_num_threads(),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    with open(RESULTS / "distill_runs.jsonl", "a") as f:
+        f.write(json.dumps(line) + "\n")
+    print(json.dumps(line, indent=2) if args.json else
+          f"seen mAP@10 {seen.map_at_k:.3f} (teacher {teacher_seen:.3f})  unseen mAP@10 "
+          f"{unseen_r.map_at_k:.3f} (teacher {teacher_unseen:.3f})  "
+          f"best epoch {result.best_epoch}, {result.seconds / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,361 @@
+"""``edgerec export``: photos -> a verified bundle with fp32 and int8 encoders.
+
+Steps, each in its own module: scan and clean (:mod:`.data`), teacher (:mod:`.teacher`),
+cached teacher features per view (:mod:`.cache`, :mod:`.views`), student
+(:mod:`.student`), distillation (:mod:`.distill`), fp32 conversion (:mod:`.convert`), int8
+quantization with gates (:mod:`.quantize`), parity and quality (:mod:`.parity`), report
+(:mod:`.report`), bundle (:func:`edgerec.sdk.write_bundle`, atomic).
+
+Everything slow is resumable: the feature cache and the training checkpoints live in the work
+directory (default ``<out>.work`` beside the bundle) and ``resume=True`` continues from them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+import torch
+
+from ..runtimes import Engine
+from ..sdk import (
+    Bundle,
+    NewArtifact,
+    Preprocessing,
+    Role,
+    label_retrieval,
+    preprocess,
+    write_bundle,
+)
+from ..sdk.errors import ExportError
+from .cache import FeatureCache, build_feature_cache
+from .data import Dataset, ImageRecord, scan_images, split
+from .distill import DistillConfig, TrainResult, train_student
+from .macs import tflite_macs, torch_macs
+from .quantize_step import build_artifacts
+from .student import STUDENTS, StudentEncoder, create_student
+from .teacher import DEFAULT_TEACHER, Teacher
+from .views import VIEW_RECIPE, make_views
+
+__all__ = ["ExportOptions", "ExportResult", "default_teacher", "export_bundle"]
+
+PathLike = Union[str, os.PathLike]
+Log = Callable[[str], None]
+
+
+def default_teacher() -> Optional[Path]:
+    """The shipped MobileNetV1 teacher, when this is a source checkout (or ``$EDGEREC_TEACHER``)."""
+    env = os.environ.get("EDGEREC_TEACHER")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parents[1] / "examples" / "sample" / "teacher"
+    candidate = here / DEFAULT_TEACHER
+    return candidate if candidate.is_file() else None
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to export and how (the CLI's flags, one to one).
+
+    Attributes:
+        images: image folder (one sub-folder per label) or the root for ``items`` paths.
+        out: bundle directory to create.
+        items: optional CSV ``item_id,path[,label][,split]``; a ``split`` column
+            (train/validation) is honoured, else a deterministic split is made.
+        extra_images: folders of extra photos used for distillation only (labels ignored).
+        eval_unseen: a labelled folder never trained on, measured in the report.
+        teacher: teacher model file or bundle; default: the shipped MobileNetV1.
+        student, width, image_size, dim: the student recipe (see :data:`STUDENTS`).
+        views: cached augmented views per training image (view 0 = centre crop).
+        distill: training recipe.
+        quick: a tiny configuration (minutes) for tests and demos: 96 px, 2 views, 2 epochs,
+            at most 8 images per label, one quantization remedy, gate failures allowed.
+        calibration_images: images used to calibrate int8.
+        allow_gate_failure: ship without an int8 artifact whose gate fails (recorded in the
+            manifest) instead of failing the export.
+        resume: continue from the work directory; force: replace ``out``.
+    """
+
+    images: Path
+    out: Path
+    items: Optional[Path] = None
+    extra_images: tuple[Path, ...] = ()
+    eval_unseen: Optional[Path] = None
+    teacher: Optional[Path] = None
+    student: str = "mobilenet_v3_small"
+    width: float = 1.0
+    image_size: int = 160
+    dim: int = 128
+    views: int = 4
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    quick: bool = False
+    calibration_images: int = 256
+    val_fraction: float = 0.1
+    allow_gate_failure: bool = False
+    resume: bool = False
+    force: bool = False
+    work_dir: Optional[Path] = None
+    workers: int = 2
+    seed: int = 0
+    max_per_label: Optional[int] = None
+
+    def resolved(self) -> ExportOptions:
+        """Apply ``quick`` and defaults."""
+        opts = self
+        if self.quick:
+            opts = replace(opts, image_size=min(opts.image_size, 96), views=min(opts.views, 2),
+                           calibration_images=min(opts.calibration_images, 32),
+                           max_per_label=opts.max_per_label or 8, allow_gate_failure=True,
+                           distill=replace(opts.distill, epochs=min(opts.distill.epochs, 2),
+                                           batch_size=16, patience=2, queue_size=256))
+        return opts
+
+
+@dataclass
+class ExportResult:
+    """The written bundle and what was measured on the way."""
+
+    bundle: Bundle
+    metrics: dict[str, Any]
+    report: Path
+    seconds: float
+
+
+def _split_column(items: Optional[Path]) -> dict[str, str]:
+    if items is None:
+        return {}
+    with open(items, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return {r["item_id"]: r["split"].strip().lower() for r in rows if r.get("split")}
+
+
+def _train_val(ds: Dataset, options: ExportOptions) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    given = _split_column(options.items)
+    if given:
+        train = [r for r in ds.records if given.get(r.item_id, "train") == "train"]
+        val = [r for r in ds.records if given.get(r.item_id) in ("validation", "val", "test")]
+    else:
+        train, val = split(ds, val_fraction=options.val_fraction, seed=options.seed)
+    if options.max_per_label:
+        rng = np.random.default_rng(options.seed)
+
+        def cap(records: list[ImageRecord], n: int) -> list[ImageRecord]:
+            by: dict[Optional[str], list[ImageRecord]] = {}
+            for r in records:
+                by.setdefault(r.label, []).append(r)
+            out = []
+            for group in by.values():
+                idx = rng.permutation(len(group))[:n]
+                out += [group[i] for i in sorted(idx)]
+            return sorted(out, key=lambda r: r.item_id)
+
+        train = cap(train, options.max_per_label)
+        val = cap(val, max(2, options.max_per_label // 2))
+    labelled_val = [r for r in val if r.label is not None]
+    if len({r.label for r in labelled_val}) < 2 or len(labelled_val) < 4:
+        raise ExportError(
+            f"Validation needs labelled images of at least 2 labels (got {len(labelled_val)} "
+            f"images, {len({r.label for r in labelled_val})} labels); give a folder with one "
+            "sub-folder per label and a few images each."
+        )
+    if not train:
+        raise ExportError("No training images are left after the split; add images.")
+    return train, val
+
+
+def _pre(options: ExportOptions) -> Preprocessing:
+    d = options.distill
+    return Preprocessing(input_size=options.image_size, mean=d.mean, std=d.std)
+
+
+def _feature_cache(records: Sequence[ImageRecord], views: int, teacher: Teacher,
+                   teacher_source: Path, options: ExportOptions, work: Path, log: Log,
+                   what: str) -> FeatureCache:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(records), desc=f"teacher features ({what})", unit="img", disable=None)
+
+    def progress(done: int) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        return build_feature_cache(
+            work / "cache", item_ids=[r.item_id for r in records],
+            paths=[r.path for r in records], digests=[r.sha256 for r in records],
+            teacher_source=teacher_source, teacher_id=teacher.identity,
+            teacher_dim=teacher.dim, teacher_size=teacher.input_size,
+            student_size=options.image_size, views_per_item=views, view_fn=make_views,
+            view_recipe=VIEW_RECIPE, seed=options.seed, workers=options.workers,
+            progress=progress,
+        )
+    finally:
+        bar.close()
+
+
+def _torch_embed(model: StudentEncoder, x: np.ndarray, batch: int = 128) -> np.ndarray:
+    model.eval()
+    with torch.no_grad():
+        parts = [torch.nn.functional.normalize(model(torch.from_numpy(x[i : i + batch])), dim=1)
+                 for i in range(0, len(x), batch)]
+    return torch.cat(parts).numpy()
+
+
+def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
+    """Run the whole export (see the module docstring); returns the verified bundle.
+
+    Raises:
+        ExportError: bad data, a teacher that is not an image model, an existing ``out``
+            without ``force``/``resume``, or an int8 artifact that fails its gate.
+    """
+    t0 = time.perf_counter()
+    options = options.resolved()
+    out = Path(options.out)
+    if out.exists() and not (options.force or options.resume):
+        raise ExportError(f"{out} already exists; pass --force to replace it (or --resume).")
+    if options.student not in STUDENTS:
+        raise ExportError(f"Unknown student {options.student!r}; choose from {sorted(STUDENTS)}.")
+    work = Path(options.work_dir) if options.work_dir else out.parent / f"{out.name}.work"
+    work.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(options.seed)
+
+    # 1. data
+    log(f"scanning {options.images} ...")
+    ds = scan_images(options.images, items_csv=options.items, progress=True)
+    train, val = _train_val(ds, options)
+    extra: list[ImageRecord] = []
+    extra_reports = []
+    for folder in options.extra_images:
+        eds = scan_images(folder, progress=True)
+        extra += [replace(r, label=None) for r in eds.records]
+        extra_reports.append(eds.to_report())
+    unseen = scan_images(options.eval_unseen, progress=True).records if options.eval_unseen else []
+    label_names = sorted({r.label for r in train if r.label is not None})
+    log(f"data: {len(train)} train, {len(val)} validation, {len(extra)} extra, "
+        f"{len(unseen)} unseen; {len(ds.issues)} issue(s) reported")
+
+    # 2. teacher and 3. cached teacher features
+    teacher_source = options.teacher or default_teacher()
+    if teacher_source is None:
+        raise ExportError("No teacher given and no shipped teacher found; pass --teacher MODEL.")
+    teacher = Teacher.load(teacher_source, work)
+    try:
+        pool = train + extra
+        tr = _feature_cache(pool, options.views, teacher, teacher_source, options, work, log,
+                            "train")
+        va = _feature_cache(val, 1, teacher, teacher_source, options, work, log, "validation")
+        un = (_feature_cache(unseen, 1, teacher, teacher_source, options, work, log, "unseen")
+              if unseen else None)
+        teacher_info = teacher.describe()
+        teacher_macs = (tflite_macs(teacher.bundle.artifact_path(teacher.encoder.artifact))
+                        if teacher.engine is Engine.TFLITE else None)
+    finally:
+        teacher.close()
+
+    # 4. student and 5. distillation
+    model = create_student(options.student, width=options.width, dim=options.dim,
+                           image_size=options.image_size)
+    labels = np.array([label_names.index(r.label) if r.label in label_names else -1
+                       for r in pool])
+    val_labels = np.array([r.label for r in val])
+    log(f"training {options.student} ({options.image_size}px, {options.dim}-d) for up to "
+        f"{options.distill.epochs} epochs ...")
+    result: TrainResult = train_student(
+        model, views=tr.views, features=tr.features, views_per_item=tr.views_per_item,
+        labels=labels, val_views=np.asarray(va.views), val_labels=val_labels,
+        config=options.distill, checkpoint_dir=work / "checkpoints", resume=options.resume,
+        log=lambda row: log(
+            f"  epoch {row['epoch'] + 1}: loss {row['loss']:.3f}  val mAP@10 "
+            f"{row['val_map@10']:.3f}  ({row['seconds']:.0f} s)"),
+    )
+    # 6. fp32 and int8 artifacts, gated against the torch student
+    pre = _pre(options)
+    x_val = preprocess([r.path for r in val], pre)
+    x_unseen = preprocess([r.path for r in unseen], pre) if unseen else None
+    cal_rng = np.random.default_rng(options.seed)
+    cal_records = [train[i] for i in sorted(cal_rng.permutation(len(train))[
+        : options.calibration_images])]
+    x_cal = preprocess([r.path for r in cal_records], pre)
+    artifacts_dir = work / "artifacts"
+    if artifacts_dir.exists():
+        shutil.rmtree(artifacts_dir)
+    artifacts_dir.mkdir()
+    built = build_artifacts(model, pre, artifacts_dir, x_val=x_val, val_labels=val_labels,
+                            x_cal=x_cal, allow_gate_failure=options.allow_gate_failure,
+                            first_remedy_only=options.quick, log=log)
+
+    # 7. quality of every artifact, seen and unseen, next to the teacher
+    ref_val = _torch_embed(model, x_val)
+    quality: dict[str, Any] = {
+        "teacher": {"seen_map@10": label_retrieval(np.asarray(va.features, np.float32),
+                                                   val_labels).map_at_k},
+        "student_torch_fp32": {"seen_map@10": label_retrieval(ref_val, val_labels).map_at_k},
+    }
+    if un is not None and x_unseen is not None:
+        unseen_labels = np.array([r.label for r in unseen])
+        quality["teacher"]["unseen_map@10"] = label_retrieval(
+            np.asarray(un.features, np.float32), unseen_labels).map_at_k
+        quality["student_torch_fp32"]["unseen_map@10"] = label_retrieval(
+            _torch_embed(model, x_unseen), unseen_labels).map_at_k
+        for art in built.artifacts:
+            quality[art.key]["unseen_map@10"] = label_retrieval(
+                built.embed(art, x_unseen), unseen_labels).map_at_k
+    for art in built.artifacts:
+        quality.setdefault(art.key, {})["seen_map@10"] = built.parity[art.key].map_candidate
+    student_macs = torch_macs(model, options.image_size)
+    metrics = {
+        "quality": quality,
+        "parity": {k: v.to_dict() for k, v in built.parity.items()},
+        "quantization": built.ladder_records,
+        "gate_failures": built.gate_failures,
+        "macs": {"student": student_macs, "teacher": teacher_macs,
+                 "ratio": (teacher_macs / student_macs) if teacher_macs else None},
+        "training": {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                     "stopped": result.stopped, "minutes": result.seconds / 60},
+        "data": {"train": len(train), "validation": len(val), "extra": len(extra),
+                 "unseen": len(unseen), "issues": len(ds.issues)},
+        "export_minutes": (time.perf_counter() - t0) / 60,
+    }
+    recipe = {"student": options.student, "width": options.width,
+              "image_size": options.image_size, "dim": options.dim, "views": options.views,
+              "view_recipe": VIEW_RECIPE, "distill": asdict(options.distill),
+              "labels": label_names, "quick": options.quick, "seed": options.seed}
+
+    # 8. report and bundle
+    from .report import plot_curves, plot_neighbours, write_html_report
+
+    report_dir = work / "report"
+    report_dir.mkdir(exist_ok=True)
+    curves = plot_curves(result.history, report_dir / "curves.png")
+    grid = plot_neighbours(np.asarray(va.views), ref_val, val_labels, report_dir / "neighbours.png")
+    summary = [{"model": k, **v} for k, v in quality.items()]
+    parity_rows = [{"artifact": k, **v.to_dict(),
+                    "size_kb": round(built.sizes[k] / 1024)} for k, v in built.parity.items()]
+    report = write_html_report(
+        report_dir / "report.html", title=f"edgerec export: {out.name}", summary=summary,
+        artifacts=parity_rows, data={"counts": ds.to_report().get("counts", {}),
+                                     "issues": [i.to_dict() for i in ds.issues]},
+        curves=curves, neighbours=grid, recipe=recipe)
+    (report_dir / "history.json").write_text(json.dumps(result.history, indent=1))
+    bundle = write_bundle(
+        out, artifacts=[NewArtifact(source=a.path, role=Role.ENCODER, precision=a.precision,
+                                    inputs=a.inputs, outputs=a.outputs, output=a.output,
+                                    layout=a.layout, engine=a.engine) for a in built.artifacts],
+        preprocessing=pre, embedding_dim=options.dim, name=out.name, teacher=teacher_info,
+        metrics=metrics, recipe=recipe, force=True,
+        extra_files={"report/report.html": report, "report/curves.png": curves,
+                     "report/neighbours.png": grid,
+                     "report/history.json": report_dir / "history.json"},
+    )
+    log(f"wrote {bundle.path} ({', '.join(a.key for a in bundle.artifacts())}) in "
+        f"{metrics['export_minutes']:.1f} min; report: {bundle.path / 'report' / 'report.html'}")
+    return ExportResult(bundle=bundle, metrics=metrics, report=bundle.path / "report/report.html",
+                        seconds=time.perf_counter() - t0)
+

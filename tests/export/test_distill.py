@@ -1,0 +1,80 @@
+"""Distillation: trains on real teacher features, checkpoints atomically, resumes exactly."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from conftest import TEACHER, sample_images
+from edgerec.export.distill import DistillConfig, embed_views, train_student
+from edgerec.export.student import create_student
+from edgerec.export.teacher import Teacher
+from edgerec.export.views import make_views
+from edgerec.sdk import load_image
+
+SIZE = 48
+CONFIG = DistillConfig(epochs=2, batch_size=10, queue_size=32, patience=5, threads=2,
+                       warmup_epochs=0.5)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    items = sample_images(2)  # 20 photos, 10 labels
+    teacher = Teacher.load(TEACHER, tmp_path_factory.mktemp("teacher"))
+    big = [make_views(load_image(p), 2, 224, i) for i, (p, _) in enumerate(items)]
+    feats = teacher.embed_views(np.concatenate(big)).astype(np.float16)
+    teacher.close()
+    small = np.stack([np.asarray(load_image(v).resize((SIZE, SIZE))) for b in big for v in b])
+    names = sorted({lab for _, lab in items})
+    labels = np.array([names.index(lab) for _, lab in items])
+    labels[::7] = -1  # some unlabelled items
+    val_views = small[::2]
+    val_labels = np.array([lab for _, lab in items])
+    return small, feats, labels, val_views, val_labels
+
+
+def _train(data, tmp_path, config=CONFIG, resume=False, log=None):
+    views, feats, labels, val_views, val_labels = data
+    torch.manual_seed(0)
+    model = create_student("mobilenet_v3_small", image_size=SIZE, dim=32, hidden=0, width=0.5)
+    result = train_student(model, views=views, features=feats, views_per_item=2, labels=labels,
+                           val_views=val_views, val_labels=val_labels, config=config,
+                           checkpoint_dir=tmp_path, resume=resume, log=log)
+    return model, result
+
+
+def test_training_runs_every_loss_and_records_history(data, tmp_path):
+    model, result = _train(data, tmp_path)
+    assert result.epochs_run == 2 and result.stopped == "epochs"
+    row = result.history[-1]
+    assert row["relational"] > 0 and row["cosine"] > 0 and row["label"] > 0
+    assert 0 <= result.best_map <= 1 and (tmp_path / "best.pt").is_file()
+    vectors = embed_views(model, data[3], CONFIG)
+    assert vectors.shape == (20, 32)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_interrupted_training_resumes_to_the_same_weights(data, tmp_path):
+    straight, _ = _train(data, tmp_path / "a")
+
+    def stop_after_first_epoch(row):
+        if row["epoch"] == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(data, tmp_path / "b", log=stop_after_first_epoch)
+    resumed, result = _train(data, tmp_path / "b", resume=True)
+    assert [h["epoch"] for h in result.history] == [0, 1]
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        if a.dtype.is_floating_point:
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=name)
+
+
+def test_early_stopping_and_time_budget_stop_training(data, tmp_path):
+    _, result = _train(data, tmp_path / "a", replace(CONFIG, epochs=4, patience=0))
+    assert result.stopped == "early_stop" and result.epochs_run < 4
+    _, result = _train(data, tmp_path / "b", replace(CONFIG, epochs=4, max_minutes=1e-6))
+    assert result.stopped == "time_budget" and result.epochs_run == 1

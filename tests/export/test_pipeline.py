@@ -1,0 +1,75 @@
+"""`edgerec export --quick` end to end on the shipped sample, and its refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import SAMPLE, sample_images
+from edgerec.export.pipeline import ExportOptions, export_bundle
+from edgerec.sdk import Bundle, Encoder, EncoderOptions, ExportError, Precision
+from edgerec.sdk.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def quick_export(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "bundle"
+    result = export_bundle(ExportOptions(images=SAMPLE / "images", out=out, quick=True),
+                           log=lambda _m: None)
+    return result
+
+
+def test_quick_export_writes_a_verified_bundle_with_metrics_and_report(quick_export):
+    bundle = Bundle.load(quick_export.bundle.path)
+    keys = {a.key for a in bundle.artifacts()}
+    assert {"encoder/onnx/fp32", "encoder/tflite/fp32"} <= keys
+    m = bundle.manifest.metrics
+    int8 = {k for k in keys if k.endswith("int8")} | set(m["gate_failures"])
+    assert int8 == {"encoder/onnx/int8", "encoder/tflite/int8"}  # shipped or said why not
+    assert m["parity"]["encoder/onnx/fp32"]["cosine_min"] > 0.999
+    assert m["macs"]["teacher"] > 10 * m["macs"]["student"]
+    assert set(m["quality"]["teacher"]) == {"seen_map@10"}
+    assert bundle.manifest.teacher["embedding_dim"] == 1024
+    assert bundle.preprocessing.input_size == 96 and bundle.embedding_dim == 128
+    assert (bundle.path / "report" / "report.html").stat().st_size > 10_000
+    assert not (bundle.path.parent / f".{bundle.path.name}.tmp").exists()
+
+
+def test_exported_encoder_runs_on_both_engines_alike(quick_export):
+    photos = [p for p, _ in sample_images(1)]
+    vectors = {}
+    for engine in ("onnx", "tflite"):
+        options = EncoderOptions(engine=engine, precision=Precision.FP32)
+        with Encoder.create_from_bundle_path(quick_export.bundle.path, options) as enc:
+            vectors[engine] = enc.embed(photos)
+    assert vectors["onnx"].shape == (10, 128)
+    assert np.min((vectors["onnx"] * vectors["tflite"]).sum(1)) > 0.999
+
+
+def test_export_refuses_an_existing_output(quick_export, capsys):
+    with pytest.raises(ExportError, match="already exists"):
+        export_bundle(ExportOptions(images=SAMPLE / "images", out=quick_export.bundle.path,
+                                    quick=True), log=lambda _m: None)
+    code = main(["export", "--images", str(SAMPLE / "images"), "--out",
+                 str(quick_export.bundle.path), "--quick", "--json"])
+    assert code == 1 and json.loads(capsys.readouterr().out)["error"] == "ExportError"
+
+
+def test_export_of_an_empty_folder_says_what_to_do(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ExportError, match="No images found"):
+        export_bundle(ExportOptions(images=tmp_path / "empty", out=tmp_path / "b", quick=True),
+                      log=lambda _m: None)
+    assert not (tmp_path / "b").exists()
+
+
+def test_export_refuses_a_teacher_that_is_not_a_model(tmp_path):
+    bad = tmp_path / "teacher.onnx"
+    bad.write_bytes(b"definitely not onnx")
+    with pytest.raises(ExportError, match="teacher"):
+        export_bundle(ExportOptions(images=SAMPLE / "images", out=tmp_path / "b", quick=True,
+                                    teacher=bad), log=lambda _m: None)
+    assert not (tmp_path / "b").exists()
