@@ -1,4 +1,4 @@
-"""Quickstart: wrap an existing embedding model as a bundle, embed photos, find look-alikes.
+"""Quickstart: wrap an embedding model as a bundle, embed photos, search a catalog, recommend.
 
 Runs on the data shipped in the repo (``examples/sample``), needs only numpy, pillow and one
 engine (``pip install edgerec[tflite]``)::
@@ -9,12 +9,24 @@ engine (``pip install edgerec[tflite]``)::
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
-from edgerec.sdk import Encoder, EncoderOptions, ImportOptions, import_model, label_retrieval
+from edgerec.sdk import (
+    Catalog,
+    Encoder,
+    EncoderOptions,
+    Event,
+    EventKind,
+    ImportOptions,
+    Recommender,
+    import_model,
+    label_retrieval,
+)
 
 HERE = Path(__file__).parent
 TEACHER = HERE / "sample" / "teacher" / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
@@ -55,11 +67,31 @@ def main() -> None:
             {"item": paths[i].name, "label": labels[i], "cosine": round(float(sims[q, i]), 3)}
             for i in top]})
     report = label_retrieval(vectors, labels, k=10)
+
+    # 4. A local catalog (int8 vectors + SQLite metadata) and the recommender on top of it.
+    catalog_dir = Path(args.out) / "catalog"
+    shutil.rmtree(catalog_dir, ignore_errors=True)
+    with Catalog.create(catalog_dir, bundle) as catalog:
+        catalog.add([p.stem for p in paths], vectors, [{"label": lab} for lab in labels])
+    owners: dict[str, list[str]] = {}
+    items_csv = Path(args.images).parent / "items.csv"
+    if items_csv.is_file():
+        with open(items_csv, newline="") as f:
+            for row in csv.DictReader(f):
+                owners.setdefault(row["owner_id"], []).append(row["item_id"])
+    with Recommender.create(bundle, catalog_dir) as rec:
+        alike = rec.similar(item_id=paths[len(paths) // 2].stem, k=3,
+                            filters={"label": labels[len(paths) // 2]})
+        owner, owned = max(owners.items(), key=lambda kv: len(kv[1])) if owners else ("", [])
+        history = [Event(i, EventKind.PURCHASE, timestamp=float(n)) for n, i in enumerate(owned)]
+        feed = rec.for_user(history, k=5) if history else None
     chance = float(np.mean([(labels.count(lab) - 1) / (len(labels) - 1) for lab in labels]))
     result = {"bundle": str(bundle.path), "artifact": artifact, "images": len(paths),
               "embed_ms_per_image": round(1000 * seconds / len(paths), 2),
               "retrieval": report.to_dict(), "chance_precision_at_10": round(chance, 3),
-              "queries": shown}
+              "queries": shown, "similar_same_label": alike.to_list(),
+              "feed": None if feed is None else {"user": owner, "history": len(history),
+                                                 **feed.to_dict()}}
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -73,6 +105,15 @@ def main() -> None:
             print(f"   {mark} {n['cosine']:.3f}  {n['item'][:8]}  [{n['label']}]")
     print(f"\nsame-label retrieval over all {len(paths)} photos: {report}")
     print(f"(chance P@10 = {chance:.3f}; * marks a neighbour with the query's label)")
+    middle = len(paths) // 2
+    print(f"\ncatalog {catalog_dir}: {len(paths)} items; similar to "
+          f"{paths[middle].stem[:8]} with label={labels[middle]}:")
+    for r in alike:
+        print(f"   {r.score:.3f}  {r.item_id[:8]}  {r.reason}")
+    if feed is not None:
+        print(f"\nfeed for owner {owner} ({len(history)} items in their wardrobe); {feed.note}")
+        for r in feed:
+            print(f"   {r.score:.3f}  {r.item_id[:8]}  [{r.metadata.get('label')}]  {r.reason}")
 
 
 if __name__ == "__main__":

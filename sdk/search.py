@@ -20,6 +20,10 @@ set is cut back to k. The final k are sorted by score (ties: lower row first). D
 rows outside a filter are set to ``-inf`` (or, when a filter keeps under a quarter of the rows,
 only those rows are gathered and scored).
 
+For int8 catalogs, :mod:`edgerec.sdk.search_kernel` (ONNX Runtime's integer product, when
+installed) first narrows a full scan to the few rows that can be in the top k; those rows are
+then scored here like any others, so the results are this kernel's.
+
 Filters are resolved once per query batch to a sorted array of rows through the ``attrs`` index
 table (see :mod:`edgerec.sdk.catalog_filters`); MMR re-ranks a candidate pool
 (:func:`mmr_select`).
@@ -34,6 +38,7 @@ from typing import Any, overload
 import numpy as np
 
 from .catalog_store import Segment, VectorView
+from .search_kernel import candidate_rows
 
 __all__ = ["BatchMatches", "Match", "Matches"]  # the kernel functions are for edgerec itself
 
@@ -245,12 +250,17 @@ def exact_top_k(
     block_rows = max(16, BLOCK_BYTES // (4 * view.dim))
     scorer = _Scorer(queries, view.dtype, block_rows)
     gather = allowed is not None and allowed.size * 4 <= view.total_rows
-    for seg in view.segments:
+    masks = None if gather else [_invalid_mask(seg, allowed, banned) for seg in view.segments]
+    if masks is not None:  # int8: a faster engine may narrow the scan to a few rows
+        rows = candidate_rows(view, queries, k, masks)
+        if rows is not None:
+            allowed, gather = rows, True  # then scored exactly here, like any other rows
+    for i, seg in enumerate(view.segments):
         if gather:
             lo, hi = np.searchsorted(allowed, [seg.start, seg.stop])
             _scan_rows(seg, allowed[lo:hi] - seg.start, scorer, top, block_rows)
         else:
-            _scan_segment(seg, _invalid_mask(seg, allowed, banned), scorer, top, block_rows)
+            _scan_segment(seg, masks[i], scorer, top, block_rows)
     return top.result()
 
 
