@@ -51,6 +51,9 @@ def test_tflite_only_install_embeds_images_through_the_cli(tmp_path):
     r = _run(edgerec, "embed", "--bundle", bundle, "--engine", "onnx", SAMPLE / "images" / "hat",
              "--out", tmp_path / "w.npy", cwd=tmp_path)
     assert r.returncode == 1 and "no encoder/onnx" in r.stderr  # says what the bundle has
+    r = _run(edgerec, "export", "--images", SAMPLE / "images", "--out", tmp_path / "x",
+             cwd=tmp_path)
+    assert r.returncode == 1 and "pip install 'edgerec[export]'" in r.stderr
     site = Path(_run(py, "-c", "import edgerec.sdk as s; print(s.__file__)", cwd=tmp_path,
                      check=True).stdout.strip()).parent
     assert (site / "py.typed").exists() and str(ROOT) not in str(site)
