@@ -28,9 +28,7 @@ import torch
 from ..runtimes import Engine
 from ..sdk import (
     Bundle,
-    NewArtifact,
     Preprocessing,
-    Role,
     label_retrieval,
     preprocess,
     write_bundle,
@@ -304,11 +302,11 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
             np.asarray(un.features, np.float32), unseen_labels).map_at_k
         quality["student_torch_fp32"]["unseen_map@10"] = label_retrieval(
             _torch_embed(model, x_unseen), unseen_labels).map_at_k
-        for art in built.artifacts:
+    for art in built.artifacts:
+        quality[art.key] = {"seen_map@10": built.parity[art.key].map_candidate}
+        if un is not None and x_unseen is not None:
             quality[art.key]["unseen_map@10"] = label_retrieval(
                 built.embed(art, x_unseen), unseen_labels).map_at_k
-    for art in built.artifacts:
-        quality.setdefault(art.key, {})["seen_map@10"] = built.parity[art.key].map_candidate
     student_macs = torch_macs(model, options.image_size)
     metrics = {
         "quality": quality,
@@ -345,9 +343,7 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
         curves=curves, neighbours=grid, recipe=recipe)
     (report_dir / "history.json").write_text(json.dumps(result.history, indent=1))
     bundle = write_bundle(
-        out, artifacts=[NewArtifact(source=a.path, role=Role.ENCODER, precision=a.precision,
-                                    inputs=a.inputs, outputs=a.outputs, output=a.output,
-                                    layout=a.layout, engine=a.engine) for a in built.artifacts],
+        out, artifacts=built.artifacts,
         preprocessing=pre, embedding_dim=options.dim, name=out.name, teacher=teacher_info,
         metrics=metrics, recipe=recipe, force=True,
         extra_files={"report/report.html": report, "report/curves.png": curves,

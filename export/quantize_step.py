@@ -15,8 +15,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ..runtimes import Engine, RuntimeOptions, TensorSpec, open_runtime
-from ..sdk import Layout, Precision, Preprocessing, l2_normalize
+from ..runtimes import Engine, RuntimeOptions, open_runtime
+from ..sdk import Layout, NewArtifact, Precision, Preprocessing, Role, l2_normalize
 from ..sdk.errors import ExportError
 from .convert import to_onnx, to_tflite
 from .parity import ParityReport, artifact_embeddings, parity, torch_embeddings
@@ -30,50 +30,34 @@ from .quantize import (
     tflite_remedies,
 )
 
-__all__ = ["BuiltArtifact", "BuiltArtifacts", "build_artifacts"]
+__all__ = ["BuiltArtifacts", "build_artifacts"]
 
 FP32_MIN_COSINE = 0.999
-
-
-@dataclass(frozen=True)
-class BuiltArtifact:
-    """One model file ready for the bundle."""
-
-    path: Path
-    engine: Engine
-    precision: Precision
-    layout: Layout
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    output: str
-
-    @property
-    def key(self) -> str:
-        return f"encoder/{self.engine.value}/{self.precision.value}"
 
 
 @dataclass
 class BuiltArtifacts:
     """The artifacts, their parity with the torch student, and the ladders' records."""
 
-    artifacts: list[BuiltArtifact] = field(default_factory=list)
+    artifacts: list[NewArtifact] = field(default_factory=list)
     parity: dict[str, ParityReport] = field(default_factory=dict)
     ladder_records: dict[str, Any] = field(default_factory=dict)
     gate_failures: dict[str, str] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
 
-    def embed(self, artifact: BuiltArtifact, x: np.ndarray) -> np.ndarray:
+    def embed(self, artifact: NewArtifact, x: np.ndarray) -> np.ndarray:
         """Unit embeddings of NCHW float32 ``x`` through the artifact on its engine."""
-        return l2_normalize(artifact_embeddings(artifact.path, x, num_threads=2))
+        return l2_normalize(artifact_embeddings(artifact.source, x, num_threads=2))
 
 
-def _describe(path: Path, precision: Precision) -> BuiltArtifact:
+def _describe(path: Path, precision: Precision) -> NewArtifact:
     with open_runtime(path, options=RuntimeOptions(num_threads=1)) as rt:
         inputs, outputs = tuple(rt.input_specs()), tuple(rt.output_specs())
         engine = rt.engine
     shape = inputs[0].shape
     layout = Layout.NHWC if shape[-1] == 3 and shape[1] != 3 else Layout.NCHW
-    return BuiltArtifact(path, engine, precision, layout, inputs, outputs, outputs[0].name)
+    return NewArtifact(source=path, role=Role.ENCODER, precision=precision, inputs=inputs,
+                       outputs=outputs, output=outputs[0].name, layout=layout, engine=engine)
 
 
 def build_artifacts(

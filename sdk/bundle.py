@@ -248,6 +248,11 @@ class NewArtifact:
 
         return self.engine or engine_for_path(self.source)
 
+    @property
+    def key(self) -> str:
+        """Short name, e.g. ``encoder/onnx/int8`` (as :attr:`ArtifactSpec.key`)."""
+        return f"{self.role.value}/{self.resolved_engine().value}/{self.precision.value}"
+
 
 def _fsync_dir(path: Path) -> None:
     try:

@@ -7,12 +7,13 @@ and turns an :class:`EdgeRecError` into a one-line message and exit code 1 (2 fo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -162,6 +163,21 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to stdout (Python or C level) to stderr for the duration."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     try:
         from dataclasses import replace
@@ -190,7 +206,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         work_dir=Path(args.work_dir) if args.work_dir else None,
     )
     log = (lambda _msg: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
-    result = export_bundle(options, log=log)
+    with _stdout_to_stderr():  # converters print progress to stdout; keep it for the result
+        result = export_bundle(options, log=log)
     payload = {"bundle": str(result.bundle.path), "report": str(result.report),
                "metrics": result.metrics}
     _emit(args, payload, f"wrote {result.bundle.path}; report {result.report}")

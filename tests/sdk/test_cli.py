@@ -84,3 +84,18 @@ def test_console_script_runs(tmp_path):
     exe = [sys.executable, "-m", "edgerec.sdk.cli", "engines", "--json"]
     result = subprocess.run(exe, capture_output=True, text=True, check=True)
     assert set(json.loads(result.stdout)) == {"onnx", "tflite"}
+
+
+def test_converter_chatter_is_kept_off_stdout(capfd):
+    """`edgerec export --json` prints only JSON: Python- and C-level stdout go to stderr."""
+    import os
+
+    from edgerec.sdk.cli import _stdout_to_stderr
+
+    with _stdout_to_stderr():
+        print("python-level progress")
+        os.write(1, b"c-level progress\n")
+    print("result")
+    out, err = capfd.readouterr()
+    assert out == "result\n"
+    assert "python-level progress" in err and "c-level progress" in err
