@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -16,10 +17,18 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def quick_export(tmp_path_factory):
-    out = tmp_path_factory.mktemp("export") / "bundle"
-    result = export_bundle(ExportOptions(images=SAMPLE / "images", out=out, quick=True),
-                           log=lambda _m: None)
-    return result
+    root = tmp_path_factory.mktemp("export")
+    unseen, extra = root / "unseen", root / "extra"
+    extra.mkdir()
+    for label in ("hat", "shoes", "skirt"):  # stands in for labels never trained on
+        (unseen / label).mkdir(parents=True)
+        for path in sorted((SAMPLE / "images" / label).glob("*.jpg"))[-4:]:
+            shutil.copy(path, unseen / label / path.name)
+    for path in sorted((SAMPLE / "images" / "dress").glob("*.jpg"))[-5:]:
+        shutil.copy(path, extra / path.name)
+    options = ExportOptions(images=SAMPLE / "images", out=root / "bundle", quick=True,
+                            eval_unseen=unseen, extra_images=(extra,))
+    return export_bundle(options, log=lambda _m: None)
 
 
 def test_quick_export_writes_a_verified_bundle_with_metrics_and_report(quick_export):
@@ -31,7 +40,9 @@ def test_quick_export_writes_a_verified_bundle_with_metrics_and_report(quick_exp
     assert int8 == {"encoder/onnx/int8", "encoder/tflite/int8"}  # shipped or said why not
     assert m["parity"]["encoder/onnx/fp32"]["cosine_min"] > 0.999
     assert m["macs"]["teacher"] > 10 * m["macs"]["student"]
-    assert set(m["quality"]["teacher"]) == {"seen_map@10"}
+    assert set(m["quality"]["teacher"]) == {"seen_map@10", "unseen_map@10"}
+    assert set(m["quality"]["encoder/tflite/fp32"]) == {"seen_map@10", "unseen_map@10"}
+    assert m["data"]["extra"] == 5 and m["data"]["unseen"] == 12
     assert bundle.manifest.teacher["embedding_dim"] == 1024
     assert bundle.preprocessing.input_size == 96 and bundle.embedding_dim == 128
     assert (bundle.path / "report" / "report.html").stat().st_size > 10_000
