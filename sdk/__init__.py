@@ -1,7 +1,7 @@
-"""edgerec device SDK: bundles, encoders, catalogs, profiles and the recommender
-(numpy + pillow + one engine).
+"""edgerec device SDK (numpy + pillow + one engine; never imports torch, onnx or tensorflow).
 
-Never imports torch, onnx or tensorflow. Quick start::
+Bundles and preprocessing, the :class:`Encoder`, the local :class:`Catalog` with exact search,
+the :class:`Recommender` (``similar``, ``for_user``), on-device profiles, metrics. Quick start::
 
     from edgerec.sdk import Encoder
     with Encoder.create_from_bundle_path("bundle/") as encoder:
