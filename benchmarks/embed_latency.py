@@ -37,6 +37,9 @@ CONFIGS = [  # (model, engine, precision); the first is the ratio baseline
     ("student", "onnx", "fp32"),
     ("student", "tflite", "fp32"),
 ]
+EXPORTED = ROOT / "build" / "clothing-bundle"  # a real `edgerec export` bundle, when present
+EXPORTED_CONFIGS = [(f"exported-{e}-{p}", e, p)
+                    for e in ("onnx", "tflite") for p in ("fp32", "int8")]
 
 
 def prepare() -> dict[str, Path]:
@@ -59,7 +62,10 @@ def prepare() -> dict[str, Path]:
         import_model([onnx_path, tflite_path], bundles["student"], ImportOptions(
             mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), name="student-arch"),
             force=True)
-    for b in bundles.values():
+    if (EXPORTED / "manifest.json").is_file():
+        for name, _, _ in EXPORTED_CONFIGS:
+            bundles[name] = EXPORTED
+    for b in set(bundles.values()):
         Bundle.load(b)
     return bundles
 
@@ -100,7 +106,8 @@ def main() -> None:
         return
 
     bundles = prepare()
-    configs = [(*c, t) for t in args.threads for c in CONFIGS]
+    extra = [c for c in EXPORTED_CONFIGS if c[0] in bundles]
+    configs = [(*c, t) for t in args.threads for c in CONFIGS + extra]
     names = [f"{m} {e} {p} {t}t" for m, e, p, t in configs]
     rounds: dict[str, list[dict]] = {n: [] for n in names}
     for r in range(args.rounds):
@@ -130,7 +137,7 @@ def main() -> None:
                "rounds": args.rounds, "iters": args.iters, "results": results,
                "command": "python benchmarks/embed_latency.py " + " ".join(sys.argv[1:])}
     lines = [
-        "# Embedding latency (batch 1, 224x224)", "",
+        "# Embedding latency (batch 1)", "",
         f"Machine: {payload['machine']['cpu']}, {payload['machine']['cores']} cores, flags "
         f"{', '.join(payload['machine']['cpu_flags'])}; engines {payload['machine']['engines']}; "
         f"{payload['machine']['date']}.", "",
@@ -145,9 +152,12 @@ def main() -> None:
         lines.append(f"| {m} | {e} | {p} | {t} | {r['engine_p50_ms']:.2f} | "
                      f"{r['engine']['p90']:.2f} | {r['ratio_to_baseline']:.3f} | "
                      f"{r['preprocess']['p50']:.2f} |")
-    lines += ["", "teacher: MobileNetV1 1.0 uint8 (Coral), 1024-d; student: MobileNetV3-Small "
-              "+ 128-d head (architecture only; weights do not change latency).",
-              "preprocess: JPEG decode (~400x533) + resize + crop + normalise, one photo.", ""]
+    lines += ["", "teacher: MobileNetV1 1.0 uint8 (Coral), 1024-d, 224 px; student: "
+              "MobileNetV3-Small + 128-d head at 224 px (architecture only; weights do not "
+              "change latency); exported-*: the trained 160 px bundle from `edgerec export` "
+              "(build/clothing-bundle).",
+              "preprocess: JPEG decode (~400x533) + resize + crop + normalise, one photo.",
+              ""]
     js, md = write("embed_latency", payload, "\n".join(lines))
     _plot(configs, names, results)
     print(json.dumps(payload, indent=2) if args.json else "\n".join(lines))
