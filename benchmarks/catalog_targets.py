@@ -478,8 +478,10 @@ def _markdown(p: dict) -> str:
         f"{m['numpy']}, engines {m['engines']}; {m['date']}. Load average "
         f"{p['load_average']['before'][0]:.2f} before, {p['load_average']['after'][0]:.2f} "
         "after; one core's SGEMM "
-        f"{bw['sgemm_gflops']:.0f} GFLOP/s (~96 on a quiet core): the machine is shared with a "
-        "training job, so compare ratios within rounds.", "",
+        f"{bw['sgemm_gflops']:.0f} GFLOP/s (~96 on a quiet core)"
+        + (": other jobs shared the machine, so compare ratios within rounds."
+           if max(p["load_average"]["before"][0], p["load_average"]["after"][0]) > 1.2
+           else ": the machine was otherwise idle."), "",
         f"{p['rounds']} interleaved rounds, one process per method and round, {p['queries']} "
         "timed queries each; medians over rounds.", "",
         "## Targets", "",
