@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --disable-pip-version-check -q
 QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: demo test lint bench clean help
+.PHONY: demo demo-export test lint bench clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ -/'
@@ -29,6 +29,9 @@ $(VENV)/.all-installed: pyproject.toml | $(PY)
 
 demo: $(VENV)/.runtime-installed  ## wrap the shipped teacher as a bundle, embed the sample, show neighbours
 	$(PY) examples/quickstart.py --out build/demo
+
+demo-export: $(VENV)/.all-installed  ## distil a tiny student on the sample (--quick, ~3 min) and show its report path
+	$(VENV)/bin/edgerec export --images examples/sample/images --out build/demo/quick-bundle --quick --force
 
 test: $(VENV)/.all-installed  ## lint + the whole test suite
 	$(VENV)/bin/ruff check .
