@@ -71,6 +71,8 @@ class ExportOptions:
         extra_images: folders of extra photos used for distillation only (labels ignored).
         eval_unseen: a labelled folder never trained on, measured in the report.
         teacher: teacher model file or bundle; default: the shipped MobileNetV1.
+        teacher_mean, teacher_std: normalisation of a float-input teacher file (on [0, 1]
+            pixels); a quantized-input teacher gets raw pixels without them.
         student, width, image_size, dim: the student recipe (see :data:`STUDENTS`).
         views: cached augmented views per training image (view 0 = centre crop).
         distill: training recipe.
@@ -88,6 +90,8 @@ class ExportOptions:
     extra_images: tuple[Path, ...] = ()
     eval_unseen: Optional[Path] = None
     teacher: Optional[Path] = None
+    teacher_mean: Optional[tuple[float, float, float]] = None
+    teacher_std: Optional[tuple[float, float, float]] = None
     student: str = "mobilenet_v3_small"
     width: float = 1.0
     image_size: int = 160
@@ -175,7 +179,7 @@ def _pre(options: ExportOptions) -> Preprocessing:
 
 
 def _feature_cache(records: Sequence[ImageRecord], views: int, teacher: Teacher,
-                   teacher_source: Path, options: ExportOptions, work: Path, log: Log,
+                   teacher_source: Path, options: ExportOptions, work: Path,
                    what: str) -> FeatureCache:
     from tqdm import tqdm
 
@@ -192,6 +196,7 @@ def _feature_cache(records: Sequence[ImageRecord], views: int, teacher: Teacher,
             teacher_dim=teacher.dim, teacher_size=teacher.input_size,
             student_size=options.image_size, views_per_item=views, view_fn=make_views,
             view_recipe=VIEW_RECIPE, seed=options.seed, workers=options.workers,
+            teacher_mean=options.teacher_mean, teacher_std=options.teacher_std,
             progress=progress,
         )
     finally:
@@ -243,13 +248,13 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
     teacher_source = options.teacher or default_teacher()
     if teacher_source is None:
         raise ExportError("No teacher given and no shipped teacher found; pass --teacher MODEL.")
-    teacher = Teacher.load(teacher_source, work)
+    teacher = Teacher.load(teacher_source, work, mean=options.teacher_mean,
+                           std=options.teacher_std)
     try:
         pool = train + extra
-        tr = _feature_cache(pool, options.views, teacher, teacher_source, options, work, log,
-                            "train")
-        va = _feature_cache(val, 1, teacher, teacher_source, options, work, log, "validation")
-        un = (_feature_cache(unseen, 1, teacher, teacher_source, options, work, log, "unseen")
+        tr = _feature_cache(pool, options.views, teacher, teacher_source, options, work, "train")
+        va = _feature_cache(val, 1, teacher, teacher_source, options, work, "validation")
+        un = (_feature_cache(unseen, 1, teacher, teacher_source, options, work, "unseen")
               if unseen else None)
         teacher_info = teacher.describe()
         teacher_macs = (tflite_macs(teacher.bundle.artifact_path(teacher.encoder.artifact))

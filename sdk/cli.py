@@ -157,7 +157,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         items=Path(args.items) if args.items else None,
         extra_images=tuple(Path(p) for p in args.extra_images),
         eval_unseen=Path(args.eval_unseen) if args.eval_unseen else None,
-        teacher=Path(args.teacher) if args.teacher else None, student=args.student,
+        teacher=Path(args.teacher) if args.teacher else None,
+        teacher_mean=tuple(args.teacher_mean) if args.teacher_mean else None,
+        teacher_std=tuple(args.teacher_std) if args.teacher_std else None, student=args.student,
         width=args.width, image_size=args.image_size, dim=args.dim, views=args.views,
         distill=distill, quick=args.quick, resume=args.resume, force=args.force,
         allow_gate_failure=args.allow_gate_failure,
@@ -267,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="folders of extra photos used for distillation only")
     exp.add_argument("--eval-unseen", help="labelled folder never trained on, for the report")
     exp.add_argument("--teacher", help="teacher .tflite/.onnx or bundle (default: shipped)")
+    exp.add_argument("--teacher-mean", type=float, nargs=3, metavar=("R", "G", "B"),
+                     help="mean of a float-input teacher on [0,1] pixels")
+    exp.add_argument("--teacher-std", type=float, nargs=3, metavar=("R", "G", "B"),
+                     help="std of a float-input teacher on [0,1] pixels")
     exp.add_argument("--student", default="mobilenet_v3_small", help="student recipe name")
     exp.add_argument("--width", type=float, default=1.0, help="student width multiplier")
     exp.add_argument("--image-size", type=int, default=160, help="student input size (px)")

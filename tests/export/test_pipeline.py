@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import SAMPLE, sample_images
+from conftest import SAMPLE, TINY_ONNX, sample_images
 from edgerec.export.pipeline import ExportOptions, export_bundle
 from edgerec.sdk import Bundle, Encoder, EncoderOptions, ExportError, Precision
 from edgerec.sdk.cli import main
@@ -83,4 +83,11 @@ def test_export_refuses_a_teacher_that_is_not_a_model(tmp_path):
     with pytest.raises(ExportError, match="teacher"):
         export_bundle(ExportOptions(images=SAMPLE / "images", out=tmp_path / "b", quick=True,
                                     teacher=bad), log=lambda _m: None)
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_float_teacher_needs_its_normalisation(tmp_path):
+    with pytest.raises(ExportError, match="--teacher-mean"):
+        export_bundle(ExportOptions(images=SAMPLE / "images", out=tmp_path / "b", quick=True,
+                                    teacher=TINY_ONNX), log=lambda _m: None)
     assert not (tmp_path / "b").exists()
