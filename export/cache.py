@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -165,8 +166,11 @@ def build_feature_cache(
         tasks = [([str(p) for p in paths[s : s + chunk]],
                   [seed * 1_000_003 + i for i in range(s, min(s + chunk, n))],
                   v, teacher_size, student_size) for s in starts]
+        # spawn, not fork: the parent may hold torch/JAX threads, and a forked child can
+        # deadlock on their locks
         with ProcessPoolExecutor(
-            max_workers=max(1, workers), initializer=_init_worker,
+            max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
             initargs=(str(teacher_source), str(Path(cache_dir)), teacher_mean, teacher_std,
                       view_fn),
         ) as pool:
