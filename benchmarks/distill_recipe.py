@@ -73,6 +73,15 @@ def main() -> None:
     parser.add_argument("--cache", default=str(ROOT / "build" / "cache"), help="cache directory")
     parser.add_argument("--tag", default="", help="free-text label for the results line")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--select-holdout", type=float, default=0.0,
+                        help="fraction of labelled train items held out to pick the epoch "
+                             "(0: pick on clothing-small/validation, which is also 'seen')")
+    parser.add_argument("--agree-holdout", type=int, default=0,
+                        help="unlabeled photos held out of training to log the student/teacher "
+                             "top-10 neighbour agreement per epoch (a label-free signal)")
+    parser.add_argument("--probe-unseen", action="store_true",
+                        help="log unseen and validation mAP@10 every epoch (diagnostics only; "
+                             "never used to pick the epoch unless select_on names them)")
     args = parser.parse_args()
 
     config = DistillConfig()
@@ -111,12 +120,60 @@ def main() -> None:
     teacher_seen = label_retrieval(np.asarray(va.features, np.float32), val_labels).map_at_k
     teacher_unseen = label_retrieval(np.asarray(un.features, np.float32), unseen_labels).map_at_k
 
+    # hold-outs: labelled train items to pick the epoch on, unlabeled ones for agreement
+    rng = np.random.default_rng(1234)
+    n_train = len(train)
+    sel_items = (rng.permutation(n_train)[: round(args.select_holdout * n_train)]
+                 if args.select_holdout else np.array([], int))
+    unl_idx = np.arange(n_train, len(pool))
+    agree_items = rng.permutation(unl_idx)[: args.agree_holdout] if args.agree_holdout else (
+        np.array([], int))
+    held = np.zeros(len(pool), bool)
+    held[sel_items] = True
+    held[agree_items] = True
+    V = args.views
+    if held.any():
+        keep = np.flatnonzero(~held)
+        rows = (keep[:, None] * V + np.arange(V)).reshape(-1)
+        train_views, train_feats = np.asarray(tr.views)[rows], np.asarray(tr.features)[rows]
+        train_labels = labels[keep]
+    else:
+        train_views, train_feats, train_labels = tr.views, tr.features, labels
+    if len(sel_items):
+        select_views = np.asarray(tr.views)[np.sort(sel_items) * V]  # view 0 = centre crop
+        select_labels = labels[np.sort(sel_items)]
+    else:
+        select_views, select_labels = np.asarray(va.views), val_labels
+    agree_views = np.asarray(tr.views)[np.sort(agree_items) * V] if len(agree_items) else None
+    agree_teacher = (np.asarray(tr.features)[np.sort(agree_items) * V].astype(np.float32)
+                     if len(agree_items) else None)
+
+    def neighbours(x: np.ndarray, k: int = 10) -> np.ndarray:
+        sims = x @ x.T
+        np.fill_diagonal(sims, -np.inf)
+        return np.argsort(-sims, axis=1)[:, :k]
+
+    teacher_nn = neighbours(agree_teacher) if agree_teacher is not None else None
+
+    def probe(model) -> dict:
+        out = {}
+        if agree_views is not None:
+            s_nn = neighbours(embed_views(model, agree_views, config))
+            out["agree@10"] = float(np.mean([len(set(a) & set(b)) / 10
+                                             for a, b in zip(s_nn, teacher_nn)]))
+        if args.probe_unseen:
+            out["probe_seen"] = label_retrieval(
+                embed_views(model, np.asarray(va.views), config), val_labels).map_at_k
+            out["probe_unseen"] = label_retrieval(
+                embed_views(model, np.asarray(un.views), config), unseen_labels).map_at_k
+        return out
+
     model = create_student(args.student, dim=args.dim, image_size=args.image_size)
     out_dir = ROOT / "build" / "distill" / (args.tag or "run")
     result = train_student(
-        model, views=tr.views, features=tr.features, views_per_item=args.views, labels=labels,
-        val_views=np.asarray(va.views), val_labels=val_labels, config=config,
-        checkpoint_dir=out_dir, log=lambda r: print(json.dumps(
+        model, views=train_views, features=train_feats, views_per_item=args.views,
+        labels=train_labels, val_views=select_views, val_labels=select_labels, config=config,
+        checkpoint_dir=out_dir, probe=probe, log=lambda r: print(json.dumps(
             {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}), flush=True))
     seen = label_retrieval(embed_views(model, np.asarray(va.views), config), val_labels)
     unseen_r = label_retrieval(embed_views(model, np.asarray(un.views), config), unseen_labels)
@@ -127,6 +184,8 @@ def main() -> None:
         "teacher_seen_map10": teacher_seen, "teacher_unseen_map10": teacher_unseen,
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
         "stopped": result.stopped, "train_minutes": result.seconds / 60,
+        "select_holdout": args.select_holdout, "agree_holdout": args.agree_holdout,
+        "history": result.history,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "torch_threads": torch.get_num_threads(),
     }
     RESULTS.mkdir(exist_ok=True)

@@ -57,6 +57,9 @@ class DistillConfig:
     queue_size: int = 4096
     label_scale: float = 16.0
     label_smoothing: float = 0.1
+    label_decay_from: float = 1.0  # training progress (0..1) after which w_label ramps ...
+    w_label_end: float = 0.0  # ... linearly down to this weight at the end
+    select_on: str = "val_map@10"  # history key whose maximum picks the kept epoch
     patience: int = 8
     max_minutes: Optional[float] = None
     seed: int = 0
@@ -160,6 +163,7 @@ def train_student(
     checkpoint_dir: Path,
     resume: bool = False,
     log: Optional[Callable[[dict], None]] = None,
+    probe: Optional[Callable[[nn.Module], dict]] = None,
 ) -> TrainResult:
     """Train ``model`` in place and load the best state into it.
 
@@ -171,6 +175,9 @@ def train_student(
         checkpoint_dir: ``last.pt`` (resume point) and ``best.pt`` live here.
         resume: continue from ``last.pt`` when it exists.
         log: called with each epoch's history row.
+        probe: called with the model (eval mode) after each epoch; the numbers it returns join
+            the history row, so ``config.select_on`` can name one of them (e.g. a selection
+            score on held-out data) and diagnostics can be logged.
     """
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
@@ -191,6 +198,13 @@ def train_student(
     steps_per_epoch = max(1, n_items // config.batch_size)
     total = steps_per_epoch * config.epochs
     warm = max(1, int(config.warmup_epochs * steps_per_epoch))
+
+    def label_weight(step: int) -> float:
+        progress = step / max(1, total)
+        if progress <= config.label_decay_from:
+            return config.w_label
+        frac = (progress - config.label_decay_from) / max(1e-9, 1 - config.label_decay_from)
+        return config.w_label + (config.w_label_end - config.w_label) * frac
 
     def lr_at(step: int) -> float:
         if step < warm:
@@ -250,7 +264,7 @@ def train_student(
                 logits = config.label_scale * z[mask] @ F.normalize(heads.classes, dim=1).T
                 parts["label"] = F.cross_entropy(logits, y[mask],
                                                  label_smoothing=config.label_smoothing)
-                loss = loss + config.w_label * parts["label"]
+                loss = loss + label_weight(epoch * steps_per_epoch + step) * parts["label"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -263,11 +277,18 @@ def train_student(
                 sums[k] += float(v.detach())
         val = label_retrieval(embed_views(model, val_views, config), val_labels, k=10)
         row = {"epoch": epoch, "lr": sched.get_last_lr()[0], "val_map@10": val.map_at_k,
-               "val_p@10": val.precision_at_k, "seconds": time.perf_counter() - t0,
+               "val_p@10": val.precision_at_k,
+               "w_label": label_weight((epoch + 1) * steps_per_epoch),
                **{k: v / steps_per_epoch for k, v in sums.items()}}
+        if probe is not None:
+            row.update(probe(model))
+        row["seconds"] = time.perf_counter() - t0
         history.append(row)
-        if val.map_at_k > best_map:
-            best_map, best_epoch = val.map_at_k, epoch
+        if config.select_on not in row:
+            raise ValueError(f"select_on={config.select_on!r} is not in the history row "
+                             f"{sorted(row)}: pass a probe that returns it")
+        if row[config.select_on] > best_map:
+            best_map, best_epoch = float(row[config.select_on]), epoch
             _save_atomic({"model": model.state_dict()}, checkpoint_dir / "best.pt")
         np_seed = int(rng.integers(0, 2**31 - 1))  # reseed so a resumed run continues alike
         rng = np.random.default_rng(np_seed)

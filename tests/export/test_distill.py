@@ -35,13 +35,14 @@ def data(tmp_path_factory):
     return small, feats, labels, val_views, val_labels
 
 
-def _train(data, tmp_path, config=CONFIG, resume=False, log=None):
+def _train(data, tmp_path, config=CONFIG, resume=False, log=None, probe=None):
     views, feats, labels, val_views, val_labels = data
     torch.manual_seed(0)
     model = create_student("mobilenet_v3_small", image_size=SIZE, dim=32, hidden=0, width=0.5)
     result = train_student(model, views=views, features=feats, views_per_item=2, labels=labels,
                            val_views=val_views, val_labels=val_labels, config=config,
-                           checkpoint_dir=tmp_path, resume=resume, log=log)
+                           checkpoint_dir=tmp_path, resume=resume, log=log,
+                           probe=probe)
     return model, result
 
 
@@ -78,3 +79,26 @@ def test_early_stopping_and_time_budget_stop_training(data, tmp_path):
     assert result.stopped == "early_stop" and result.epochs_run < 4
     _, result = _train(data, tmp_path / "b", replace(CONFIG, epochs=4, max_minutes=1e-6))
     assert result.stopped == "time_budget" and result.epochs_run == 1
+
+
+def test_label_weight_ramps_down_after_the_decay_point(data, tmp_path):
+    config = replace(CONFIG, epochs=4, label_decay_from=0.5, w_label=2.0, w_label_end=0.0)
+    _, result = _train(data, tmp_path, config)
+    weights = [row["w_label"] for row in result.history]  # weight at the end of each epoch
+    assert weights == pytest.approx([2.0, 2.0, 1.0, 0.0])
+
+
+def test_a_probe_adds_numbers_to_history_and_can_pick_the_epoch(data, tmp_path):
+    calls = []
+
+    def probe(model):
+        assert not model.training  # probed in eval mode
+        calls.append(1)
+        return {"pick": [0.2, 0.9, 0.1][len(calls) - 1]}
+
+    config = replace(CONFIG, epochs=3, select_on="pick")
+    _, result = _train(data, tmp_path / "a", config, probe=probe)
+    assert [row["pick"] for row in result.history] == [0.2, 0.9, 0.1]
+    assert result.best_epoch == 1 and result.best_map == 0.9
+    with pytest.raises(ValueError, match="select_on"):
+        _train(data, tmp_path / "b", replace(CONFIG, select_on="missing"))
