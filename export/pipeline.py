@@ -4,7 +4,9 @@ Steps, each in its own module: scan and clean (:mod:`.data`), teacher (:mod:`.te
 cached teacher features per view (:mod:`.cache`, :mod:`.views`), student
 (:mod:`.student`), distillation (:mod:`.distill`), fp32 conversion (:mod:`.convert`), int8
 quantization with gates (:mod:`.quantize`), parity and quality (:mod:`.parity`), report
-(:mod:`.report`), bundle (:func:`edgerec.sdk.write_bundle`, atomic).
+(:mod:`.report`), bundle (:func:`edgerec.sdk.write_bundle`, atomic). With ``events``, the
+personalised scorer too (:mod:`.scorer_bundle`), trained on the exported fp32 encoder's vectors
+of the dataset's images.
 
 Everything slow is resumable: the feature cache and the training checkpoints live in the work
 directory (default ``<out>.work`` beside the bundle) and ``resume=True`` continues from them.
@@ -28,6 +30,7 @@ import torch
 from ..runtimes import Engine
 from ..sdk import (
     Bundle,
+    Precision,
     Preprocessing,
     label_retrieval,
     preprocess,
@@ -38,7 +41,9 @@ from .cache import FeatureCache, build_feature_cache
 from .data import Dataset, ImageRecord, scan_images, split
 from .distill import DistillConfig, TrainResult, train_student
 from .macs import tflite_macs, torch_macs
+from .parity import artifact_embeddings
 from .quantize_step import build_artifacts
+from .scorer_bundle import ScorerExportOptions, read_scorer_events, train_and_export_scorer
 from .student import STUDENTS, StudentEncoder, create_student
 from .teacher import DEFAULT_TEACHER, Teacher
 from .views import VIEW_RECIPE, make_views
@@ -82,6 +87,9 @@ class ExportOptions:
         allow_gate_failure: ship without an int8 artifact whose gate fails (recorded in the
             manifest) instead of failing the export.
         resume: continue from the work directory; force: replace ``out``.
+        events: an events CSV ``user_id,item_id[,...]`` (ids of ``images``' items): also
+            train the personalised scorer (read and checked before anything slow starts).
+        scorer: how the scorer is split, trained and gated (``quick`` caps its epochs at 3).
     """
 
     images: Path
@@ -108,6 +116,8 @@ class ExportOptions:
     workers: int = 2
     seed: int = 0
     max_per_label: Optional[int] = None
+    events: Optional[Path] = None
+    scorer: ScorerExportOptions = field(default_factory=ScorerExportOptions)
 
     def resolved(self) -> ExportOptions:
         """Apply ``quick`` and defaults."""
@@ -117,7 +127,9 @@ class ExportOptions:
                            calibration_images=min(opts.calibration_images, 32),
                            max_per_label=opts.max_per_label or 8, allow_gate_failure=True,
                            distill=replace(opts.distill, epochs=min(opts.distill.epochs, 2),
-                                           batch_size=16, patience=2, queue_size=256))
+                                           batch_size=16, patience=2, queue_size=256),
+                           scorer=replace(opts.scorer, config=replace(
+                               opts.scorer.config, epochs=min(opts.scorer.config.epochs, 3))))
         return opts
 
 
@@ -211,12 +223,26 @@ def _torch_embed(model: StudentEncoder, x: np.ndarray, batch: int = 128) -> np.n
     return torch.cat(parts).numpy()
 
 
+def _item_vectors(paths: Sequence[Path], artifact: Path, pre: Preprocessing,
+                  batch: int = 64) -> np.ndarray:
+    """(N, D) float32 unit vectors of ``paths`` through an fp32 encoder artifact, as
+    ``edgerec catalog build`` makes them (the SDK's preprocessing, the engine, L2 norm); the
+    torch student would differ from the catalog by the (gated, < 1e-3) conversion error."""
+    from ..sdk import l2_normalize
+
+    parts = [artifact_embeddings(artifact, preprocess(list(paths[i : i + batch]), pre),
+                                 num_threads=2)
+             for i in range(0, len(paths), batch)]
+    return l2_normalize(np.concatenate(parts))
+
+
 def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
     """Run the whole export (see the module docstring); returns the verified bundle.
 
     Raises:
         ExportError: bad data, a teacher that is not an image model, an existing ``out``
-            without ``force``/``resume``, or an int8 artifact that fails its gate.
+            without ``force``/``resume``, an int8 artifact that fails its gate, or (with
+            ``events``) an unreadable or empty events file or nothing to learn from.
     """
     t0 = time.perf_counter()
     options = options.resolved()
@@ -232,6 +258,11 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
     # 1. data
     log(f"scanning {options.images} ...")
     ds = scan_images(options.images, items_csv=options.items, progress=True)
+    events = None
+    if options.events is not None:  # fail fast: before anything slow
+        events = read_scorer_events(options.events, [r.item_id for r in ds.records],
+                                    options.scorer)
+        log(f"events: {events.report.summary()}")
     train, val = _train_val(ds, options)
     extra: list[ImageRecord] = []
     extra_reports = []
@@ -312,6 +343,15 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
         if un is not None and x_unseen is not None:
             quality[art.key]["unseen_map@10"] = label_retrieval(
                 built.embed(art, x_unseen), unseen_labels).map_at_k
+    scorer = None
+    if events is not None:  # 7b. the personalised scorer, on the vectors a catalog will hold
+        ids = [r.item_id for r in ds.records]
+        fp32 = next(a for a in built.artifacts if a.precision is Precision.FP32)
+        log(f"embedding {len(ids)} items with {fp32.key} for the scorer ...")
+        vectors = _item_vectors([r.path for r in ds.records], fp32.source, pre)
+        scorer = train_and_export_scorer(
+            events, ids, vectors, work / "scorer", options.scorer, log=log,
+            vectors_source={"source": fp32.key, "items": len(ids)})
     student_macs = torch_macs(model, options.image_size)
     metrics = {
         "quality": quality,
@@ -326,10 +366,14 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
                  "unseen": len(unseen), "issues": len(ds.issues)},
         "export_minutes": (time.perf_counter() - t0) / 60,
     }
+    if scorer is not None:
+        metrics["scorer"] = scorer.metrics
     recipe = {"student": options.student, "width": options.width,
               "image_size": options.image_size, "dim": options.dim, "views": options.views,
               "view_recipe": VIEW_RECIPE, "distill": asdict(options.distill),
               "labels": label_names, "quick": options.quick, "seed": options.seed}
+    if scorer is not None:
+        recipe["scorer"] = scorer.recipe
 
     # 8. report and bundle
     from .report import plot_curves, plot_neighbours, write_html_report
@@ -348,7 +392,8 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
         curves=curves, neighbours=grid, recipe=recipe)
     (report_dir / "history.json").write_text(json.dumps(result.history, indent=1))
     bundle = write_bundle(
-        out, artifacts=built.artifacts,
+        out, artifacts=[*built.artifacts, *(scorer.artifacts if scorer else ())],
+        weights=scorer.weights if scorer else (),
         preprocessing=pre, embedding_dim=options.dim, name=out.name, teacher=teacher_info,
         metrics=metrics, recipe=recipe, force=True,
         extra_files={"report/report.html": report, "report/curves.png": curves,

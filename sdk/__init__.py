@@ -9,7 +9,7 @@ the :class:`Recommender` (``similar``, ``for_user``), on-device profiles, metric
 """
 
 from ..runtimes import Device, Engine, RuntimeOptions, TensorSpec
-from .bundle import Bundle, NewArtifact, sha256_file, write_bundle
+from .bundle import Bundle, NewArtifact, NewWeights, sha256_file, write_bundle
 from .catalog import Catalog, CatalogInfo, CatalogItem, VectorDType
 from .catalog_build import (
     IngestReport,
@@ -35,9 +35,10 @@ from .errors import (
     ProfileError,
     RuntimeUnavailableError,
 )
+from .evaluate import EvaluateOptions, EvaluationResult
 from .events import EventLog, EventsReport, Holdout, Interaction, holdout_split, read_events
 from .importer import ImportOptions, import_model, raw_pixel_normalization
-from .manifest import FORMAT_VERSION, ArtifactSpec, Manifest, Precision, Role
+from .manifest import FORMAT_VERSION, ArtifactSpec, Manifest, Precision, Role, WeightsSpec
 from .metrics import RetrievalReport, label_retrieval
 from .preprocess import (
     ImageInput,
@@ -74,12 +75,13 @@ from .rank_metrics import (
     recall_at_k,
 )
 from .recommender import Recommendation, Recommendations, Recommender, RecommenderOptions
-from .scorer import Scorer
+from .scorer import MLP_WEIGHTS_FORMAT, MlpWeights, Scorer, ScorerMode
 from .search import BatchMatches, Match, Matches
 
 __all__ = [
     "DEFAULT_EVENT_WEIGHTS",
     "FORMAT_VERSION",
+    "MLP_WEIGHTS_FORMAT",
     "ArtifactNotFoundError",
     "ArtifactSpec",
     "BatchMatches",
@@ -99,6 +101,8 @@ __all__ = [
     "EncoderMismatchError",
     "EncoderOptions",
     "Engine",
+    "EvaluateOptions",
+    "EvaluationResult",
     "Event",
     "EventKind",
     "EventLog",
@@ -117,8 +121,10 @@ __all__ = [
     "Manifest",
     "Match",
     "Matches",
+    "MlpWeights",
     "ModelError",
     "NewArtifact",
+    "NewWeights",
     "Precision",
     "Preprocessing",
     "Profile",
@@ -135,9 +141,11 @@ __all__ = [
     "RuntimeOptions",
     "RuntimeUnavailableError",
     "Scorer",
+    "ScorerMode",
     "SourceItem",
     "TensorSpec",
     "VectorDType",
+    "WeightsSpec",
     "add_images",
     "auc",
     "average_precision_at_k",

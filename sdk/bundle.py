@@ -1,8 +1,10 @@
 """Reading, verifying and writing bundles.
 
 A bundle is a directory with ``manifest.json`` (schema in :mod:`edgerec.sdk.manifest`) and
-the model files it lists. :meth:`Bundle.load` refuses a bundle whose files are missing, do not
-match their sha256, or point outside the directory. :func:`write_bundle` writes into a hidden
+the model files it lists (and, optionally, plain-array weights files such as the scorer's
+``scorer.fp32.npz``). :meth:`Bundle.load` refuses a bundle whose files are missing, do not
+match their sha256, or point outside the directory; :meth:`Bundle.read_weights` re-checks the
+sha256 of the very bytes it returns. :func:`write_bundle` writes into a hidden
 temporary sibling directory, writes the manifest last, fsyncs, and renames the directory into
 place, so an interrupted write never leaves a directory that looks like a complete bundle.
 """
@@ -27,11 +29,12 @@ from .manifest import (
     Manifest,
     Precision,
     Role,
+    WeightsSpec,
     compute_encoder_id,
 )
 from .preprocess import Layout, Preprocessing
 
-__all__ = ["Bundle", "NewArtifact", "sha256_file", "write_bundle"]
+__all__ = ["Bundle", "NewArtifact", "NewWeights", "sha256_file", "write_bundle"]
 
 PathLike = Union[str, os.PathLike]
 _CHUNK = 1 << 20
@@ -92,14 +95,15 @@ class Bundle:
             manifest_path.read_text(encoding="utf-8", errors="strict"), str(manifest_path)
         )
         bundle = cls(root, manifest)
-        for spec in manifest.artifacts:
+        for spec in (*manifest.artifacts, *manifest.weights):
             bundle.artifact_path(spec)  # containment + existence
         if verify:
             bundle.verify()
         return bundle
 
-    def artifact_path(self, spec: ArtifactSpec) -> Path:
-        """Absolute path of an artifact, checked to exist inside the bundle directory."""
+    def artifact_path(self, spec: Union[ArtifactSpec, WeightsSpec]) -> Path:
+        """Absolute path of an artifact (or weights file), checked to exist inside the bundle
+        directory."""
         rel = Path(spec.file)
         if rel.is_absolute() or ".." in rel.parts or spec.file in ("", "."):
             raise BundleIntegrityError(
@@ -121,15 +125,26 @@ class Bundle:
         return full
 
     def verify(self) -> None:
-        """Recompute every artifact's sha256; raise ``BundleIntegrityError`` on a mismatch."""
-        for spec in self.manifest.artifacts:
-            digest = sha256_file(self.artifact_path(spec))
-            if digest != spec.sha256:
-                raise BundleIntegrityError(
-                    f"Artifact {spec.file} does not match its sha256 in the manifest (expected "
-                    f"{spec.sha256[:16]}..., got {digest[:16]}...): it was modified or damaged; "
-                    "copy the bundle again or export it again."
-                )
+        """Recompute every artifact's and weights file's sha256; raise
+        ``BundleIntegrityError`` on a mismatch."""
+        for spec in (*self.manifest.artifacts, *self.manifest.weights):
+            _check_digest(spec, sha256_file(self.artifact_path(spec)))
+
+    def weights(self, role: Optional[Role] = None) -> list[WeightsSpec]:
+        """Weights files, optionally of one role."""
+        return [w for w in self.manifest.weights if role is None or w.role is Role(role)]
+
+    def read_weights(self, spec: WeightsSpec) -> bytes:
+        """The bytes of a weights file, checked against its sha256 *as read* (so what the
+        caller parses is exactly what the manifest lists, even if the file changed on disk
+        after :meth:`load`).
+
+        Raises:
+            BundleIntegrityError: the file is missing, outside the bundle, or modified.
+        """
+        data = self.artifact_path(spec).read_bytes()
+        _check_digest(spec, hashlib.sha256(data).hexdigest())
+        return data
 
     @property
     def embedding_dim(self) -> int:
@@ -208,6 +223,7 @@ class Bundle:
                 }
                 for a in m.artifacts
             ],
+            "weights": [w.to_dict() for w in m.weights],
             "teacher": m.teacher,
             "metrics": m.metrics,
             "recipe": m.recipe,
@@ -252,6 +268,34 @@ class NewArtifact:
     def key(self) -> str:
         """Short name, e.g. ``encoder/onnx/int8`` (as :attr:`ArtifactSpec.key`)."""
         return f"{self.role.value}/{self.resolved_engine().value}/{self.precision.value}"
+
+
+@dataclass(frozen=True)
+class NewWeights:
+    """A plain-array weights file (``.npz``) to put into a new bundle (see :func:`write_bundle`).
+
+    Attributes:
+        source: the file to copy in.
+        role, precision: what it belongs to.
+        format: what the arrays mean (see :class:`~edgerec.sdk.manifest.WeightsSpec`).
+        file: name inside the bundle; default ``<role>.<precision><source suffix>``.
+    """
+
+    source: Path
+    role: Role
+    precision: Precision
+    format: str
+    file: Optional[str] = None
+
+
+def _check_digest(spec: Union[ArtifactSpec, WeightsSpec], digest: str) -> None:
+    if digest != spec.sha256:
+        what = "Artifact" if isinstance(spec, ArtifactSpec) else "Weights file"
+        raise BundleIntegrityError(
+            f"{what} {spec.file} does not match its sha256 in the manifest (expected "
+            f"{spec.sha256[:16]}..., got {digest[:16]}...): it was modified or damaged; "
+            "copy the bundle again or export it again."
+        )
 
 
 def _fsync_dir(path: Path) -> None:
@@ -302,6 +346,7 @@ def write_bundle(
     recipe: Optional[dict[str, Any]] = None,
     force: bool = False,
     extra_files: Optional[dict[str, PathLike]] = None,
+    weights: Sequence[NewWeights] = (),
 ) -> Bundle:
     """Write a complete, verified bundle atomically.
 
@@ -311,6 +356,7 @@ def write_bundle(
 
     ``extra_files`` (``{"report/report.html": path}``) are copied in as they are, unhashed and
     unlisted: documentation for people (reports, plots), never read by the device.
+    ``weights`` are hashed and listed in the manifest like artifacts (the device reads them).
 
     Raises:
         BundleError: ``out`` exists and ``force`` is false; no artifacts; duplicate names.
@@ -351,6 +397,17 @@ def write_bundle(
                     size_bytes=(tmp / file).stat().st_size,
                 )
             )
+        weight_specs = []
+        for new in weights:
+            file = new.file or f"{new.role.value}.{new.precision.value}{Path(new.source).suffix}"
+            if Path(file).name != file or file == MANIFEST_NAME:
+                raise BundleError(f"Weights file name {file!r} must be a plain file name.")
+            if (tmp / file).exists():
+                raise BundleError(f"Two bundle files would both be written as {file}.")
+            digest = _copy_hashed(Path(new.source), tmp / file)
+            weight_specs.append(WeightsSpec(file=file, sha256=digest, role=new.role,
+                                            precision=new.precision, format=new.format,
+                                            size_bytes=(tmp / file).stat().st_size))
         for rel, src in (extra_files or {}).items():
             target = tmp / rel
             if Path(rel).is_absolute() or ".." in Path(rel).parts or target.exists():
@@ -368,6 +425,7 @@ def write_bundle(
             recipe=recipe or {},
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             edgerec_version=_edgerec_version(),
+            weights=tuple(weight_specs),
         )
         Manifest.from_json(manifest.to_json())  # the reader must accept what we write
         with open(tmp / MANIFEST_NAME, "w", encoding="utf-8") as f:

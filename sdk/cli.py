@@ -25,6 +25,8 @@ from .cli_common import emit as _emit
 from .cli_common import expand_images
 from .cli_common import progress as _progress
 from .cli_common import usage as _usage
+from .cli_evaluate import add_evaluate_parser
+from .cli_scorer import add_scorer_arguments, add_scorer_parser, scorer_options
 from .encoder import Encoder, EncoderOptions
 from .errors import EdgeRecError, RuntimeUnavailableError
 from .importer import ImportOptions, import_model
@@ -81,6 +83,9 @@ def cmd_bundle_info(args: argparse.Namespace) -> int:
     for a in info["artifacts"]:
         shape = a["input"]["shape"] if a["input"] else None
         lines.append(f"  {a['key']:<22} {a['file']:<24} {a['size_bytes']:>10,} B  input {shape}")
+    for w in info.get("weights", []):
+        key = f"{w['role']}/weights/{w['precision']}"
+        lines.append(f"  {key:<22} {w['file']:<24} {w['size_bytes']:>10,} B  {w['format']}")
     if info["metrics"]:
         lines.append(f"metrics       {json.dumps(info['metrics'])}")
     _emit(args, info, "\n".join(lines))
@@ -164,6 +169,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         distill=distill, quick=args.quick, resume=args.resume, force=args.force,
         allow_gate_failure=args.allow_gate_failure,
         work_dir=Path(args.work_dir) if args.work_dir else None,
+        events=Path(args.events) if args.events else None, scorer=scorer_options(args),
     )
     log = (lambda _msg: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
     with _stdout_to_stderr():  # converters print progress to stdout; keep it for the result
@@ -286,11 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--allow-gate-failure", action="store_true",
                      help="drop an int8 artifact that fails its gate instead of failing")
     exp.add_argument("--work-dir", help="caches and checkpoints (default: <out>.work)")
+    add_scorer_arguments(exp, events_required=False)
     _add_json(exp)
     exp.set_defaults(func=cmd_export)
 
     add_catalog_parsers(sub)  # catalog build|add|remove|info|verify (issue 4)
     add_recommend_parser(sub)  # recommend (issue 4)
+    add_scorer_parser(sub)  # scorer train (issue 5)
+    add_evaluate_parser(sub)  # evaluate (issue 5)
 
     eng = sub.add_parser("engines", help="list installed inference engines",
                          description="List the inference engines installed here and versions.")

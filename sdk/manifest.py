@@ -9,6 +9,8 @@
                      identity a catalog records for the vectors it holds
     preprocessing    Preprocessing.to_dict()
     artifacts        one ArtifactSpec.to_dict() per file
+    weights          optional: one WeightsSpec.to_dict() per plain-array weights file (e.g. the
+                     scorer's folded MLP, ``scorer.fp32.npz``); absent in bundles without any
     teacher, metrics, recipe   free-form JSON objects written by the export
     created, edgerec_version   provenance
 
@@ -28,7 +30,7 @@ from ..runtimes import Engine, TensorSpec
 from .errors import BundleError
 from .preprocess import Layout, Preprocessing
 
-__all__ = ["FORMAT_VERSION", "ArtifactSpec", "Manifest", "Precision", "Role"]
+__all__ = ["FORMAT_VERSION", "ArtifactSpec", "Manifest", "Precision", "Role", "WeightsSpec"]
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -120,6 +122,45 @@ class ArtifactSpec:
         return f"{self.role.value}/{self.engine.value}/{self.precision.value}"
 
 
+@dataclass(frozen=True)
+class WeightsSpec:
+    """One plain-array weights file in a bundle: an ``.npz`` of numeric arrays that the device
+    reads with ``np.load(allow_pickle=False)`` (nothing is unpickled), hashed like an artifact.
+
+    Attributes:
+        file: file name relative to the bundle directory.
+        sha256: hex digest of the file's bytes.
+        role: :class:`Role` of the model the weights belong to.
+        precision: :class:`Precision` of the arrays.
+        format: what the arrays mean and how they are named, e.g. ``"edgerec.scorer.mlp/1"``
+            (the reader refuses a format it does not know).
+        size_bytes: file size.
+    """
+
+    file: str
+    sha256: str
+    role: Role
+    precision: Precision
+    format: str
+    size_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "sha256": self.sha256, "role": self.role.value,
+                "precision": self.precision.value, "format": self.format,
+                "size_bytes": self.size_bytes}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WeightsSpec:
+        return cls(file=str(data["file"]), sha256=str(data["sha256"]).lower(),
+                   role=Role(data["role"]), precision=Precision(data["precision"]),
+                   format=str(data["format"]), size_bytes=int(data.get("size_bytes", 0)))
+
+    @property
+    def key(self) -> str:
+        """Short name, e.g. ``scorer/weights/fp32``."""
+        return f"{self.role.value}/weights/{self.precision.value}"
+
+
 def compute_encoder_id(pre: Preprocessing, artifacts: Iterable[ArtifactSpec]) -> str:
     """Identity of an encoder: sha256 over its preprocessing and its encoder files' hashes.
 
@@ -147,9 +188,10 @@ class Manifest:
     recipe: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     edgerec_version: str = ""
+    weights: tuple[WeightsSpec, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "format_version": self.format_version,
             "name": self.name,
             "embedding_dim": self.embedding_dim,
@@ -162,6 +204,9 @@ class Manifest:
             "created": self.created,
             "edgerec_version": self.edgerec_version,
         }
+        if self.weights:  # optional: manifests without weights stay as they were
+            out["weights"] = [w.to_dict() for w in self.weights]
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
@@ -190,6 +235,10 @@ class Manifest:
             raise BundleError(f"{where} has an invalid format_version {version}.")
         try:
             artifacts = tuple(ArtifactSpec.from_dict(a) for a in data["artifacts"])
+            weights_data = data.get("weights") or []
+            if not isinstance(weights_data, list):
+                raise TypeError("weights must be a list")
+            weights = tuple(WeightsSpec.from_dict(w) for w in weights_data)
             manifest = cls(
                 format_version=version,
                 name=str(data.get("name", "")),
@@ -202,6 +251,7 @@ class Manifest:
                 recipe=dict(data.get("recipe") or {}),
                 created=str(data.get("created", "")),
                 edgerec_version=str(data.get("edgerec_version", "")),
+                weights=weights,
             )
         except KeyError as exc:
             raise BundleError(
@@ -216,4 +266,10 @@ class Manifest:
         keys = [a.key for a in artifacts]
         if len(set(keys)) != len(keys):
             raise BundleError(f"{where} lists the same role/engine/precision twice: {keys}.")
+        wkeys = [w.key for w in weights]
+        if len(set(wkeys)) != len(wkeys):
+            raise BundleError(f"{where} lists the same weights twice: {wkeys}.")
+        files = [a.file for a in artifacts] + [w.file for w in weights]
+        if len(set(files)) != len(files):
+            raise BundleError(f"{where} lists one file for two entries: {files}.")
         return manifest

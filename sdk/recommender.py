@@ -263,7 +263,7 @@ class Recommender:
         self.close()
 
     def __repr__(self) -> str:
-        scorer = self._scorer.artifact.key if self._scorer else "none"
+        scorer = self._scorer.key if self._scorer else "none"
         return (f"Recommender(bundle={str(self.bundle.path)!r}, "
                 f"catalog={str(self.catalog.path)!r}, scorer={scorer})")
 
