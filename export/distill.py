@@ -12,7 +12,10 @@ Loss (all terms on the student's L2-normalised embedding ``z``, ``t`` the teache
 - **label** (``w_label``): a normalised-softmax (cosine) classifier with label smoothing on
   labelled items only; unlabelled items contribute to the distillation terms only.
 
-AdamW with linear warm-up and cosine decay, per step. After each epoch the student is evaluated
+AdamW with linear warm-up and cosine decay, per step. With ``ema_decay`` > 0 an exponential
+moving average of the weights (and BatchNorm buffers) is kept beside them (decay warmed up as
+``min(ema_decay, (1 + step) / (10 + step))``); it is what gets evaluated, kept and returned.
+After each epoch the student (or its average) is evaluated
 (same-label mAP@10 on the validation views); the best state is kept, training stops early after
 ``patience`` evaluations without improvement or when ``max_minutes`` is spent. The kept state's
 BatchNorm statistics are then re-estimated exactly on training crops. ``last.pt`` is
@@ -21,6 +24,7 @@ written atomically every epoch and training resumes from it.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -60,6 +64,7 @@ class DistillConfig:
     label_decay_from: float = 1.0  # training progress (0..1) after which w_label ramps ...
     w_label_end: float = 0.0  # ... linearly down to this weight at the end
     select_on: str = "val_map@10"  # history key whose maximum picks the kept epoch
+    ema_decay: float = 0.0  # > 0: evaluate and keep an exponential moving average of weights
     patience: int = 8
     max_minutes: Optional[float] = None
     seed: int = 0
@@ -217,6 +222,8 @@ def train_student(
     queue_z = torch.zeros(0, dim)
     queue_t = torch.zeros(0, features.shape[1])
     start_epoch, history, best_map, best_epoch, spent = 0, [], -1.0, -1, 0.0
+    ema = copy.deepcopy(model) if config.ema_decay > 0 else None
+    ema_steps = 0
     last = checkpoint_dir / "last.pt"
     if resume and last.is_file():
         state = _load(last)
@@ -230,6 +237,9 @@ def train_student(
         torch.set_rng_state(state["torch_rng"])
         rng = np.random.default_rng(int(state["np_seed"]))
         queue_z, queue_t = state["queue_z"], state["queue_t"]
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+            ema_steps = int(state["ema_steps"])
     t0 = time.perf_counter() - spent
     stopped = "epochs"
     labelled = torch.from_numpy(labels.astype(np.int64))
@@ -269,19 +279,29 @@ def train_student(
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                decay = min(config.ema_decay, (1 + ema_steps) / (10 + ema_steps))
+                ema_steps += 1
+                with torch.no_grad():
+                    for a, b in zip(ema.state_dict().values(), model.state_dict().values()):
+                        if a.dtype.is_floating_point:
+                            a.mul_(decay).add_(b.detach(), alpha=1 - decay)
+                        else:
+                            a.copy_(b)
             if config.w_relational and config.queue_size:
                 queue_z = torch.cat([z.detach(), queue_z])[: config.queue_size]
                 queue_t = torch.cat([t, queue_t])[: config.queue_size]
             sums["loss"] += float(loss.detach())
             for k, v in parts.items():
                 sums[k] += float(v.detach())
-        val = label_retrieval(embed_views(model, val_views, config), val_labels, k=10)
+        judged = ema if ema is not None else model
+        val = label_retrieval(embed_views(judged, val_views, config), val_labels, k=10)
         row = {"epoch": epoch, "lr": sched.get_last_lr()[0], "val_map@10": val.map_at_k,
                "val_p@10": val.precision_at_k,
                "w_label": label_weight((epoch + 1) * steps_per_epoch),
                **{k: v / steps_per_epoch for k, v in sums.items()}}
         if probe is not None:
-            row.update(probe(model))
+            row.update(probe(judged))
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
         if config.select_on not in row:
@@ -289,7 +309,7 @@ def train_student(
                              f"{sorted(row)}: pass a probe that returns it")
         if row[config.select_on] > best_map:
             best_map, best_epoch = float(row[config.select_on]), epoch
-            _save_atomic({"model": model.state_dict()}, checkpoint_dir / "best.pt")
+            _save_atomic({"model": judged.state_dict()}, checkpoint_dir / "best.pt")
         np_seed = int(rng.integers(0, 2**31 - 1))  # reseed so a resumed run continues alike
         rng = np.random.default_rng(np_seed)
         _save_atomic({
@@ -299,6 +319,7 @@ def train_student(
             "seconds": time.perf_counter() - t0, "torch_rng": torch.get_rng_state(),
             "np_seed": np_seed, "queue_z": queue_z, "queue_t": queue_t,
             "config": asdict(config),
+            **({"ema": ema.state_dict(), "ema_steps": ema_steps} if ema is not None else {}),
         }, last)
         if log is not None:
             log(row)

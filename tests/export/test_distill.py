@@ -102,3 +102,28 @@ def test_a_probe_adds_numbers_to_history_and_can_pick_the_epoch(data, tmp_path):
     assert result.best_epoch == 1 and result.best_map == 0.9
     with pytest.raises(ValueError, match="select_on"):
         _train(data, tmp_path / "b", replace(CONFIG, select_on="missing"))
+
+
+def test_weight_averaging_is_what_gets_kept_and_it_resumes_exactly(data, tmp_path):
+    config = replace(CONFIG, ema_decay=0.9)
+    straight, result = _train(data, tmp_path / "a", config)
+    assert result.epochs_run == 2
+    raw = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    assert raw["ema_steps"] > 0
+    best = torch.load(tmp_path / "a" / "best.pt", weights_only=True)["model"]
+    ema, live = raw["ema"], raw["model"]
+    name = next(k for k, v in live.items() if v.dtype.is_floating_point and v.ndim == 4)
+    assert not torch.equal(ema[name], live[name])  # the average is not the live weights
+    if result.best_epoch == result.epochs_run - 1:  # kept the last epoch: its average
+        torch.testing.assert_close(best[name], ema[name])
+
+    def stop_after_first_epoch(row):
+        if row["epoch"] == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(data, tmp_path / "b", config, log=stop_after_first_epoch)
+    resumed, _ = _train(data, tmp_path / "b", config, resume=True)
+    for (key, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        if a.dtype.is_floating_point:
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=key)
