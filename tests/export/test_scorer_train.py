@@ -11,7 +11,7 @@ from edgerec.export.scorer_train import ScorerConfig, ScorerNet, catalog_scores,
 from edgerec.sdk import ExportError
 from edgerec.sdk.events import Interaction
 
-CONFIG = ScorerConfig(hidden=(32, 16), epochs=12, patience=12, lr=3e-3,
+CONFIG = ScorerConfig(hidden=(32, 16), epochs=12, folds=2, lr=3e-3,
                       negatives=NegativeSampling(uniform=4, popular=1, hard=2, hard_pool=20))
 
 
@@ -50,8 +50,29 @@ def test_training_loss_falls_and_validation_ndcg_beats_random(trained):
     random = np.mean([mean_ndcg(rng.random((len(val), len(ids))), val) for _ in range(5)])
     assert result.best_val_ndcg > 2 * random
     assert result.best_val_ndcg >= result.inner_product_val_ndcg  # epoch 0 is a candidate
-    assert result.stopped in ("epochs", "patience", "time")
+    assert result.stopped in ("epochs", "time")
     assert result.data["users"] == 60 and result.data["validation"]["users"] == len(val)
+
+
+def test_the_epoch_count_comes_from_the_mean_fold_curve_and_the_refit_uses_every_event(
+        trained):
+    result, _, _ = trained
+    curve = [row["val_ndcg@10"] for row in result.history]
+    assert all(len(row["folds"]) == 2 for row in result.history)
+    assert curve == pytest.approx([np.mean(row["folds"]) for row in result.history])
+    assert result.best_epoch == int(np.argmax(curve))
+    assert result.best_val_ndcg == pytest.approx(max(curve))
+    assert result.data["validation_split"]["folds"] == 2
+    # the shipped model trained on all 60 users' events, not a fold's 80 %
+    assert result.examples.counts["examples"] == 60 * 8
+
+
+def test_without_validation_it_trains_the_given_epochs_on_everything():
+    train, ids, v = clustered(users=20)
+    config = ScorerConfig(hidden=(8,), epochs=3, val_fraction=0.0)
+    result = train_scorer(train, ids, v, config, log=lambda _m: None)
+    assert [row["epoch"] for row in result.history] == [0, 1, 2, 3]
+    assert result.best_val_ndcg is None and result.best_epoch == 3
 
 
 def test_epoch_zero_is_the_inner_product_ranking():
