@@ -147,8 +147,10 @@ def format_result(result: EvaluationResult) -> str:
                   f"(paired bootstrap, {level}% CI)"]
         lines += [f"  {name:<17} {_ci(ci, signed=True)}" for name, ci in result.margins.items()]
     if result.target_met is not None:
-        lines.append(f"target (scorer beats every baseline): "
-                     f"{'met' if result.target_met else 'NOT met'}")
+        lines.append(f"scorer ahead of every baseline (mean NDCG@{result.k}): "
+                     f"{'yes' if result.ahead_of_all else 'no'}; significantly (CI above 0): "
+                     + ("yes" if result.target_met else
+                        "no, not against " + ", ".join(result.not_significant)))
     lines += _label_table(result)
     if result.classification is not None:
         c = result.classification

@@ -247,16 +247,30 @@ class EvaluationResult:
 
     @property
     def target_met(self) -> Optional[bool]:
-        """True when the scorer's NDCG@k beats every baseline (each margin's CI above 0);
-        None without a scorer."""
+        """True when the scorer's NDCG@k beats every baseline *significantly* (each margin's
+        CI above 0); None without a scorer."""
         if self.reference != "scorer":
             return None
         return all(ci.low > 0 for ci in self.margins.values())
+
+    @property
+    def ahead_of_all(self) -> Optional[bool]:
+        """True when the scorer's mean NDCG@k is above every baseline's (the point estimate,
+        whatever the CIs say); None without a scorer."""
+        if self.reference != "scorer":
+            return None
+        return all(ci.mean > 0 for ci in self.margins.values())
+
+    @property
+    def not_significant(self) -> list[str]:
+        """Baselines whose margin's CI reaches 0 or below."""
+        return [name for name, ci in self.margins.items() if not ci.low > 0]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
         return {
             "k": self.k, "reference": self.reference, "target_met": self.target_met,
+            "ahead_of_all": self.ahead_of_all, "not_significant": self.not_significant,
             "models": {k: v.to_dict() for k, v in self.models.items()},
             "margins": {k: v.to_dict() for k, v in self.margins.items()},
             "classification": self.classification.to_dict() if self.classification else None,

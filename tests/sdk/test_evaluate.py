@@ -287,6 +287,7 @@ def test_an_inner_product_scorer_matches_visual_knn_and_warns_about_its_split(
     assert scorer.ndcg == pytest.approx(knn.ndcg) and scorer.auc == pytest.approx(knn.auc)
     assert result.margins["visual_knn"].mean == pytest.approx(0.0, abs=1e-12)
     assert result.reference == "scorer" and result.target_met is False
+    assert result.ahead_of_all is False and "visual_knn" in result.not_significant
     assert any("does not record its training split" in w for w in result.warnings)
     assert NO_SCORER_WARNING not in result.warnings
     c = result.classification
