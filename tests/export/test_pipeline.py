@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
@@ -9,8 +10,10 @@ import numpy as np
 import pytest
 from conftest import SAMPLE, TINY_ONNX, sample_images
 from edgerec.export.pipeline import ExportOptions, export_bundle
-from edgerec.sdk import Bundle, Encoder, EncoderOptions, ExportError, Precision
+from edgerec.export.scorer_bundle import ScorerExportOptions
+from edgerec.sdk import Bundle, Encoder, EncoderOptions, ExportError, Precision, Scorer
 from edgerec.sdk.cli import main
+from edgerec.sdk.scorer import ScorerMode
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +30,9 @@ def quick_export(tmp_path_factory):
     for path in sorted((SAMPLE / "images" / "dress").glob("*.jpg"))[-5:]:
         shutil.copy(path, extra / path.name)
     options = ExportOptions(images=SAMPLE / "images", out=root / "bundle", quick=True,
-                            eval_unseen=unseen, extra_images=(extra,))
+                            eval_unseen=unseen, extra_images=(extra,),
+                            events=SAMPLE / "items.csv",
+                            scorer=ScorerExportOptions(user_column="owner_id"))
     return export_bundle(options, log=lambda _m: None)
 
 
@@ -36,7 +41,8 @@ def test_quick_export_writes_a_verified_bundle_with_metrics_and_report(quick_exp
     keys = {a.key for a in bundle.artifacts()}
     assert {"encoder/onnx/fp32", "encoder/tflite/fp32"} <= keys
     m = bundle.manifest.metrics
-    int8 = {k for k in keys if k.endswith("int8")} | set(m["gate_failures"])
+    int8 = {k for k in keys if k.startswith("encoder/") and k.endswith("int8")}
+    int8 |= set(m["gate_failures"])
     assert int8 == {"encoder/onnx/int8", "encoder/tflite/int8"}  # shipped or said why not
     assert m["parity"]["encoder/onnx/fp32"]["cosine_min"] > 0.999
     assert m["macs"]["teacher"] > 10 * m["macs"]["student"]
@@ -47,6 +53,23 @@ def test_quick_export_writes_a_verified_bundle_with_metrics_and_report(quick_exp
     assert bundle.preprocessing.input_size == 96 and bundle.embedding_dim == 128
     assert (bundle.path / "report" / "report.html").stat().st_size > 10_000
     assert not (bundle.path.parent / f".{bundle.path.name}.tmp").exists()
+
+
+def test_export_with_events_ships_a_scorer_that_the_device_uses(quick_export):
+    bundle = Bundle.load(quick_export.bundle.path)
+    keys = {a.key for a in bundle.artifacts()}
+    assert {"scorer/onnx/fp32", "scorer/tflite/fp32"} <= keys
+    s = bundle.manifest.metrics["scorer"]
+    assert s["holdout"]["events_sha256"] == hashlib.sha256(
+        (SAMPLE / "items.csv").read_bytes()).hexdigest()
+    assert s["events"]["kept"] == 200 and s["holdout"]["test_users"] > 0
+    int8 = {k for k in keys if k.startswith("scorer/") and k.endswith("int8")}
+    assert int8 | set(s["gate_failures"]) == {"scorer/onnx/int8", "scorer/tflite/int8"}
+    with Scorer.create_from_bundle(bundle) as scorer:
+        assert scorer.mode is ScorerMode.FOLDED
+        rng = np.random.default_rng(0)
+        items = rng.normal(size=(7, 128)).astype(np.float32)
+        assert scorer.score(items[0] / np.linalg.norm(items[0]), items).shape == (7,)
 
 
 def test_exported_encoder_runs_on_both_engines_alike(quick_export):
