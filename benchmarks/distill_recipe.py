@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--student", default="mobilenet_v3_small", help="registered student")
     parser.add_argument("--image-size", type=int, default=160, help="student input size")
     parser.add_argument("--dim", type=int, default=128, help="embedding dimension")
+    parser.add_argument("--width", type=float, default=None, help="width multiplier override")
     parser.add_argument("--views", type=int, default=4, help="cached views per train image")
     parser.add_argument("--no-unlabeled", action="store_true", help="skip clothing-extra/unlabeled")
     parser.add_argument("--set", nargs="*", default=[], help="DistillConfig overrides key=value")
@@ -168,7 +169,8 @@ def main() -> None:
                 embed_views(model, np.asarray(un.views), config), unseen_labels).map_at_k
         return out
 
-    model = create_student(args.student, dim=args.dim, image_size=args.image_size)
+    extra = {} if args.width is None else {"width": args.width}
+    model = create_student(args.student, dim=args.dim, image_size=args.image_size, **extra)
     out_dir = ROOT / "build" / "distill" / (args.tag or "run")
     result = train_student(
         model, views=train_views, features=train_feats, views_per_item=args.views,
@@ -179,6 +181,7 @@ def main() -> None:
     unseen_r = label_retrieval(embed_views(model, np.asarray(un.views), config), unseen_labels)
     line = {
         "tag": args.tag, "student": args.student, "image_size": args.image_size, "dim": args.dim,
+        "width": args.width,
         "views": args.views, "unlabeled": not args.no_unlabeled, "config": asdict(config),
         "seen_map10": seen.map_at_k, "unseen_map10": unseen_r.map_at_k,
         "teacher_seen_map10": teacher_seen, "teacher_unseen_map10": teacher_unseen,
