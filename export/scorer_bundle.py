@@ -27,7 +27,8 @@ import numpy as np
 from ..runtimes import Engine
 from ..sdk import Bundle, Catalog, NewArtifact, Role, write_bundle
 from ..sdk.bundle import NewWeights
-from ..sdk.errors import EncoderMismatchError, ExportError, ProfileError
+from ..sdk.catalog_checks import check_encoder_match
+from ..sdk.errors import ExportError, ProfileError
 from ..sdk.events import EventLog, holdout_split, read_events
 from ..sdk.manifest import MANIFEST_NAME
 from .scorer_export import (
@@ -238,13 +239,9 @@ def add_scorer(
     opened = not isinstance(catalog, Catalog)
     cat = Catalog.open(catalog, readonly=True) if opened else catalog
     try:
-        if cat.encoder_id != bundle.encoder_id or cat.dim != bundle.embedding_dim:
-            raise EncoderMismatchError(
-                f"the catalog at {cat.path} was built with encoder {cat.encoder_id!r} "
-                f"({cat.dim}-d) but the bundle {bundle.path} is encoder {bundle.encoder_id!r} "
-                f"({bundle.embedding_dim}-d): a scorer must learn from the vectors its bundle "
-                "makes; pass the catalog built with this bundle (`edgerec catalog build`)"
-            )
+        check_encoder_match(cat, bundle, "a scorer must learn from the vectors its bundle "
+                            "makes; pass the catalog built with this bundle "
+                            "(`edgerec catalog build`)")
         ids = list(cat)
         _, vectors = cat.vectors(ids)
         source = {"source": "catalog", "catalog": str(cat.path), "dtype": cat.dtype,

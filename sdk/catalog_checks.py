@@ -16,9 +16,10 @@ import numpy as np
 
 from . import catalog_store as store
 from .catalog_store import VectorView
-from .errors import CatalogError, CatalogLockedError
+from .errors import CatalogError, CatalogLockedError, EncoderMismatchError
 
 __all__ = [
+    "check_encoder_match",
     "check_ids",
     "check_metadata",
     "check_queries",
@@ -70,6 +71,17 @@ def dim_and_encoder(bundle: Any, dim: int | None, encoder_id: str | None) -> tup
             f"(e.g. the bundle's encoder_id), got {encoder_id!r}"
         )
     return int(dim), encoder_id
+
+
+def check_encoder_match(catalog: Any, bundle: Any, purpose: str) -> None:
+    """Raise :class:`EncoderMismatchError` unless ``catalog`` (a Catalog) holds vectors of
+    ``bundle``'s (a Bundle) encoder; ``purpose`` ends the message (what to do instead)."""
+    if catalog.encoder_id != bundle.encoder_id or catalog.dim != bundle.embedding_dim:
+        raise EncoderMismatchError(
+            f"the catalog at {catalog.path} was built with encoder {catalog.encoder_id!r} "
+            f"({catalog.dim}-d) but the bundle {bundle.path} is encoder {bundle.encoder_id!r} "
+            f"({bundle.embedding_dim}-d): {purpose}"
+        )
 
 
 def check_ids(ids: Any, what: str, allow_duplicates: bool = False) -> list[str]:

@@ -58,7 +58,8 @@ from ..runtimes import Engine
 from .baselines import BPRModel, VBPRModel, train_bpr, train_vbpr
 from .bundle import Bundle
 from .catalog import Catalog
-from .errors import EncoderMismatchError, ProfileError
+from .catalog_checks import check_encoder_match
+from .errors import ProfileError
 from .events import EventLog, EventsReport, Holdout, holdout_split
 from .manifest import Precision, Role
 from .profile import user_vector
@@ -663,12 +664,8 @@ def evaluate(
     owned = not isinstance(catalog, Catalog)
     cat = Catalog.open(catalog, readonly=True) if owned else catalog
     try:
-        if cat.encoder_id != bundle.encoder_id or cat.dim != bundle.embedding_dim:
-            raise EncoderMismatchError(
-                f"the catalog at {cat.path} was built with encoder {cat.encoder_id!r} but the "
-                f"bundle {bundle.path} is encoder {bundle.encoder_id!r}: evaluate with the "
-                "bundle that built the catalog, or rebuild the catalog with this bundle"
-            )
+        check_encoder_match(cat, bundle, "evaluate with the bundle that built the catalog, "
+                            "or rebuild the catalog with this bundle")
         data = _CatalogData.load(cat)
     finally:
         if owned:

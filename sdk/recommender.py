@@ -35,8 +35,9 @@ import numpy as np
 
 from .bundle import Bundle
 from .catalog import Catalog
+from .catalog_checks import check_encoder_match
 from .encoder import Encoder, EncoderOptions
-from .errors import CatalogError, EncoderMismatchError
+from .errors import CatalogError
 from .manifest import Role
 from .preprocess import ImageInput
 from .profile import (
@@ -224,13 +225,8 @@ class Recommender:
             if not isinstance(catalog, Catalog):
                 catalog = Catalog.open(catalog, readonly=True)
                 owned.append(catalog)
-            if catalog.encoder_id != bundle.encoder_id or catalog.dim != bundle.embedding_dim:
-                raise EncoderMismatchError(
-                    f"the catalog at {catalog.path} was built with encoder {catalog.encoder_id!r} "
-                    f"({catalog.dim}-d) but the bundle {bundle.path} is encoder "
-                    f"{bundle.encoder_id!r} ({bundle.embedding_dim}-d): rebuild the catalog with "
-                    "this bundle (`edgerec catalog build`), or use the bundle that built it"
-                )
+            check_encoder_match(catalog, bundle, "rebuild the catalog with this bundle "
+                                "(`edgerec catalog build`), or use the bundle that built it")
             if profiles is not None and not isinstance(profiles, ProfileStore):
                 profiles = ProfileStore.open(profiles)
                 owned.append(profiles)
