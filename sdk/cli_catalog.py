@@ -310,8 +310,8 @@ def add_recommend_parser(sub: Any) -> None:
                      help="item id never to return (repeatable)")
     rec.add_argument("--diversity", type=float,
                      help="MMR trade-off in [0, 1] for --image/--item (default: none)")
-    rec.add_argument("--candidates", type=int, default=200,
-                     help="candidates the scorer re-ranks for --history")
+    rec.add_argument("--candidates", type=int, default=500,
+                     help="candidates the scorer re-ranks for --history (default 500)")
     rec.add_argument("--no-scorer", action="store_true",
                      help="rank --history by inner product even if the bundle has a scorer")
     _add_encoder_arguments(rec)

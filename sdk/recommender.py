@@ -38,7 +38,7 @@ from .catalog import Catalog
 from .catalog_checks import check_encoder_match
 from .encoder import Encoder, EncoderOptions
 from .errors import CatalogError
-from .manifest import Role
+from .manifest import Precision, Role
 from .preprocess import ImageInput
 from .profile import (
     DEFAULT_EVENT_WEIGHTS,
@@ -50,7 +50,7 @@ from .profile import (
     event_weights,
     user_vector,
 )
-from .scorer import Scorer
+from .scorer import Scorer, ScorerMode
 from .search import Matches
 
 __all__ = ["Recommendation", "Recommendations", "Recommender", "RecommenderOptions"]
@@ -76,9 +76,14 @@ class RecommenderOptions:
             returned, whatever their weight.
         max_history: only the newest this many events of a history are used.
         use_scorer: re-rank with the bundle's scorer when it has one.
+        scorer_mode: how the scorer runs (:class:`~edgerec.sdk.scorer.ScorerMode`): ``auto``
+            (the folded numpy path when the bundle has its weights, the fastest measured on
+            x86; benchmarks/results/scorer_latency.md), ``folded``, or ``engine`` (an ONNX /
+            TFLite artifact, chosen by the encoder options' engine and ``scorer_precision``).
+        scorer_precision: ``fp32``/``int8`` for the engine path (None: fp32 first).
     """
 
-    candidates: int = 200
+    candidates: int = 500
     exclude_seen: bool = True
     half_life_days: float = 30.0
     event_weights: Mapping[Any, float] = field(
@@ -86,6 +91,8 @@ class RecommenderOptions:
     )
     max_history: int = 1000
     use_scorer: bool = True
+    scorer_mode: ScorerMode = ScorerMode.AUTO
+    scorer_precision: Optional[Precision] = None
 
     def __post_init__(self) -> None:
         for name in ("candidates", "max_history"):
@@ -97,6 +104,9 @@ class RecommenderOptions:
         ):
             raise ValueError(f"half_life_days must be a positive number, got {self.half_life_days}")
         object.__setattr__(self, "event_weights", event_weights(self.event_weights))
+        object.__setattr__(self, "scorer_mode", ScorerMode(self.scorer_mode))
+        if self.scorer_precision is not None:
+            object.__setattr__(self, "scorer_precision", Precision(self.scorer_precision))
 
 
 @dataclass(frozen=True)
@@ -233,9 +243,11 @@ class Recommender:
             encoder_options = encoder_options or EncoderOptions()
             rec = cls(_TOKEN, bundle, catalog, options, encoder_options, profiles, owned)
             if options.use_scorer and bundle.has(Role.SCORER):
+                engine_path = options.scorer_mode is ScorerMode.ENGINE
                 rec._scorer = Scorer.create_from_bundle(
-                    bundle, num_threads=encoder_options.num_threads
-                )
+                    bundle, num_threads=encoder_options.num_threads, mode=options.scorer_mode,
+                    engine=encoder_options.engine if engine_path else None,
+                    precision=options.scorer_precision)
                 owned.append(rec._scorer)
         except BaseException:
             for obj in reversed(owned):

@@ -9,6 +9,7 @@ import pytest
 from conftest import sample_images
 from edgerec.runtimes import open_runtime
 from edgerec.sdk import (
+    ArtifactNotFoundError,
     Bundle,
     Catalog,
     CatalogError,
@@ -273,6 +274,19 @@ def test_a_bundle_scorer_re_ranks_the_candidates(tiny_bundle, shop, tmp_path):
             as plain:
         off = plain.for_user(history, k=5)
     assert not off.scorer_used and off.note == SCORER_OFF_NOTE and off.ids == list(pool.ids[:5])
+
+
+def test_scorer_mode_and_precision_choose_how_the_scorer_runs(tiny_bundle, shop, tmp_path):
+    bundle = _scorer_bundle(tiny_bundle, tmp_path / "b", 3 * tiny_bundle.embedding_dim)
+    with Recommender.create(bundle, shop, RecommenderOptions(scorer_mode="engine")) as rec:
+        assert rec.has_scorer and "scorer/onnx/fp32" in repr(rec)
+    with pytest.raises(ArtifactNotFoundError):  # this bundle has no folded weights
+        Recommender.create(bundle, shop, RecommenderOptions(scorer_mode="folded"))
+    with pytest.raises(ArtifactNotFoundError):  # nor an int8 scorer
+        Recommender.create(bundle, shop, RecommenderOptions(scorer_mode="engine",
+                                                            scorer_precision="int8"))
+    with pytest.raises(ValueError):
+        RecommenderOptions(scorer_mode="gpu-please")
 
 
 def test_a_scorer_of_the_wrong_width_is_refused(tiny_bundle, shop, tmp_path):
