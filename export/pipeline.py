@@ -81,6 +81,9 @@ class ExportOptions:
         student, width, image_size, dim: the student recipe (see :data:`STUDENTS`).
         views: cached augmented views per training image (view 0 = centre crop).
         distill: training recipe.
+        select_fraction: share of the training images held out to pick the kept epoch on
+            (0: pick on the validation images, which are also where seen-label quality is
+            reported, so that figure is then slightly optimistic).
         quick: a tiny configuration (minutes) for tests and demos: 96 px, 2 views, 2 epochs,
             at most 8 images per label, one quantization remedy, gate failures allowed.
         calibration_images: images used to calibrate int8.
@@ -109,6 +112,7 @@ class ExportOptions:
     quick: bool = False
     calibration_images: int = 256
     val_fraction: float = 0.1
+    select_fraction: float = 0.0
     allow_gate_failure: bool = False
     resume: bool = False
     force: bool = False
@@ -271,9 +275,12 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
         extra += [replace(r, label=None) for r in eds.records]
         extra_reports.append(eds.to_report())
     unseen = scan_images(options.eval_unseen, progress=True).records if options.eval_unseen else []
+    select: list[ImageRecord] = []
+    if options.select_fraction > 0:  # pick the epoch on training images, not on validation
+        train, select = split(train, val_fraction=options.select_fraction, seed=options.seed + 1)
     label_names = sorted({r.label for r in train if r.label is not None})
-    log(f"data: {len(train)} train, {len(val)} validation, {len(extra)} extra, "
-        f"{len(unseen)} unseen; {len(ds.issues)} issue(s) reported")
+    log(f"data: {len(train)} train, {len(select)} epoch selection, {len(val)} validation, "
+        f"{len(extra)} extra, {len(unseen)} unseen; {len(ds.issues)} issue(s) reported")
 
     # 2. teacher and 3. cached teacher features
     teacher_source = options.teacher or default_teacher()
@@ -285,6 +292,8 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
         pool = train + extra
         tr = _feature_cache(pool, options.views, teacher, teacher_source, options, work, "train")
         va = _feature_cache(val, 1, teacher, teacher_source, options, work, "validation")
+        se = (_feature_cache(select, 1, teacher, teacher_source, options, work, "selection")
+              if select else va)
         un = (_feature_cache(unseen, 1, teacher, teacher_source, options, work, "unseen")
               if unseen else None)
         teacher_info = teacher.describe()
@@ -299,11 +308,12 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
     labels = np.array([label_names.index(r.label) if r.label in label_names else -1
                        for r in pool])
     val_labels = np.array([r.label for r in val])
+    select_labels = np.array([r.label for r in select]) if select else val_labels
     log(f"training {options.student} ({options.image_size}px, {options.dim}-d) for up to "
         f"{options.distill.epochs} epochs ...")
     result: TrainResult = train_student(
         model, views=tr.views, features=tr.features, views_per_item=tr.views_per_item,
-        labels=labels, val_views=np.asarray(va.views), val_labels=val_labels,
+        labels=labels, val_views=np.asarray(se.views), val_labels=select_labels,
         config=options.distill, checkpoint_dir=work / "checkpoints", resume=options.resume,
         log=lambda row: log(
             f"  epoch {row['epoch'] + 1}: loss {row['loss']:.3f}  val mAP@10 "
@@ -363,6 +373,7 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
         "training": {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                      "stopped": result.stopped, "minutes": result.seconds / 60},
         "data": {"train": len(train), "validation": len(val), "extra": len(extra),
+                 "epoch_selection": len(select),
                  "unseen": len(unseen), "issues": len(ds.issues)},
         "export_minutes": (time.perf_counter() - t0) / 60,
     }

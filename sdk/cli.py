@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from .cli_common import usage as _usage
 from .cli_evaluate import add_evaluate_parser
 from .cli_scorer import add_scorer_arguments, add_scorer_parser, scorer_options
 from .encoder import Encoder, EncoderOptions
-from .errors import EdgeRecError, RuntimeUnavailableError
+from .errors import EdgeRecError, ExportError, RuntimeUnavailableError
 from .importer import ImportOptions, import_model
 from .manifest import Precision
 from .preprocess import Interpolation, Layout, ResizeMode
@@ -141,6 +141,31 @@ def _stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def _distill_overrides(config: Any, items: Sequence[str]) -> Any:
+    """``config`` (a DistillConfig) with ``key=value`` overrides; numbers parsed."""
+    from dataclasses import fields, replace
+
+    names = {f.name: f for f in fields(config)}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or key not in names:
+            raise ExportError(f"--distill takes KEY=VALUE with KEY one of {sorted(names)}, "
+                              f"got {item!r}")
+        current = getattr(config, key)
+        try:
+            if isinstance(current, bool):
+                value: Any = {"true": True, "false": False}[text.lower()]
+            elif isinstance(current, (int, float)) or current is None:
+                value = float(text) if any(c in text for c in ".eE") else int(text)
+            else:
+                value = text
+        except (KeyError, ValueError):
+            raise ExportError(f"--distill {key}: cannot read {text!r} as a "
+                              f"{type(current).__name__}") from None
+        config = replace(config, **{key: value})
+    return config
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     try:
         from dataclasses import replace
@@ -157,6 +182,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         distill = replace(distill, epochs=args.epochs)
     if args.max_minutes is not None:
         distill = replace(distill, max_minutes=args.max_minutes)
+    distill = _distill_overrides(distill, args.distill)
     options = ExportOptions(
         images=Path(args.images), out=Path(args.out),
         items=Path(args.items) if args.items else None,
@@ -167,6 +193,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         teacher_std=tuple(args.teacher_std) if args.teacher_std else None, student=args.student,
         width=args.width, image_size=args.image_size, dim=args.dim, views=args.views,
         distill=distill, quick=args.quick, resume=args.resume, force=args.force,
+        select_fraction=args.select_fraction,
         allow_gate_failure=args.allow_gate_failure,
         work_dir=Path(args.work_dir) if args.work_dir else None,
         events=Path(args.events) if args.events else None, scorer=scorer_options(args),
@@ -286,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--views", type=int, default=4, help="augmented views per training image")
     exp.add_argument("--epochs", type=int, help="maximum epochs (default: recipe's)")
     exp.add_argument("--max-minutes", type=float, help="training time budget in minutes")
+    exp.add_argument("--distill", nargs="*", default=[], metavar="KEY=VALUE",
+                     help="distillation recipe overrides, e.g. ema_decay=0.995 "
+                     "label_decay_from=0.6 w_label_end=0 (fields of DistillConfig)")
+    exp.add_argument("--select-fraction", type=float, default=0.0,
+                     help="share of the training images held out to pick the kept epoch on "
+                     "(default 0: the validation images, where seen quality is reported)")
     exp.add_argument("--quick", action="store_true", help="tiny configuration (minutes)")
     exp.add_argument("--resume", action="store_true", help="continue an interrupted export")
     exp.add_argument("--force", action="store_true", help="replace --out if it exists")

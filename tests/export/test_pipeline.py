@@ -31,7 +31,7 @@ def quick_export(tmp_path_factory):
         shutil.copy(path, extra / path.name)
     options = ExportOptions(images=SAMPLE / "images", out=root / "bundle", quick=True,
                             eval_unseen=unseen, extra_images=(extra,),
-                            events=SAMPLE / "items.csv",
+                            events=SAMPLE / "items.csv", select_fraction=0.25,
                             scorer=ScorerExportOptions(user_column="owner_id"))
     return export_bundle(options, log=lambda _m: None)
 
@@ -49,6 +49,7 @@ def test_quick_export_writes_a_verified_bundle_with_metrics_and_report(quick_exp
     assert set(m["quality"]["teacher"]) == {"seen_map@10", "unseen_map@10"}
     assert set(m["quality"]["encoder/tflite/fp32"]) == {"seen_map@10", "unseen_map@10"}
     assert m["data"]["extra"] == 5 and m["data"]["unseen"] == 12
+    assert m["data"]["epoch_selection"] > 0  # the epoch is picked on held-out train images
     assert bundle.manifest.teacher["embedding_dim"] == 1024
     assert bundle.preprocessing.input_size == 96 and bundle.embedding_dim == 128
     assert (bundle.path / "report" / "report.html").stat().st_size > 10_000
@@ -90,6 +91,20 @@ def test_export_refuses_an_existing_output(quick_export, capsys):
     code = main(["export", "--images", str(SAMPLE / "images"), "--out",
                  str(quick_export.bundle.path), "--quick", "--json"])
     assert code == 1 and json.loads(capsys.readouterr().out)["error"] == "ExportError"
+
+
+def test_distill_overrides_parse_every_field_type_and_refuse_unknown_keys(tmp_path, capsys):
+    from edgerec.export.distill import DistillConfig
+    from edgerec.sdk.cli import _distill_overrides
+
+    config = _distill_overrides(DistillConfig(), ["ema_decay=0.995", "epochs=7",
+                                                  "max_minutes=2.5", "select_on=agree@10"])
+    assert (config.ema_decay, config.epochs, config.max_minutes, config.select_on) == (
+        0.995, 7, 2.5, "agree@10")
+    code = main(["export", "--images", str(SAMPLE / "images"), "--out", str(tmp_path / "b"),
+                 "--quick", "--distill", "warp_speed=9", "--json"])
+    assert code == 1 and "warp_speed" in json.loads(capsys.readouterr().out)["message"]
+    assert not (tmp_path / "b").exists()
 
 
 def test_export_of_an_empty_folder_says_what_to_do(tmp_path):
