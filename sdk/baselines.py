@@ -88,6 +88,14 @@ def _negatives(rng: np.random.Generator, users: np.ndarray, pool: np.ndarray,
     return j
 
 
+def _triples(rng: np.random.Generator, users: np.ndarray, items: np.ndarray, pool: np.ndarray,
+             positives: np.ndarray, n_items: int):
+    """One epoch of shuffled mini-batches of ``(user, positive, negative)`` index arrays."""
+    for batch in np.array_split(rng.permutation(len(users)), max(1, len(users) // _BATCH)):
+        u = users[batch]
+        yield u, items[batch], _negatives(rng, u, pool, positives, n_items)
+
+
 def _check_pairs(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
     if users.ndim != 1 or users.shape != items.shape or len(users) == 0:
@@ -116,10 +124,7 @@ def train_bpr(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, 
     losses = []
     for _ in range(epochs):
         total = 0.0
-        for batch in np.array_split(rng.permutation(len(users)),
-                                    max(1, len(users) // _BATCH)):
-            u, i = users[batch], items[batch]
-            j = _negatives(rng, u, pool, positives, n_items)
+        for u, i, j in _triples(rng, users, items, pool, positives, n_items):
             pu, d = p[u], q[i] - q[j]
             x = (pu * d).sum(1) + b[i] - b[j]
             total += float(np.logaddexp(0.0, -x).sum())
@@ -161,10 +166,7 @@ def train_vbpr(users: np.ndarray, items: np.ndarray, vectors: np.ndarray, n_user
     losses = []
     for _ in range(epochs):
         total = 0.0
-        for batch in np.array_split(rng.permutation(len(users)),
-                                    max(1, len(users) // _BATCH)):
-            u, i = users[batch], items[batch]
-            j = _negatives(rng, u, pool, positives, n_items)
+        for u, i, j in _triples(rng, users, items, pool, positives, n_items):
             d = v[i] - v[j]
             # einsum, not BLAS: tiny products where a threaded BLAS on busy cores crawls
             ed, tu = np.einsum("bd,fd->bf", d, e), theta[u]
