@@ -53,3 +53,16 @@ def write(name: str, payload: dict[str, Any], markdown: str) -> tuple[Path, Path
     js.write_text(json.dumps(payload, indent=2) + "\n")
     md.write_text(markdown)
     return js, md
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set key=value`` value: int, float, ``a,b`` -> tuple of ints, true/false/none,
+    else the text."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if "," in text:
+        return tuple(int(x) for x in text.split(","))
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)

@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 TEACHER = ROOT / "examples/sample/teacher/mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
 RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).parent))
+from _report import parse_value  # noqa: E402
 
 
 def _csv(path: Path) -> list[dict]:
@@ -41,15 +43,6 @@ def _records():
     unlabeled = [(r["item_id"], extra / r["path"], None) for r in xrows if r["set"] == "unlabeled"]
     unseen = [(r["item_id"], extra / r["path"], r["label"]) for r in xrows if r["set"] == "unseen"]
     return train, unlabeled, val, unseen
-
-
-def parse_value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
 
 
 def main() -> None:

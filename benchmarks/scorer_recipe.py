@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -21,17 +22,8 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def _value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    if "," in text:
-        return tuple(int(x) for x in text.split(","))
-    return {"true": True, "false": False}.get(text.lower(), text)
+sys.path.insert(0, str(Path(__file__).parent))
+from _report import parse_value  # noqa: E402
 
 
 def main() -> None:
@@ -57,7 +49,7 @@ def main() -> None:
         key, _, text = item.partition("=")
         if key not in names:
             raise SystemExit(f"unknown ScorerConfig field {key!r}; fields: {sorted(names)}")
-        value = _value(text)
+        value = parse_value(text)
         if key == "negatives":
             value = NegativeSampling(*value)
         config = replace(config, **{key: value})
