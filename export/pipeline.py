@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -48,7 +49,7 @@ from .student import STUDENTS, StudentEncoder, create_student
 from .teacher import DEFAULT_TEACHER, Teacher
 from .views import VIEW_RECIPE, make_views
 
-__all__ = ["ExportOptions", "ExportResult", "default_teacher", "export_bundle"]
+__all__ = ["ExportOptions", "ExportResult", "default_teacher", "export_bundle", "selection_split"]
 
 PathLike = Union[str, os.PathLike]
 Log = Callable[[str], None]
@@ -82,8 +83,8 @@ class ExportOptions:
         views: cached augmented views per training image (view 0 = centre crop).
         distill: training recipe.
         select_fraction: share of the training images held out to pick the kept epoch on
-            (0: pick on the validation images, which are also where seen-label quality is
-            reported, so that figure is then slightly optimistic).
+            (default 0.1; 0: pick on the validation images, which are also where seen-label
+            quality is reported, so that figure is then slightly optimistic).
         quick: a tiny configuration (minutes) for tests and demos: 96 px, 2 views, 2 epochs,
             at most 8 images per label, one quantization remedy, gate failures allowed.
         calibration_images: images used to calibrate int8.
@@ -105,14 +106,14 @@ class ExportOptions:
     teacher_std: Optional[tuple[float, float, float]] = None
     student: str = "mobilenet_v3_small"
     width: float = 1.0
-    image_size: int = 160
+    image_size: int = 192
     dim: int = 128
     views: int = 4
     distill: DistillConfig = field(default_factory=DistillConfig)
     quick: bool = False
     calibration_images: int = 256
     val_fraction: float = 0.1
-    select_fraction: float = 0.0
+    select_fraction: float = 0.1
     allow_gate_failure: bool = False
     resume: bool = False
     force: bool = False
@@ -240,6 +241,26 @@ def _item_vectors(paths: Sequence[Path], artifact: Path, pre: Preprocessing,
     return l2_normalize(np.concatenate(parts))
 
 
+def selection_split(train: list[ImageRecord], fraction: float, seed: int,
+                    log: Log = print,
+                    ) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """Hold ``fraction`` of the labelled training images out (stratified) to pick the kept
+    epoch on, so that the validation images only report quality.
+
+    Returns ``(train, select)``; ``select`` is empty (pick on validation) when ``fraction`` is
+    0 or when no label would have two held-out images (same-label mAP needs a pair; the tiny
+    ``--quick`` sample hits this), which is logged.
+    """
+    if fraction <= 0:
+        return train, []
+    kept, held = split(train, val_fraction=fraction, seed=seed)
+    if max(Counter(r.label for r in held if r.label is not None).values(), default=0) < 2:
+        log(f"select fraction {fraction}: no label would have 2 held-out images; the epoch "
+            "is picked on the validation images instead")
+        return train, []
+    return kept, held
+
+
 def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
     """Run the whole export (see the module docstring); returns the verified bundle.
 
@@ -275,9 +296,7 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
         extra += [replace(r, label=None) for r in eds.records]
         extra_reports.append(eds.to_report())
     unseen = scan_images(options.eval_unseen, progress=True).records if options.eval_unseen else []
-    select: list[ImageRecord] = []
-    if options.select_fraction > 0:  # pick the epoch on training images, not on validation
-        train, select = split(train, val_fraction=options.select_fraction, seed=options.seed + 1)
+    train, select = selection_split(train, options.select_fraction, options.seed + 1, log)
     label_names = sorted({r.label for r in train if r.label is not None})
     log(f"data: {len(train)} train, {len(select)} epoch selection, {len(val)} validation, "
         f"{len(extra)} extra, {len(unseen)} unseen; {len(ds.issues)} issue(s) reported")

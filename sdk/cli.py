@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="std of a float-input teacher on [0,1] pixels")
     exp.add_argument("--student", default="mobilenet_v3_small", help="student recipe name")
     exp.add_argument("--width", type=float, default=1.0, help="student width multiplier")
-    exp.add_argument("--image-size", type=int, default=160, help="student input size (px)")
+    exp.add_argument("--image-size", type=int, default=192, help="student input size (px)")
     exp.add_argument("--dim", type=int, default=128, help="embedding dimension")
     exp.add_argument("--views", type=int, default=4, help="augmented views per training image")
     exp.add_argument("--epochs", type=int, help="maximum epochs (default: recipe's)")
@@ -316,9 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--distill", nargs="*", default=[], metavar="KEY=VALUE",
                      help="distillation recipe overrides, e.g. ema_decay=0.995 "
                      "label_decay_from=0.6 w_label_end=0 (fields of DistillConfig)")
-    exp.add_argument("--select-fraction", type=float, default=0.0,
+    exp.add_argument("--select-fraction", type=float, default=0.1,
                      help="share of the training images held out to pick the kept epoch on "
-                     "(default 0: the validation images, where seen quality is reported)")
+                     "(default 0.1; 0: the validation images, where seen quality is reported)")
     exp.add_argument("--quick", action="store_true", help="tiny configuration (minutes)")
     exp.add_argument("--resume", action="store_true", help="continue an interrupted export")
     exp.add_argument("--force", action="store_true", help="replace --out if it exists")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TEACHER, sample_images
-from edgerec.export.distill import DistillConfig, embed_views, train_student
+from edgerec.export.distill import DistillConfig, _feature_mean, embed_views, train_student
 from edgerec.export.student import create_student
 from edgerec.export.teacher import Teacher
 from edgerec.export.views import make_views
@@ -16,7 +16,7 @@ from edgerec.sdk import load_image
 
 SIZE = 48
 CONFIG = DistillConfig(epochs=2, batch_size=10, queue_size=32, patience=5, threads=2,
-                       warmup_epochs=0.5)
+                       warmup_epochs=0.5, ema_decay=0.0, label_decay_from=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +127,36 @@ def test_weight_averaging_is_what_gets_kept_and_it_resumes_exactly(data, tmp_pat
     for (key, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         if a.dtype.is_floating_point:
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=key)
+
+
+def test_feature_mean_is_the_mean_unit_teacher_vector_read_in_chunks(tmp_path):
+    rows = np.random.default_rng(0).random((37, 8)).astype(np.float16)
+    path = tmp_path / "features.npy"
+    np.save(path, rows)
+    mapped = np.load(path, mmap_mode="r")
+    unit = rows.astype(np.float32) / np.linalg.norm(rows.astype(np.float32), axis=1, keepdims=True)
+    np.testing.assert_allclose(_feature_mean(mapped, chunk=5), unit.mean(0), rtol=1e-5)
+
+
+def test_centring_the_teacher_spreads_its_similarities_and_changes_the_targets(data, tmp_path):
+    feats = data[1].astype(np.float32)
+    unit = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    centred = unit - _feature_mean(feats)
+    centred /= np.linalg.norm(centred, axis=1, keepdims=True)
+    off = ~np.eye(len(unit), dtype=bool)
+    # ReLU features all point one way; centred ones spread around zero
+    assert np.median((unit @ unit.T)[off]) > 0.3 > np.median((centred @ centred.T)[off])
+    _, plain = _train(data, tmp_path / "plain")
+    _, centre = _train(data, tmp_path / "centre", replace(CONFIG, teacher_center=True))
+    assert centre.history[0]["cosine"] != pytest.approx(plain.history[0]["cosine"])
+    assert np.isfinite(centre.history[-1]["loss"])
+
+
+def test_a_label_head_trains_the_classifier_on_a_projection_and_resumes(data, tmp_path):
+    config = replace(CONFIG, label_head=16)
+    _, result = _train(data, tmp_path, config)
+    assert result.epochs_run == 2 and result.history[-1]["label"] > 0
+    heads = torch.load(tmp_path / "last.pt", weights_only=True)["heads"]
+    assert heads["label_mlp.0.weight"].shape == (16, 32)  # hidden x embedding dim
+    _, resumed = _train(data, tmp_path, replace(config, epochs=3), resume=True)
+    assert resumed.epochs_run == 3 and resumed.history[:2] == result.history

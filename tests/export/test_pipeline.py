@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import SAMPLE, TINY_ONNX, sample_images
-from edgerec.export.pipeline import ExportOptions, export_bundle
+from edgerec.export.data import ImageRecord
+from edgerec.export.pipeline import ExportOptions, export_bundle, selection_split
 from edgerec.export.scorer_bundle import ScorerExportOptions
 from edgerec.sdk import Bundle, Encoder, EncoderOptions, ExportError, Precision, Scorer
 from edgerec.sdk.cli import main
@@ -129,3 +131,24 @@ def test_a_float_teacher_needs_its_normalisation(tmp_path):
         export_bundle(ExportOptions(images=SAMPLE / "images", out=tmp_path / "b", quick=True,
                                     teacher=TINY_ONNX), log=lambda _m: None)
     assert not (tmp_path / "b").exists()
+
+
+def _records(per_label: int, labels: int = 3) -> list:
+    return [ImageRecord(item_id=f"{lab}-{i}", path=Path(f"{lab}-{i}.jpg"), label=f"l{lab}",
+                        sha256="0" * 64, width=64, height=64)
+            for lab in range(labels) for i in range(per_label)]
+
+
+def test_selection_split_holds_out_a_stratified_share_of_train():
+    train, select = selection_split(_records(20), 0.1, seed=1, log=lambda _: None)
+    assert len(select) == 6 and len(train) == 54
+    assert {r.label for r in select} == {"l0", "l1", "l2"}
+    assert not {r.item_id for r in train} & {r.item_id for r in select}
+    assert selection_split(_records(20), 0.0, seed=1) == (_records(20), [])
+
+
+def test_selection_split_falls_back_to_validation_when_no_label_has_a_pair():
+    said = []
+    train, select = selection_split(_records(8), 0.1, seed=1, log=said.append)
+    assert select == [] and len(train) == 24  # one held-out image per label ranks nothing
+    assert "validation" in said[0]
