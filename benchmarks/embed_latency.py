@@ -42,7 +42,7 @@ EXPORTED_CONFIGS = [(f"exported-{e}-{p}", e, p)
                     for e in ("onnx", "tflite") for p in ("fp32", "int8")]
 
 
-def prepare() -> dict[str, Path]:
+def prepare(exported: Path = EXPORTED) -> dict[str, Path]:
     """Bundles for the teacher and the student architecture (built once under build/bench)."""
     from edgerec.sdk import Bundle, ImportOptions, import_model
 
@@ -62,9 +62,9 @@ def prepare() -> dict[str, Path]:
         import_model([onnx_path, tflite_path], bundles["student"], ImportOptions(
             mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), name="student-arch"),
             force=True)
-    if (EXPORTED / "manifest.json").is_file():
+    if (exported / "manifest.json").is_file():
         for name, _, _ in EXPORTED_CONFIGS:
-            bundles[name] = EXPORTED
+            bundles[name] = exported
     for b in set(bundles.values()):
         Bundle.load(b)
     return bundles
@@ -99,13 +99,15 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=60, help="timed runs per process")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts")
     parser.add_argument("--json", action="store_true", help="print the result JSON")
+    parser.add_argument("--exported", default=str(EXPORTED),
+                        help="a bundle `edgerec export` wrote, timed beside the others if present")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(run(**json.loads(args.worker))))
         return
 
-    bundles = prepare()
+    bundles = prepare(Path(args.exported))
     extra = [c for c in EXPORTED_CONFIGS if c[0] in bundles]
     configs = [(*c, t) for t in args.threads for c in CONFIGS + extra]
     names = [f"{m} {e} {p} {t}t" for m, e, p, t in configs]
@@ -154,14 +156,25 @@ def main() -> None:
                      f"{r['preprocess']['p50']:.2f} |")
     lines += ["", "teacher: MobileNetV1 1.0 uint8 (Coral), 1024-d, 224 px; student: "
               "MobileNetV3-Small + 128-d head at 224 px (architecture only; weights do not "
-              "change latency); exported-*: the trained 160 px bundle from `edgerec export` "
-              "(build/clothing-bundle).",
+              f"change latency); exported-*: {_describe(Path(args.exported))}.",
               "preprocess: JPEG decode (~400x533) + resize + crop + normalise, one photo.",
               ""]
     js, md = write("embed_latency", payload, "\n".join(lines))
     _plot(configs, names, results)
     print(json.dumps(payload, indent=2) if args.json else "\n".join(lines))
     print(f"wrote {js} and {md}", file=sys.stderr)
+
+
+def _describe(bundle: Path) -> str:
+    """'the trained 192 px bundle from `edgerec export` (path)', read from its manifest."""
+    try:
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        size = manifest["preprocessing"]["input_size"]
+    except (OSError, KeyError, ValueError):
+        return f"not measured ({bundle} has no readable manifest)"
+    where = bundle.resolve()
+    where = where.relative_to(ROOT) if where.is_relative_to(ROOT) else where
+    return f"the trained {size} px bundle from `edgerec export` ({where})"
 
 
 def _plot(configs, names, results) -> None:
