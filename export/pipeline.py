@@ -47,6 +47,12 @@ from .quantize_step import build_artifacts
 from .scorer_bundle import ScorerExportOptions, read_scorer_events, train_and_export_scorer
 from .student import STUDENTS, StudentEncoder, create_student
 from .teacher import DEFAULT_TEACHER, Teacher
+from .teacher_torchvision import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TORCHVISION_PREFIX,
+    torchvision_teacher,
+)
 from .views import VIEW_RECIPE, make_views
 
 __all__ = ["ExportOptions", "ExportResult", "default_teacher", "export_bundle", "selection_split"]
@@ -76,7 +82,10 @@ class ExportOptions:
             (train/validation) is honoured, else a deterministic split is made.
         extra_images: folders of extra photos used for distillation only (labels ignored).
         eval_unseen: a labelled folder never trained on, measured in the report.
-        teacher: teacher model file or bundle; default: the shipped MobileNetV1.
+        teacher: teacher model file or bundle, or ``torchvision:ARCH`` (e.g.
+            ``torchvision:resnet50``) with ``teacher_weights``; default: the shipped MobileNetV1.
+        teacher_weights: the ``state_dict`` file of a ``torchvision:`` teacher (loaded with
+            ``weights_only=True``; its classification layer is dropped).
         teacher_mean, teacher_std: normalisation of a float-input teacher file (on [0, 1]
             pixels); a quantized-input teacher gets raw pixels without them.
         student, width, image_size, dim: the student recipe (see :data:`STUDENTS`).
@@ -104,6 +113,7 @@ class ExportOptions:
     teacher: Optional[Path] = None
     teacher_mean: Optional[tuple[float, float, float]] = None
     teacher_std: Optional[tuple[float, float, float]] = None
+    teacher_weights: Optional[Path] = None
     student: str = "mobilenet_v3_small"
     width: float = 1.0
     image_size: int = 192
@@ -305,6 +315,14 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
     teacher_source = options.teacher or default_teacher()
     if teacher_source is None:
         raise ExportError("No teacher given and no shipped teacher found; pass --teacher MODEL.")
+    if str(teacher_source).startswith(TORCHVISION_PREFIX):
+        if options.teacher_weights is None:
+            raise ExportError(f"--teacher {teacher_source} needs --teacher-weights FILE (the "
+                              "architecture's pretrained state_dict; nothing is downloaded).")
+        log(f"building the {teacher_source} teacher from {options.teacher_weights} ...")
+        teacher_source = torchvision_teacher(
+            str(teacher_source), options.teacher_weights, work,
+            mean=options.teacher_mean or IMAGENET_MEAN, std=options.teacher_std or IMAGENET_STD)
     teacher = Teacher.load(teacher_source, work, mean=options.teacher_mean,
                            std=options.teacher_std)
     try:

@@ -189,6 +189,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         extra_images=tuple(Path(p) for p in args.extra_images),
         eval_unseen=Path(args.eval_unseen) if args.eval_unseen else None,
         teacher=Path(args.teacher) if args.teacher else None,
+        teacher_weights=Path(args.teacher_weights) if args.teacher_weights else None,
         teacher_mean=tuple(args.teacher_mean) if args.teacher_mean else None,
         teacher_std=tuple(args.teacher_std) if args.teacher_std else None, student=args.student,
         width=args.width, image_size=args.image_size, dim=args.dim, views=args.views,
@@ -301,7 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--extra-images", nargs="*", default=[],
                      help="folders of extra photos used for distillation only")
     exp.add_argument("--eval-unseen", help="labelled folder never trained on, for the report")
-    exp.add_argument("--teacher", help="teacher .tflite/.onnx or bundle (default: shipped)")
+    exp.add_argument("--teacher", help="teacher .tflite/.onnx, bundle, or torchvision:ARCH "
+                     "with --teacher-weights (default: the shipped MobileNetV1)")
+    exp.add_argument("--teacher-weights",
+                     help="state_dict file of a torchvision:ARCH teacher (never downloaded)")
     exp.add_argument("--teacher-mean", type=float, nargs=3, metavar=("R", "G", "B"),
                      help="mean of a float-input teacher on [0,1] pixels")
     exp.add_argument("--teacher-std", type=float, nargs=3, metavar=("R", "G", "B"),

@@ -152,3 +152,28 @@ def test_selection_split_falls_back_to_validation_when_no_label_has_a_pair():
     train, select = selection_split(_records(8), 0.1, seed=1, log=said.append)
     assert select == [] and len(train) == 24  # one held-out image per label ranks nothing
     assert "validation" in said[0]
+
+
+def test_a_torchvision_teacher_needs_its_weights_file(tmp_path):
+    with pytest.raises(ExportError, match="--teacher-weights"):
+        export_bundle(ExportOptions(images=SAMPLE / "images", out=tmp_path / "b", quick=True,
+                                    teacher=Path("torchvision:resnet18")), log=lambda _m: None)
+    assert not (tmp_path / "b").exists()
+
+
+def test_cli_export_distils_from_a_torchvision_architecture_with_local_weights(tmp_path,
+                                                                                capsys):
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)  # random weights stand in for a pretrained file: same mechanics
+    weights = tmp_path / "mnv3.pth"
+    torch.save(torchvision.models.mobilenet_v3_small(weights=None).state_dict(), weights)
+    code = main(["export", "--images", str(SAMPLE / "images"), "--out", str(tmp_path / "b"),
+                 "--teacher", "torchvision:mobilenet_v3_small", "--teacher-weights",
+                 str(weights), "--quick", "--allow-gate-failure", "--json"])
+    assert code == 0
+    bundle = Bundle.load(tmp_path / "b")
+    assert bundle.manifest.teacher["embedding_dim"] == 1024
+    assert "torchvision-mobilenet_v3_small" in bundle.manifest.teacher["name"]
+    assert json.loads(capsys.readouterr().out)["bundle"] == str(tmp_path / "b")
