@@ -37,7 +37,7 @@ CONFIGS = [  # (model, engine, precision); the first is the ratio baseline
     ("student", "onnx", "fp32"),
     ("student", "tflite", "fp32"),
 ]
-EXPORTED = ROOT / "build" / "clothing-bundle"  # a real `edgerec export` bundle, when present
+EXPORTED = ROOT / "build" / "clothing-bundle-192"  # the default `edgerec export` bundle, if present
 EXPORTED_CONFIGS = [(f"exported-{e}-{p}", e, p)
                     for e in ("onnx", "tflite") for p in ("fp32", "int8")]
 
