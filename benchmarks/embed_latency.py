@@ -166,12 +166,13 @@ def main() -> None:
 
 
 def _describe(bundle: Path) -> str:
-    """'the trained 192 px bundle from `edgerec export` (path)', read from its manifest."""
+    """'the trained 192 px bundle from `edgerec export` (path)', read through the sdk."""
+    from edgerec.sdk import Bundle, EdgeRecError
+
     try:
-        manifest = json.loads((bundle / "manifest.json").read_text())
-        size = manifest["preprocessing"]["input_size"]
-    except (OSError, KeyError, ValueError):
-        return f"not measured ({bundle} has no readable manifest)"
+        size = Bundle.load(bundle).preprocessing.input_size
+    except EdgeRecError:
+        return f"not measured ({bundle} is not a readable bundle)"
     where = bundle.resolve()
     where = where.relative_to(ROOT) if where.is_relative_to(ROOT) else where
     return f"the trained {size} px bundle from `edgerec export` ({where})"
