@@ -30,9 +30,12 @@ import torch
 
 from ..runtimes import Engine
 from ..sdk import (
+    WHITENING_FORMAT,
     Bundle,
+    NewWeights,
     Precision,
     Preprocessing,
+    Role,
     label_retrieval,
     preprocess,
     write_bundle,
@@ -40,7 +43,7 @@ from ..sdk import (
 from ..sdk.errors import ExportError
 from .cache import FeatureCache, build_feature_cache
 from .data import Dataset, ImageRecord, scan_images, split
-from .distill import DistillConfig, TrainResult, train_student
+from .distill import DistillConfig, TrainResult, embed_views, train_student
 from .macs import tflite_macs, torch_macs
 from .parity import artifact_embeddings
 from .quantize_step import build_artifacts
@@ -54,6 +57,7 @@ from .teacher_torchvision import (
     torchvision_teacher,
 )
 from .views import VIEW_RECIPE, make_views
+from .whiten_step import DEFAULT_POWERS, WhiteningChoice, choose_whitening
 
 __all__ = ["ExportOptions", "ExportResult", "default_teacher", "export_bundle", "selection_split"]
 
@@ -94,6 +98,8 @@ class ExportOptions:
         select_fraction: share of the training images held out to pick the kept epoch on
             (default 0.1; 0: pick on the validation images, which are also where seen-label
             quality is reported, so that figure is then slightly optimistic).
+        whiten: the encoder's whitening (:mod:`.whiten_step`): ``"auto"`` picks the power on
+            the epoch selection images, ``"off"`` ships none, a number in (0, 1] forces it.
         quick: a tiny configuration (minutes) for tests and demos: 96 px, 2 views, 2 epochs,
             at most 8 images per label, one quantization remedy, gate failures allowed.
         calibration_images: images used to calibrate int8.
@@ -124,6 +130,7 @@ class ExportOptions:
     calibration_images: int = 256
     val_fraction: float = 0.1
     select_fraction: float = 0.1
+    whiten: Union[str, float] = "auto"
     allow_gate_failure: bool = False
     resume: bool = False
     force: bool = False
@@ -135,8 +142,12 @@ class ExportOptions:
     scorer: ScorerExportOptions = field(default_factory=ScorerExportOptions)
 
     def resolved(self) -> ExportOptions:
-        """Apply ``quick`` and defaults."""
+        """Apply ``quick`` and defaults; check ``whiten``."""
         opts = self
+        if self.whiten not in ("auto", "off") and not (
+                isinstance(self.whiten, (int, float)) and 0 < self.whiten <= 1):
+            raise ExportError(f"whiten must be 'auto', 'off' or a power in (0, 1]; got "
+                              f"{self.whiten!r}.")
         if self.quick:
             opts = replace(opts, image_size=min(opts.image_size, 96), views=min(opts.views, 2),
                            calibration_images=min(opts.calibration_images, 32),
@@ -251,6 +262,26 @@ def _item_vectors(paths: Sequence[Path], artifact: Path, pre: Preprocessing,
     return l2_normalize(np.concatenate(parts))
 
 
+def _whitening(model: StudentEncoder, tr: FeatureCache, select_views: np.ndarray,
+               select_labels: np.ndarray, options: ExportOptions,
+               log: Log) -> Optional[WhiteningChoice]:
+    """Fit the encoder's whitening on the training images' device crops (view 0) and pick its
+    power on the selection images (:mod:`.whiten_step`); None when ``whiten="off"``."""
+    if options.whiten == "off":
+        return None
+    config = options.distill
+    train_vectors = embed_views(model, tr.views[:: tr.views_per_item], config)
+    select_vectors = embed_views(model, select_views, config)
+    forced = options.whiten != "auto"
+    choice = choose_whitening(train_vectors, select_vectors, select_labels,
+                              powers=(float(options.whiten),) if forced else DEFAULT_POWERS,
+                              keep=0.0 if forced else 0.99)
+    tried = ", ".join(f"{p:g}: {m:.3f}" for p, m in choice.maps.items())
+    log(f"whitening: power {choice.power if choice.power is not None else 'off'} (selection "
+        f"mAP@10 unwhitened {choice.baseline_map:.3f}; {tried})")
+    return choice
+
+
 def selection_split(train: list[ImageRecord], fraction: float, seed: int,
                     log: Log = print,
                     ) -> tuple[list[ImageRecord], list[ImageRecord]]:
@@ -356,6 +387,10 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
             f"  epoch {row['epoch'] + 1}: loss {row['loss']:.3f}  val mAP@10 "
             f"{row['val_map@10']:.3f}  ({row['seconds']:.0f} s)"),
     )
+    # 5b. whitening, fitted on training images, its power picked on the selection images
+    choice = _whitening(model, tr, np.asarray(se.views), select_labels, options, log)
+    transform = choice.whitening.apply if choice is not None and choice.whitening else None
+
     # 6. fp32 and int8 artifacts, gated against the torch student
     pre = _pre(options)
     x_val = preprocess([r.path for r in val], pre)
@@ -370,21 +405,33 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
     artifacts_dir.mkdir()
     built = build_artifacts(model, pre, artifacts_dir, x_val=x_val, val_labels=val_labels,
                             x_cal=x_cal, allow_gate_failure=options.allow_gate_failure,
-                            first_remedy_only=options.quick, log=log)
+                            first_remedy_only=options.quick, transform=transform, log=log)
 
-    # 7. quality of every artifact, seen and unseen, next to the teacher
-    ref_val = _torch_embed(model, x_val)
+    # 7. quality of every artifact, seen and unseen, next to the teacher (after the whitening,
+    # as the device computes vectors; the torch student also without it, for comparison)
+    def device(vectors: np.ndarray) -> np.ndarray:
+        return vectors if transform is None else transform(vectors)
+
+    raw_val = _torch_embed(model, x_val)
+    ref_val = device(raw_val)
     quality: dict[str, Any] = {
         "teacher": {"seen_map@10": label_retrieval(np.asarray(va.features, np.float32),
                                                    val_labels).map_at_k},
         "student_torch_fp32": {"seen_map@10": label_retrieval(ref_val, val_labels).map_at_k},
     }
+    if transform is not None:
+        quality["student_torch_fp32_unwhitened"] = {
+            "seen_map@10": label_retrieval(raw_val, val_labels).map_at_k}
     if un is not None and x_unseen is not None:
         unseen_labels = np.array([r.label for r in unseen])
         quality["teacher"]["unseen_map@10"] = label_retrieval(
             np.asarray(un.features, np.float32), unseen_labels).map_at_k
+        raw_unseen = _torch_embed(model, x_unseen)
         quality["student_torch_fp32"]["unseen_map@10"] = label_retrieval(
-            _torch_embed(model, x_unseen), unseen_labels).map_at_k
+            device(raw_unseen), unseen_labels).map_at_k
+        if transform is not None:
+            quality["student_torch_fp32_unwhitened"]["unseen_map@10"] = label_retrieval(
+                raw_unseen, unseen_labels).map_at_k
     for art in built.artifacts:
         quality[art.key] = {"seen_map@10": built.parity[art.key].map_candidate}
         if un is not None and x_unseen is not None:
@@ -395,7 +442,7 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
         ids = [r.item_id for r in ds.records]
         fp32 = next(a for a in built.artifacts if a.precision is Precision.FP32)
         log(f"embedding {len(ids)} items with {fp32.key} for the scorer ...")
-        vectors = _item_vectors([r.path for r in ds.records], fp32.source, pre)
+        vectors = device(_item_vectors([r.path for r in ds.records], fp32.source, pre))
         scorer = train_and_export_scorer(
             events, ids, vectors, work / "scorer", options.scorer, log=log,
             vectors_source={"source": fp32.key, "items": len(ids)})
@@ -405,6 +452,7 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
         "parity": {k: v.to_dict() for k, v in built.parity.items()},
         "quantization": built.ladder_records,
         "gate_failures": built.gate_failures,
+        "whitening": choice.to_dict() if choice is not None else {"power": None},
         "macs": {"student": student_macs, "teacher": teacher_macs,
                  "ratio": (teacher_macs / student_macs) if teacher_macs else None},
         "training": {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
@@ -419,6 +467,7 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
     recipe = {"student": options.student, "width": options.width,
               "image_size": options.image_size, "dim": options.dim, "views": options.views,
               "view_recipe": VIEW_RECIPE, "distill": asdict(options.distill),
+              "whiten": options.whiten,
               "labels": label_names, "quick": options.quick, "seed": options.seed}
     if scorer is not None:
         recipe["scorer"] = scorer.recipe
@@ -439,9 +488,15 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
                                      "issues": [i.to_dict() for i in ds.issues]},
         curves=curves, neighbours=grid, recipe=recipe)
     (report_dir / "history.json").write_text(json.dumps(result.history, indent=1))
+    weights = list(scorer.weights) if scorer else []
+    if choice is not None and choice.whitening is not None:
+        choice.whitening.save(work / "whitening.npz")
+        weights.append(NewWeights(source=work / "whitening.npz", role=Role.ENCODER,
+                                  precision=Precision.FP32, format=WHITENING_FORMAT,
+                                  file="encoder.whitening.npz"))
     bundle = write_bundle(
         out, artifacts=[*built.artifacts, *(scorer.artifacts if scorer else ())],
-        weights=scorer.weights if scorer else (),
+        weights=weights,
         preprocessing=pre, embedding_dim=options.dim, name=out.name, teacher=teacher_info,
         metrics=metrics, recipe=recipe, force=True,
         extra_files={"report/report.html": report, "report/curves.png": curves,

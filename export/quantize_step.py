@@ -4,7 +4,9 @@ Every artifact is compared with the torch fp32 student on the same preprocessed 
 images (:func:`.parity.parity`). fp32 artifacts must match the student (cosine >= 0.999);
 int8 artifacts climb :func:`.quantize.quantize_with_ladder` until they pass the gate
 (int8/fp32 mAP@10 >= 0.99, mean cosine >= 0.98) or the export fails, unless
-``allow_gate_failure``, which leaves the failing int8 artifact out and records why.
+``allow_gate_failure``, which leaves the failing int8 artifact out and records why. With a
+``transform`` (the bundle's whitening) every comparison is made on the vectors the device ends
+with, after it.
 """
 
 from __future__ import annotations
@@ -44,10 +46,13 @@ class BuiltArtifacts:
     ladder_records: dict[str, Any] = field(default_factory=dict)
     gate_failures: dict[str, str] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
+    transform: Optional[Callable[[np.ndarray], np.ndarray]] = None
 
     def embed(self, artifact: NewArtifact, x: np.ndarray) -> np.ndarray:
-        """Unit embeddings of NCHW float32 ``x`` through the artifact on its engine."""
-        return l2_normalize(artifact_embeddings(artifact.source, x, num_threads=2))
+        """Unit embeddings of NCHW float32 ``x`` through the artifact on its engine (and the
+        ``transform``, as the device computes them)."""
+        vectors = l2_normalize(artifact_embeddings(artifact.source, x, num_threads=2))
+        return vectors if self.transform is None else self.transform(vectors)
 
 
 def _describe(path: Path, precision: Precision) -> NewArtifact:
@@ -71,6 +76,7 @@ def build_artifacts(
     allow_gate_failure: bool = False,
     first_remedy_only: bool = False,
     gate: Optional[Gate] = None,
+    transform: Optional[Callable[[np.ndarray], np.ndarray]] = None,
     log: Callable[[str], None] = print,
 ) -> BuiltArtifacts:
     """Write and check all four encoder artifacts into ``out_dir``.
@@ -81,6 +87,8 @@ def build_artifacts(
         x_val: (N, 3, S, S) float32 held-out images, preprocessed; ``val_labels`` (N,).
         x_cal: (M, 3, S, S) float32 calibration images (training images), preprocessed.
         first_remedy_only: try only the cheapest rung of each ladder (quick exports).
+        transform: unit (N, D) -> unit (N, D) vectors, applied to the student's and every
+            artifact's embeddings before they are compared (the bundle's whitening).
 
     Raises:
         ExportError: an fp32 artifact disagrees with torch, or an int8 artifact fails its gate
@@ -89,12 +97,17 @@ def build_artifacts(
     gate = gate or Gate()
     size = int(pre.input_size)
     out_dir = Path(out_dir)
-    built = BuiltArtifacts()
-    reference = torch_embeddings(model, x_val)
+    built = BuiltArtifacts(transform=transform)
+
+    def device(vectors: np.ndarray) -> np.ndarray:
+        return l2_normalize(vectors) if transform is None else transform(l2_normalize(vectors))
+
+    reference = device(torch_embeddings(model, x_val))
     calibration = [x_cal[i : i + 16] for i in range(0, len(x_cal), 16)]
 
     def evaluate(path: Path) -> ParityReport:
-        return parity(reference, artifact_embeddings(path, x_val, num_threads=2), val_labels)
+        return parity(reference, device(artifact_embeddings(path, x_val, num_threads=2)),
+                      val_labels)
 
     def add(path: Path, precision: Precision, report: ParityReport) -> None:
         art = _describe(path, precision)

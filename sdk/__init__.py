@@ -77,11 +77,13 @@ from .rank_metrics import (
 from .recommender import Recommendation, Recommendations, Recommender, RecommenderOptions
 from .scorer import MLP_WEIGHTS_FORMAT, MlpWeights, Scorer, ScorerMode
 from .search import BatchMatches, Match, Matches
+from .whitening import WHITENING_FORMAT, Whitening
 
 __all__ = [
     "DEFAULT_EVENT_WEIGHTS",
     "FORMAT_VERSION",
     "MLP_WEIGHTS_FORMAT",
+    "WHITENING_FORMAT",
     "ArtifactNotFoundError",
     "ArtifactSpec",
     "BatchMatches",
@@ -146,6 +148,7 @@ __all__ = [
     "TensorSpec",
     "VectorDType",
     "WeightsSpec",
+    "Whitening",
     "add_images",
     "auc",
     "average_precision_at_k",

@@ -194,7 +194,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         teacher_std=tuple(args.teacher_std) if args.teacher_std else None, student=args.student,
         width=args.width, image_size=args.image_size, dim=args.dim, views=args.views,
         distill=distill, quick=args.quick, resume=args.resume, force=args.force,
-        select_fraction=args.select_fraction,
+        select_fraction=args.select_fraction, whiten=_whiten_value(args.whiten),
         allow_gate_failure=args.allow_gate_failure,
         work_dir=Path(args.work_dir) if args.work_dir else None,
         events=Path(args.events) if args.events else None, scorer=scorer_options(args),
@@ -206,6 +206,17 @@ def cmd_export(args: argparse.Namespace) -> int:
                "metrics": result.metrics}
     _emit(args, payload, f"wrote {result.bundle.path}; report {result.report}")
     return 0
+
+
+def _whiten_value(text: str):
+    """``auto``/``off`` stay words; anything else must be a number (checked by the export)."""
+    if text in ("auto", "off"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ExportError(f"--whiten takes auto, off or a power in (0, 1]; got {text!r}.") \
+            from None
 
 
 def cmd_engines(args: argparse.Namespace) -> int:
@@ -323,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--select-fraction", type=float, default=0.1,
                      help="share of the training images held out to pick the kept epoch on "
                      "(default 0.1; 0: the validation images, where seen quality is reported)")
+    exp.add_argument("--whiten", default="auto", metavar="auto|off|POWER",
+                     help="the encoder's PCA whitening: auto (default) picks the largest power "
+                     "that keeps 99%% of the epoch-selection mAP@10; off; or a power in (0, 1]")
     exp.add_argument("--quick", action="store_true", help="tiny configuration (minutes)")
     exp.add_argument("--resume", action="store_true", help="continue an interrupted export")
     exp.add_argument("--force", action="store_true", help="replace --out if it exists")

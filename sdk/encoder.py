@@ -1,4 +1,8 @@
-"""Images -> L2-normalised embedding vectors, on the engine and precision the device picks."""
+"""Images -> L2-normalised embedding vectors, on the engine and precision the device picks.
+
+When the bundle carries an encoder whitening (:mod:`.whitening`), the engine's normalised
+output is whitened and normalised again, the same on every engine and precision.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,10 @@ import numpy as np
 
 from ..runtimes import Device, Engine, RuntimeOptions, available_engines, open_runtime
 from .bundle import Bundle
-from .errors import InferenceError, RuntimeUnavailableError
+from .errors import InferenceError, ModelError, RuntimeUnavailableError
 from .manifest import ArtifactSpec, Precision, Role
 from .preprocess import ImageInput, Layout, preprocess
+from .whitening import WHITENING_FORMAT, Whitening
 
 __all__ = ["Encoder", "EncoderOptions", "l2_normalize"]
 
@@ -56,6 +61,28 @@ class EncoderOptions:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
 
 
+def _read_whitening(bundle: Bundle) -> Optional[Whitening]:
+    """The bundle's encoder whitening, or None; raises ModelError for one this edgerec can't use."""
+    specs = bundle.weights(Role.ENCODER)
+    if not specs:
+        return None
+    for spec in specs:
+        if spec.format != WHITENING_FORMAT:
+            raise ModelError(
+                f"encoder weights {spec.file} are format {spec.format!r}; this edgerec reads "
+                f"{WHITENING_FORMAT!r}: upgrade edgerec (`pip install -U edgerec`)."
+            )
+    if len(specs) > 1:
+        raise ModelError(f"the bundle lists {len(specs)} encoder whitening files; export it again.")
+    whitening = Whitening.from_npz(bundle.read_weights(specs[0]))
+    if whitening.dim != bundle.embedding_dim:
+        raise ModelError(
+            f"encoder whitening {specs[0].file} is {whitening.dim}-d but the encoder is "
+            f"{bundle.embedding_dim}-d; export the bundle again."
+        )
+    return whitening
+
+
 class Encoder:
     """A bundle's image encoder on one engine. Create with :meth:`create_from_bundle_path`.
 
@@ -69,6 +96,7 @@ class Encoder:
         self.bundle = bundle
         self.artifact = artifact
         self.options = options
+        self.whitening = _read_whitening(bundle)
         self._runtime = open_runtime(
             bundle.artifact_path(artifact),
             artifact.engine,
@@ -134,7 +162,8 @@ class Encoder:
                 f"{self.artifact.file} produced {vectors.shape[1]}-d vectors but the manifest "
                 f"says {self.dim}; the bundle is inconsistent: export it again."
             )
-        return l2_normalize(vectors)
+        vectors = l2_normalize(vectors)
+        return vectors if self.whitening is None else self.whitening.apply(vectors)
 
     def embed(
         self,

@@ -2,7 +2,8 @@
 
 ``manifest.json`` holds::
 
-    format_version   int, this module's FORMAT_VERSION when written
+    format_version   int: 1, or 2 when the encoder has a weights file (e.g. its whitening),
+                     which an edgerec that reads only format 1 would silently skip
     name             free text
     embedding_dim    D of the encoder's output vectors
     encoder_id       sha256 over the preprocessing and the encoder artifacts' hashes: the
@@ -32,7 +33,7 @@ from .preprocess import Layout, Preprocessing
 
 __all__ = ["FORMAT_VERSION", "ArtifactSpec", "Manifest", "Precision", "Role", "WeightsSpec"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest format this edgerec reads (and writes when needed)
 MANIFEST_NAME = "manifest.json"
 
 
@@ -161,8 +162,10 @@ class WeightsSpec:
         return f"{self.role.value}/weights/{self.precision.value}"
 
 
-def compute_encoder_id(pre: Preprocessing, artifacts: Iterable[ArtifactSpec]) -> str:
-    """Identity of an encoder: sha256 over its preprocessing and its encoder files' hashes.
+def compute_encoder_id(pre: Preprocessing, artifacts: Iterable[ArtifactSpec],
+                       weights: Iterable[WeightsSpec] = ()) -> str:
+    """Identity of an encoder: sha256 over its preprocessing and its encoder files' hashes
+    (model files, then encoder weights files such as its whitening).
 
     Every engine and precision of one exported network shares it, so a catalog built with the
     fp32 ONNX artifact accepts queries from the int8 TFLite one of the same bundle.
@@ -170,6 +173,8 @@ def compute_encoder_id(pre: Preprocessing, artifacts: Iterable[ArtifactSpec]) ->
     h = hashlib.sha256(json.dumps(pre.to_dict(), sort_keys=True).encode())
     for digest in sorted(a.sha256 for a in artifacts if a.role is Role.ENCODER):
         h.update(digest.encode())
+    for digest in sorted(w.sha256 for w in weights if w.role is Role.ENCODER):
+        h.update(b"weights:" + digest.encode())
     return h.hexdigest()[:32]
 
 

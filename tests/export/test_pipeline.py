@@ -33,7 +33,7 @@ def quick_export(tmp_path_factory):
         shutil.copy(path, extra / path.name)
     options = ExportOptions(images=SAMPLE / "images", out=root / "bundle", quick=True,
                             eval_unseen=unseen, extra_images=(extra,),
-                            events=SAMPLE / "items.csv", select_fraction=0.25,
+                            events=SAMPLE / "items.csv", select_fraction=0.25, whiten=0.5,
                             scorer=ScorerExportOptions(user_column="owner_id"))
     return export_bundle(options, log=lambda _m: None)
 
@@ -56,6 +56,42 @@ def test_quick_export_writes_a_verified_bundle_with_metrics_and_report(quick_exp
     assert bundle.preprocessing.input_size == 96 and bundle.embedding_dim == 128
     assert (bundle.path / "report" / "report.html").stat().st_size > 10_000
     assert not (bundle.path.parent / f".{bundle.path.name}.tmp").exists()
+
+
+def test_the_export_ships_its_whitening_and_the_device_applies_it(quick_export):
+    from edgerec.export.parity import artifact_embeddings
+    from edgerec.sdk import Engine, Role, Whitening, l2_normalize, preprocess
+
+    bundle = Bundle.load(quick_export.bundle.path)
+    assert bundle.manifest.format_version == 2
+    (spec,) = bundle.weights(Role.ENCODER)
+    whitening = Whitening.from_npz(bundle.read_weights(spec))
+    m = bundle.manifest.metrics
+    assert whitening.power == 0.5 == m["whitening"]["power"]
+    assert m["whitening"]["fitted_on"] > 0 and list(m["whitening"]["selection_map@10"]) == ["0.5"]
+    assert set(m["quality"]["student_torch_fp32_unwhitened"]) == {"seen_map@10", "unseen_map@10"}
+    photos = [p for p, _ in sample_images(1)]
+    art = bundle.select(Role.ENCODER, Engine.ONNX, Precision.FP32)
+    raw = l2_normalize(artifact_embeddings(bundle.artifact_path(art),
+                                           preprocess(photos, bundle.preprocessing)))
+    options = EncoderOptions(engine=Engine.ONNX, precision=Precision.FP32)
+    with Encoder.create_from_bundle(bundle, options) as enc:
+        np.testing.assert_allclose(enc.embed(photos), whitening.apply(raw), atol=1e-5)
+
+
+@pytest.mark.parametrize("value", [0, 1.5, "sometimes"])
+def test_export_refuses_a_bad_whiten_value_before_anything_is_written(tmp_path, value):
+    with pytest.raises(ExportError, match="whiten"):
+        export_bundle(ExportOptions(images=SAMPLE / "images", out=tmp_path / "b", quick=True,
+                                    whiten=value), log=lambda _m: None)
+    assert not (tmp_path / "b").exists()
+
+
+def test_cli_whiten_flag_refuses_junk(tmp_path, capsys):
+    code = main(["export", "--images", str(SAMPLE / "images"), "--out", str(tmp_path / "b"),
+                 "--quick", "--whiten", "lots", "--json"])
+    assert code == 1 and json.loads(capsys.readouterr().out)["error"] == "ExportError"
+    assert not (tmp_path / "b").exists()
 
 
 def test_export_with_events_ships_a_scorer_that_the_device_uses(quick_export):
@@ -176,4 +212,7 @@ def test_cli_export_distils_from_a_torchvision_architecture_with_local_weights(t
     bundle = Bundle.load(tmp_path / "b")
     assert bundle.manifest.teacher["embedding_dim"] == 1024
     assert "torchvision-mobilenet_v3_small" in bundle.manifest.teacher["name"]
+    whitening = bundle.manifest.metrics["whitening"]  # auto: every power tried, one kept or none
+    assert len(whitening["selection_map@10"]) == 10
+    assert (whitening["power"] is None) == (bundle.manifest.format_version == 1)
     assert json.loads(capsys.readouterr().out)["bundle"] == str(tmp_path / "b")

@@ -46,7 +46,7 @@ def _artifact(source, **kw):
 def test_a_good_bundle_loads_and_verifies(bundle_dir):
     b = Bundle.load(bundle_dir)
     assert b.embedding_dim == 16 and len(b.artifacts(Role.ENCODER)) == 2
-    assert b.manifest.format_version == FORMAT_VERSION
+    assert b.manifest.format_version == 1  # 2 only with encoder weights (test_whitening.py)
     assert len(b.encoder_id) == 32
 
 

@@ -1,0 +1,122 @@
+"""PCA whitening of embeddings: the encoder's last, numpy-only step on the device.
+
+A student trained with labels spends most of its embedding variance on the few directions that
+separate those labels (on the clothing data the top 5 of 128 principal directions hold ~65% of
+it); what it knows beyond its labels lives in the weaker directions, which cosine similarity
+then barely hears. Whitening ``y = normalize((z - mean) @ V diag(eig ** (-power / 2)))`` with
+the principal directions ``V`` and variances ``eig`` of training embeddings ``z`` equalises
+them: ``power`` 0 only centres and rotates, 1 makes the training covariance the identity, and
+values between trade retrieval on the trained labels (which falls as power grows) for retrieval
+of what was never labelled (which rises); see README "Distillation recipe".
+
+It is fitted by the export on training images only and shipped in the bundle as a plain-array
+weights file (manifest ``weights``, role ``encoder``, format :data:`WHITENING_FORMAT`: an
+``.npz`` with ``mean`` (D,), ``projection`` (D, D) and ``power`` (), float32, read with
+``allow_pickle=False``). The engine's output is L2-normalised, whitened, and normalised again
+(:class:`~edgerec.sdk.Encoder` does it), because whitening un-normalised outputs lets their
+norm (which varies several-fold between images) dominate the first direction.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+
+from .errors import ModelError
+
+__all__ = ["WHITENING_FORMAT", "Whitening"]
+
+WHITENING_FORMAT = "edgerec.encoder.whitening/1"
+EIGEN_FLOOR = 1e-3  # variances below this share of the mean variance are raised to it
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), np.float32(1e-12))
+
+
+@dataclass(frozen=True)
+class Whitening:
+    """``y = normalize((z - mean) @ projection)`` for unit rows ``z`` (N, D).
+
+    Attributes:
+        mean: (D,) float32 mean of the training embeddings.
+        projection: (D, D) float32, principal directions scaled by ``variance ** (-power/2)``.
+        power: 0 (centre and rotate) .. 1 (full whitening).
+    """
+
+    mean: np.ndarray
+    projection: np.ndarray
+    power: float
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.shape[0])
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray, power: float) -> Whitening:
+        """Fit on training embeddings ``vectors`` (N, D), rows normalised first.
+
+        Raises:
+            ValueError: fewer than 2 rows, non-finite values, or ``power`` outside [0, 1].
+        """
+        if not 0.0 <= power <= 1.0:
+            raise ValueError(f"whitening power must be in [0, 1], got {power}")
+        z = _unit(np.asarray(vectors, dtype=np.float64))
+        if z.ndim != 2 or len(z) < 2 or not np.isfinite(z).all():
+            raise ValueError(f"whitening needs >= 2 finite (N, D) rows, got shape {z.shape}")
+        mean = z.mean(0)
+        eig, vecs = np.linalg.eigh(np.cov((z - mean).T))
+        eig, vecs = eig[::-1], vecs[:, ::-1]
+        eig = np.maximum(eig, EIGEN_FLOOR * max(float(eig.mean()), 1e-12))
+        return cls(mean.astype(np.float32), (vecs * eig ** (-power / 2)).astype(np.float32),
+                   float(power))
+
+    def apply(self, vectors: np.ndarray) -> np.ndarray:
+        """Unit rows (N, D) -> whitened unit rows (N, D) float32."""
+        z = _unit(vectors)
+        return _unit((z - self.mean) @ self.projection)
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Whitening:
+        """Validate named arrays (as in the ``.npz``); raises :class:`ModelError`."""
+        try:
+            mean = np.asarray(arrays["mean"])
+            projection = np.asarray(arrays["projection"])
+            power = np.asarray(arrays["power"])
+        except KeyError as exc:
+            raise ModelError(f"encoder whitening lacks the array {exc}; export the bundle "
+                             "again") from None
+        for name, a in (("mean", mean), ("projection", projection), ("power", power)):
+            if a.dtype.kind != "f" or not np.isfinite(a).all():
+                raise ModelError(f"encoder whitening {name!r} is not finite floats; export the "
+                                 "bundle again")
+        d = mean.shape[0] if mean.ndim == 1 else -1
+        if d < 1 or projection.shape != (d, d) or power.shape != ():
+            raise ModelError(f"encoder whitening has shapes mean {mean.shape}, projection "
+                             f"{projection.shape}, power {power.shape}; expected (D,), (D, D), "
+                             "(): export the bundle again")
+        return cls(mean.astype(np.float32), projection.astype(np.float32), float(power))
+
+    @classmethod
+    def from_npz(cls, data: bytes) -> Whitening:
+        """Parse ``.npz`` bytes (``allow_pickle=False``: object arrays are refused)."""
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise ModelError(f"the encoder whitening is not a numeric .npz ({exc}); export the "
+                             "bundle again") from None
+        return cls.from_arrays(arrays)
+
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        """Write the ``.npz`` (uncompressed, float32, numeric arrays only)."""
+        with open(path, "wb") as f:
+            np.savez(f, mean=self.mean.astype(np.float32),
+                     projection=self.projection.astype(np.float32),
+                     power=np.float32(self.power))
