@@ -102,7 +102,8 @@ class ExportOptions:
             the epoch selection images, ``"off"`` ships none, a number in (0, 1] forces it.
         quick: a tiny configuration (minutes) for tests and demos: 96 px, 2 views, 2 epochs,
             at most 8 images per label, one quantization remedy, gate failures allowed.
-        calibration_images: images used to calibrate int8.
+        calibration_images: training images for int8 calibration; the first rungs of each
+            ladder use 256 of them, the "more images" rungs all.
         allow_gate_failure: ship without an int8 artifact whose gate fails (recorded in the
             manifest) instead of failing the export.
         resume: continue from the work directory; force: replace ``out``.
@@ -127,7 +128,7 @@ class ExportOptions:
     views: int = 4
     distill: DistillConfig = field(default_factory=DistillConfig)
     quick: bool = False
-    calibration_images: int = 256
+    calibration_images: int = 768
     val_fraction: float = 0.1
     select_fraction: float = 0.1
     whiten: Union[str, float] = "auto"

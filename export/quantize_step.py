@@ -24,6 +24,7 @@ from .convert import to_onnx, to_tflite
 from .parity import ParityReport, artifact_embeddings, parity, torch_embeddings
 from .quantize import (
     Gate,
+    float_head_first,
     onnx_remedies,
     quantize_onnx,
     quantize_tflite,
@@ -138,6 +139,8 @@ def build_artifacts(
                                                   calibration, size, r.options)),
     }
     for engine, (remedies, quantize) in ladders.items():
+        if transform is not None:
+            remedies = float_head_first(remedies)
         remedies = remedies[:1] if first_remedy_only else remedies
         name = f"encoder.int8{engine.suffix}"
         log(f"quantizing {name} ...")

@@ -70,6 +70,11 @@ def test_the_export_ships_its_whitening_and_the_device_applies_it(quick_export):
     assert whitening.power == 0.5 == m["whitening"]["power"]
     assert m["whitening"]["fitted_on"] > 0 and list(m["whitening"]["selection_map@10"]) == ["0.5"]
     assert set(m["quality"]["student_torch_fp32_unwhitened"]) == {"seen_map@10", "unseen_map@10"}
+    for key in ("encoder/onnx/int8", "encoder/tflite/int8"):  # float head tried first
+        if key in m["quantization"]:
+            assert m["quantization"][key]["attempts"][0]["remedy"] == "keep_float"
+        else:
+            assert "(keep_float)" in m["gate_failures"][key]
     photos = [p for p, _ in sample_images(1)]
     art = bundle.select(Role.ENCODER, Engine.ONNX, Precision.FP32)
     raw = l2_normalize(artifact_embeddings(bundle.artifact_path(art),

@@ -30,6 +30,7 @@ from edgerec.export.quantize import (
     QuantTarget,
     Remedy,
     TfliteQuantOptions,
+    float_head_first,
     onnx_remedies,
     quantize_onnx,
     quantize_tflite,
@@ -120,7 +121,9 @@ def test_default_ladders_climb_from_cheap_to_costly_remedies():
         "minmax", "percentile", "entropy", "more_images", "keep_float"]
     assert onnx_ladder[0].options.max_images == 64 and onnx_ladder[3].options.max_images is None
     assert onnx_ladder[-1].options.keep_float == ("features.0",)
-    assert [r.name for r in tflite_remedies()] == ["histogram", "minmax", "more_images"]
+    assert [r.name for r in tflite_remedies()] == [
+        "histogram", "minmax", "more_images", "more_images_minmax"]
+    assert [r.name for r in tflite_remedies(("head",))][-2:] == ["keep_float", "keep_float_minmax"]
     assert all(isinstance(r.options, TfliteQuantOptions) for r in tflite_remedies(("head",)))
 
 
@@ -353,3 +356,13 @@ def test_student_int8_tflite_takes_int8_input_and_follows_torch_fp32(tmp_path, s
     assert spec.dtype == "int8" and spec.shape == (1, 64, 64, 3) and spec.scale
     report = parity(reference, artifact_embeddings(out, held))  # the adapter quantizes input
     assert report.cosine_mean > 0.93, report  # measured 0.967
+
+
+def test_float_head_first_moves_the_keep_float_rungs_to_the_front_in_order():
+    ladder = tflite_remedies(("head",))
+    names = [r.name for r in float_head_first(ladder)]
+    assert names == ["keep_float", "keep_float_minmax", "histogram", "minmax", "more_images",
+                     "more_images_minmax"]
+    assert [r.name for r in float_head_first(tflite_remedies())] == [
+        r.name for r in tflite_remedies()]  # nothing to move: unchanged
+

@@ -1,0 +1,136 @@
+"""Encoder whitening on distillation runs already trained by distill_recipe.py.
+
+For each ``--tags`` run (its line in results/distill_runs.jsonl and its checkpoint in
+build/distill/<tag>/best.pt) this rebuilds the final student exactly as the run ended (best
+weights, BatchNorm re-estimated on the same training crops), fits the export's whitening on
+the training images' device crops and picks its power on the run's epoch-selection images
+(``edgerec.export.whiten_step.choose_whitening``, the rule ``edgerec export`` uses), then
+measures seen and unseen mAP@10 with and without it. One JSON line per run is appended to
+results/whiten_runs.jsonl.
+
+    python benchmarks/whiten_runs.py --tags r8-192px-ema-decay r12-default-seed1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+import distill_recipe as recipe  # noqa: E402
+
+RESULTS = HERE / "results"
+
+
+def _run_line(tag: str) -> dict:
+    text = (RESULTS / "distill_runs.jsonl").read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    found = [d for d in lines if d["tag"] == tag]
+    if not found:
+        sys.exit(f"no run {tag!r} in results/distill_runs.jsonl")
+    return found[-1]
+
+
+def measure(tag: str) -> dict:
+    import hashlib
+
+    import torch
+    from edgerec.export.cache import build_feature_cache
+    from edgerec.export.distill import DistillConfig, embed_views, recalibrate_batchnorm
+    from edgerec.export.student import create_student
+    from edgerec.export.teacher import Teacher
+    from edgerec.export.views import VIEW_RECIPE, make_views
+    from edgerec.export.whiten_step import choose_whitening
+    from edgerec.sdk import label_retrieval
+
+    run = _run_line(tag)
+    if not run.get("select_holdout"):
+        sys.exit(f"{tag} picked its epoch on validation; whitening needs its selection images")
+    checkpoint = recipe.ROOT / "build" / "distill" / tag / "best.pt"
+    if not checkpoint.is_file():
+        sys.exit(f"{checkpoint} is missing: train the run again with distill_recipe.py")
+    size, views = run["image_size"], run["views"]
+    train, unlabeled, val, unseen = recipe._records()
+    pool = train + (unlabeled if run["unlabeled"] else [])
+    cache_dir = recipe.ROOT / "build" / "cache"
+    teacher = Teacher.load(recipe.TEACHER, cache_dir)
+    tinfo = {"teacher_source": recipe.TEACHER, "teacher_id": teacher.identity,
+             "teacher_dim": teacher.dim, "teacher_size": teacher.input_size}
+    teacher.close()
+
+    def cache(records, n_views):
+        digests = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for _, p, _ in records]
+        return build_feature_cache(
+            cache_dir, item_ids=[i for i, _, _ in records], paths=[p for _, p, _ in records],
+            digests=digests, student_size=size, views_per_item=n_views, view_fn=make_views,
+            view_recipe=VIEW_RECIPE, workers=2, **tinfo)
+
+    tr, va, un = cache(pool, views), cache(val, 1), cache(unseen, 1)
+    known = {f.name for f in fields(DistillConfig)}
+    config = DistillConfig(**{k: tuple(v) if isinstance(v, list) else v
+                              for k, v in run["config"].items() if k in known})
+    extra = {} if run.get("width") is None else {"width": run["width"]}
+    model = create_student(run["student"], dim=run["dim"], image_size=size, **extra)
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu",
+                                     weights_only=True)["model"])
+    # the hold-outs exactly as distill_recipe.py drew them
+    rng = np.random.default_rng(1234)
+    n_train = len(train)
+    sel = rng.permutation(n_train)[: round(run["select_holdout"] * n_train)]
+    agree = (rng.permutation(np.arange(n_train, len(pool)))[: run["agree_holdout"]]
+             if run.get("agree_holdout") else np.array([], int))
+    held = np.zeros(len(pool), bool)
+    held[sel] = True
+    held[agree] = True
+    keep = np.flatnonzero(~held)
+    rows = (keep[:, None] * views + np.arange(views)).reshape(-1)
+    recalibrate_batchnorm(model, np.asarray(tr.views)[rows], config, seed=config.seed)
+    device_crops = np.asarray(tr.views)[::views]
+    train_vectors = embed_views(model, device_crops[keep], config)
+    labels = np.array([lab or "" for _, _, lab in pool])
+    sel = np.sort(sel)
+    choice = choose_whitening(train_vectors, embed_views(model, device_crops[sel], config),
+                              labels[sel])
+    val_labels = np.array([lab for _, _, lab in val])
+    unseen_labels = np.array([lab for _, _, lab in unseen])
+    v_val = embed_views(model, np.asarray(va.views), config)
+    v_unseen = embed_views(model, np.asarray(un.views), config)
+    white = choice.whitening.apply if choice.whitening is not None else (lambda x: x)
+    return {
+        "tag": tag, "seed": config.seed, "image_size": size,
+        "seen_map10": label_retrieval(v_val, val_labels).map_at_k,
+        "unseen_map10": label_retrieval(v_unseen, unseen_labels).map_at_k,
+        "whiten_power": choice.power,
+        "seen_map10_whitened": label_retrieval(white(v_val), val_labels).map_at_k,
+        "unseen_map10_whitened": label_retrieval(white(v_unseen), unseen_labels).map_at_k,
+        "whitening": choice.to_dict(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tags", nargs="+", required=True, help="distill_recipe.py run tags")
+    parser.add_argument("--json", action="store_true", help="print each result as JSON")
+    args = parser.parse_args()
+    for tag in args.tags:
+        line = measure(tag)
+        with open(RESULTS / "whiten_runs.jsonl", "a") as f:
+            f.write(json.dumps(line) + "\n")
+        if args.json:
+            print(json.dumps(line))
+        else:
+            print(f"{tag}: seen {line['seen_map10']:.3f} unseen {line['unseen_map10']:.3f}; "
+                  f"whitened (power {line['whiten_power']}) seen "
+                  f"{line['seen_map10_whitened']:.3f} unseen {line['unseen_map10_whitened']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
