@@ -31,9 +31,7 @@ on a small or busy device that is slower, not faster. Start the app with
 from __future__ import annotations
 
 import enum
-import io
 import os
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Optional, Union
@@ -49,6 +47,7 @@ from .errors import (
     RuntimeUnavailableError,
 )
 from .manifest import ArtifactSpec, Precision, Role, WeightsSpec
+from .npz import numeric_npz
 
 __all__ = ["MLP_WEIGHTS_FORMAT", "MlpWeights", "Scorer", "ScorerMode"]
 
@@ -133,13 +132,7 @@ class MlpWeights:
     @classmethod
     def from_npz(cls, data: bytes) -> MlpWeights:
         """Parse ``.npz`` bytes (``allow_pickle=False``: object arrays are refused)."""
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-            raise ModelError(f"the scorer weights are not a numeric .npz ({exc}); export the "
-                             "scorer again") from None
-        return cls.from_arrays(arrays)
+        return cls.from_arrays(numeric_npz(data, "scorer weights", "export the scorer again"))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         out = {"first_u": self.first_u, "first_v": self.first_v, "first_uv": self.first_uv,

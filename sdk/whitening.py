@@ -19,15 +19,14 @@ norm (which varies several-fold between images) dominate the first direction.
 
 from __future__ import annotations
 
-import io
 import os
-import zipfile
 from dataclasses import dataclass
 from typing import Union
 
 import numpy as np
 
 from .errors import ModelError
+from .npz import numeric_npz
 
 __all__ = ["WHITENING_FORMAT", "Whitening"]
 
@@ -106,13 +105,7 @@ class Whitening:
     @classmethod
     def from_npz(cls, data: bytes) -> Whitening:
         """Parse ``.npz`` bytes (``allow_pickle=False``: object arrays are refused)."""
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-            raise ModelError(f"the encoder whitening is not a numeric .npz ({exc}); export the "
-                             "bundle again") from None
-        return cls.from_arrays(arrays)
+        return cls.from_arrays(numeric_npz(data, "encoder whitening", "export the bundle again"))
 
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Write the ``.npz`` (uncompressed, float32, numeric arrays only)."""
