@@ -217,7 +217,9 @@ def test_cli_export_distils_from_a_torchvision_architecture_with_local_weights(t
     bundle = Bundle.load(tmp_path / "b")
     assert bundle.manifest.teacher["embedding_dim"] == 1024
     assert "torchvision-mobilenet_v3_small" in bundle.manifest.teacher["name"]
-    whitening = bundle.manifest.metrics["whitening"]  # auto: every power tried, one kept or none
-    assert len(whitening["selection_map@10"]) == 10
+    whitening = bundle.manifest.metrics["whitening"]  # auto: powers tried upwards from 0.1
+    tried = [float(p) for p in whitening["selection_map@10"]]
+    assert tried == pytest.approx([0.1 * (i + 1) for i in range(len(tried))])
+    assert whitening["power"] in (None, *tried)
     assert (whitening["power"] is None) == (bundle.manifest.format_version == 1)
     assert json.loads(capsys.readouterr().out)["bundle"] == str(tmp_path / "b")
