@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..sdk import Whitening, label_retrieval
+from ..sdk import Whitening, l2_normalize, label_retrieval
 
 __all__ = ["DEFAULT_POWERS", "WhiteningChoice", "choose_whitening"]
 
@@ -66,7 +66,7 @@ def choose_whitening(
             forces it.
         keep: the share of the unwhitened selection mAP@10 a power must keep.
     """
-    baseline = label_retrieval(_unit(select), select_labels).map_at_k
+    baseline = label_retrieval(l2_normalize(select), select_labels).map_at_k
     maps: dict[float, float] = {}
     best: Optional[Whitening] = None
     for power in sorted(powers):
@@ -77,8 +77,3 @@ def choose_whitening(
         best = candidate
     return WhiteningChoice(whitening=best, power=best.power if best else None,
                            baseline_map=baseline, maps=maps, fitted_on=len(train))
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
