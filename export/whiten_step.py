@@ -3,7 +3,8 @@
 Whitening (:class:`edgerec.sdk.Whitening`) trades retrieval on the trained labels for retrieval
 of what was never labelled as its power grows (README "Distillation recipe": on the clothing
 data, the auto-picked power 0.5-0.7 moved unseen-label mAP@10 by +0.012 to +0.031 and
-seen-label mAP@10 by -0.013 to +0.002 over five runs). The export cannot measure the unseen side (nothing unseen may steer it), so
+seen-label mAP@10 by -0.013 to +0.002 over five runs). The export cannot measure the unseen
+side (nothing unseen may steer it), so
 :func:`choose_whitening` raises the power step by step while same-label mAP@10 on the
 epoch selection images stays within ``keep`` (default 99%) of the unwhitened embedding's: as much
 label-free structure as the trained labels can afford, decided on training data only.
