@@ -4,8 +4,9 @@ For each ``--tags`` run (its line in results/distill_runs.jsonl and its checkpoi
 build/distill/<tag>/best.pt) this rebuilds the final student exactly as the run ended (best
 weights, BatchNorm re-estimated on the same training crops), fits the export's whitening on
 the training images' device crops and picks its power on the run's epoch-selection images
-(``edgerec.export.whiten_step.choose_whitening``, the rule ``edgerec export`` uses), then
-measures seen and unseen mAP@10 with and without it. One JSON line per run is appended to
+(``edgerec.export.whiten_step.choose_whitening``, the rules ``edgerec export`` uses), both
+kinds: ``total`` (PCA) and ``within_label`` (what the export uses when it has labels), then
+measures seen and unseen mAP@10 with and without each. One JSON line per run is appended to
 results/whiten_runs.jsonl.
 
     python benchmarks/whiten_runs.py --tags r8-192px-ema-decay r12-default-seed1
@@ -95,24 +96,31 @@ def measure(tag: str) -> dict:
     device_crops = np.asarray(tr.views)[::views]
     train_vectors = embed_views(model, device_crops[keep], config)
     labels = np.array([lab or "" for _, _, lab in pool])
+    names = sorted({lab for lab in labels if lab})
+    label_index = np.array([names.index(lab) if lab else -1 for lab in labels])
     sel = np.sort(sel)
-    choice = choose_whitening(train_vectors, embed_views(model, device_crops[sel], config),
-                              labels[sel])
+    select_vectors = embed_views(model, device_crops[sel], config)
     val_labels = np.array([lab for _, _, lab in val])
     unseen_labels = np.array([lab for _, _, lab in unseen])
     v_val = embed_views(model, np.asarray(va.views), config)
     v_unseen = embed_views(model, np.asarray(un.views), config)
-    white = choice.whitening.apply if choice.whitening is not None else (lambda x: x)
-    return {
+    line = {
         "tag": tag, "seed": config.seed, "image_size": size,
         "seen_map10": label_retrieval(v_val, val_labels).map_at_k,
         "unseen_map10": label_retrieval(v_unseen, unseen_labels).map_at_k,
-        "whiten_power": choice.power,
-        "seen_map10_whitened": label_retrieval(white(v_val), val_labels).map_at_k,
-        "unseen_map10_whitened": label_retrieval(white(v_unseen), unseen_labels).map_at_k,
-        "whitening": choice.to_dict(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    for kind, train_labels in (("total", None), ("within_label", label_index[keep])):
+        choice = choose_whitening(train_vectors, select_vectors, labels[sel],
+                                  train_labels=train_labels)
+        white = choice.whitening.apply if choice.whitening is not None else (lambda x: x)
+        line[kind] = {
+            "power": choice.power,
+            "seen_map10": label_retrieval(white(v_val), val_labels).map_at_k,
+            "unseen_map10": label_retrieval(white(v_unseen), unseen_labels).map_at_k,
+            "choice": choice.to_dict(),
+        }
+    line["date"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    return line
 
 
 def main() -> None:
@@ -128,8 +136,10 @@ def main() -> None:
             print(json.dumps(line))
         else:
             print(f"{tag}: seen {line['seen_map10']:.3f} unseen {line['unseen_map10']:.3f}; "
-                  f"whitened (power {line['whiten_power']}) seen "
-                  f"{line['seen_map10_whitened']:.3f} unseen {line['unseen_map10_whitened']:.3f}")
+                  + "; ".join(f"{kind} whitening (power {line[kind]['power']}) seen "
+                              f"{line[kind]['seen_map10']:.3f} unseen "
+                              f"{line[kind]['unseen_map10']:.3f}"
+                              for kind in ("total", "within_label")))
 
 
 if __name__ == "__main__":

@@ -98,8 +98,9 @@ class ExportOptions:
         select_fraction: share of the training images held out to pick the kept epoch on
             (default 0.1; 0: pick on the validation images, which are also where seen-label
             quality is reported, so that figure is then slightly optimistic).
-        whiten: the encoder's whitening (:mod:`.whiten_step`): ``"auto"`` picks the power on
-            the epoch selection images, ``"off"`` ships none, a number in (0, 1] forces it.
+        whiten: the encoder's whitening (:mod:`.whiten_step`; within-label when the training
+            images have labels, else total): ``"auto"`` picks the power on the epoch selection
+            images, ``"off"`` ships none, a number in (0, 1] forces it.
         quick: a tiny configuration (minutes) for tests and demos: 96 px, 2 views, 2 epochs,
             at most 8 images per label, one quantization remedy, gate failures allowed.
         calibration_images: training images for int8 calibration; the first rungs of each
@@ -263,11 +264,12 @@ def _item_vectors(paths: Sequence[Path], artifact: Path, pre: Preprocessing,
     return l2_normalize(np.concatenate(parts))
 
 
-def _whitening(model: StudentEncoder, tr: FeatureCache, select_views: np.ndarray,
-               select_labels: np.ndarray, options: ExportOptions,
+def _whitening(model: StudentEncoder, tr: FeatureCache, train_labels: np.ndarray,
+               select_views: np.ndarray, select_labels: np.ndarray, options: ExportOptions,
                log: Log) -> Optional[WhiteningChoice]:
-    """Fit the encoder's whitening on the training images' device crops (view 0) and pick its
-    power on the selection images (:mod:`.whiten_step`); None when ``whiten="off"``."""
+    """Fit the encoder's whitening on the training images' device crops (view 0; within their
+    labels ``train_labels`` (N,), -1 unlabelled, when there are any) and pick its power on the
+    selection images (:mod:`.whiten_step`); None when ``whiten="off"``."""
     if options.whiten == "off":
         return None
     config = options.distill
@@ -275,11 +277,13 @@ def _whitening(model: StudentEncoder, tr: FeatureCache, select_views: np.ndarray
     select_vectors = embed_views(model, select_views, config)
     forced = options.whiten != "auto"
     choice = choose_whitening(train_vectors, select_vectors, select_labels,
+                              train_labels=train_labels,
                               powers=(float(options.whiten),) if forced else DEFAULT_POWERS,
-                              keep=0.0 if forced else 0.99)
+                              keep=0.0 if forced else None)
     tried = ", ".join(f"{p:g}: {m:.3f}" for p, m in choice.maps.items())
-    log(f"whitening: power {choice.power if choice.power is not None else 'off'} (selection "
-        f"mAP@10 unwhitened {choice.baseline_map:.3f}; {tried})")
+    log(f"whitening ({choice.covariance}): power "
+        f"{choice.power if choice.power is not None else 'off'} (selection mAP@10 unwhitened "
+        f"{choice.baseline_map:.3f}; {tried})")
     return choice
 
 
@@ -389,7 +393,7 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
             f"{row['val_map@10']:.3f}  ({row['seconds']:.0f} s)"),
     )
     # 5b. whitening, fitted on training images, its power picked on the selection images
-    choice = _whitening(model, tr, np.asarray(se.views), select_labels, options, log)
+    choice = _whitening(model, tr, labels, np.asarray(se.views), select_labels, options, log)
     transform = choice.whitening.apply if choice is not None and choice.whitening else None
 
     # 6. fp32 and int8 artifacts, gated against the torch student
@@ -487,7 +491,8 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
         report_dir / "report.html", title=f"edgerec export: {out.name}", summary=summary,
         artifacts=parity_rows, data={"counts": ds.to_report().get("counts", {}),
                                      "issues": [i.to_dict() for i in ds.issues]},
-        curves=curves, neighbours=grid, recipe=recipe)
+        curves=curves, neighbours=grid, recipe=recipe,
+        whitening=choice.to_dict() if choice is not None else None)
     (report_dir / "history.json").write_text(json.dumps(result.history, indent=1))
     weights = list(scorer.weights) if scorer else []
     if choice is not None and choice.whitening is not None:

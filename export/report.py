@@ -105,8 +105,10 @@ def _fmt(v: Any) -> str:
 def write_html_report(out: Path, *, title: str, summary: list[dict[str, Any]],
                       artifacts: list[dict[str, Any]], data: dict[str, Any],
                       curves: Optional[Path], neighbours: Optional[Path],
-                      recipe: dict[str, Any]) -> Path:
-    """One self-contained HTML page (images inlined)."""
+                      recipe: dict[str, Any], whitening: Optional[dict[str, Any]] = None,
+                      ) -> Path:
+    """One self-contained HTML page (images inlined); ``whitening`` is
+    :meth:`~edgerec.export.whiten_step.WhiteningChoice.to_dict` when the export whitened."""
     parts = [
         f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
         "<style>body{font:14px sans-serif;max-width:1100px;margin:2em auto}"
@@ -116,6 +118,16 @@ def write_html_report(out: Path, *, title: str, summary: list[dict[str, Any]],
         "<h2>Retrieval quality (same-label mAP@10)</h2>", _table(summary),
         "<h2>Artifacts and parity with the torch fp32 student</h2>", _table(artifacts),
     ]
+    if whitening:
+        tried = whitening.get("selection_map@10", {})
+        parts += [
+            "<h2>Encoder whitening</h2>",
+            f"<p>{html.escape(str(whitening.get('covariance')))} covariance, fitted on "
+            f"{whitening.get('fitted_on')} training images; kept power: "
+            f"{html.escape(str(whitening.get('power')))} (epoch-selection mAP@10 unwhitened "
+            f"{_fmt(whitening.get('baseline_selection_map@10'))})</p>",
+            _table([{"power": p, "selection mAP@10": m} for p, m in tried.items()]),
+        ]
     if curves:
         parts += ["<h2>Training</h2>", _img(curves)]
     if neighbours:

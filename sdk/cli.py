@@ -335,8 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="share of the training images held out to pick the kept epoch on "
                      "(default 0.1; 0: the validation images, where seen quality is reported)")
     exp.add_argument("--whiten", default="auto", metavar="auto|off|POWER",
-                     help="the encoder's PCA whitening: auto (default) picks the largest power "
-                     "that keeps 99%% of the epoch-selection mAP@10; off; or a power in (0, 1]")
+                     help="the encoder's whitening (within-label when the images have labels, "
+                     "else PCA): auto (default) picks its power on the epoch-selection images "
+                     "(within-label: the best mAP@10; PCA: the largest that keeps 99%%); off; "
+                     "or a power in (0, 1]")
     exp.add_argument("--quick", action="store_true", help="tiny configuration (minutes)")
     exp.add_argument("--resume", action="store_true", help="continue an interrupted export")
     exp.add_argument("--force", action="store_true", help="replace --out if it exists")

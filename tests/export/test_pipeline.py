@@ -68,6 +68,9 @@ def test_the_export_ships_its_whitening_and_the_device_applies_it(quick_export):
     whitening = Whitening.from_npz(bundle.read_weights(spec))
     m = bundle.manifest.metrics
     assert whitening.power == 0.5 == m["whitening"]["power"]
+    assert m["whitening"]["covariance"] == "within-label"  # the sample has labels
+    report = (bundle.path / "report" / "report.html").read_text()
+    assert "Encoder whitening" in report and "within-label covariance" in report
     assert m["whitening"]["fitted_on"] > 0 and list(m["whitening"]["selection_map@10"]) == ["0.5"]
     assert set(m["quality"]["student_torch_fp32_unwhitened"]) == {"seen_map@10", "unseen_map@10"}
     for key in ("encoder/onnx/int8", "encoder/tflite/int8"):  # float head tried first
@@ -218,6 +221,7 @@ def test_cli_export_distils_from_a_torchvision_architecture_with_local_weights(t
     assert bundle.manifest.teacher["embedding_dim"] == 1024
     assert "torchvision-mobilenet_v3_small" in bundle.manifest.teacher["name"]
     whitening = bundle.manifest.metrics["whitening"]  # auto: powers tried upwards from 0.1
+    assert whitening["covariance"] == "within-label"
     tried = [float(p) for p in whitening["selection_map@10"]]
     assert tried == pytest.approx([0.1 * (i + 1) for i in range(len(tried))])
     assert whitening["power"] in (None, *tried)

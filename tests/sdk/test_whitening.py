@@ -61,6 +61,52 @@ def test_half_power_shrinks_the_variance_spread_between_none_and_full():
     assert spread(1.0) < 1.1
 
 
+def _labelled(n: int = 3000, d: int = 12, seed: int = 0):
+    """Three labels apart along axis 0; inside a label the variance falls 100-fold over the
+    other axes."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, d)) * np.geomspace(3.0, 0.03, d)
+    x[:, 0] = labels * 4.0 + rng.normal(size=n) * 0.1
+    return (x + 5.0).astype(np.float32), labels
+
+
+def _within_cov(y, labels):
+    dev = np.concatenate([y[labels == k] - y[labels == k].mean(0) for k in np.unique(labels)])
+    return dev.T @ dev / len(dev)
+
+
+def test_within_label_whitening_makes_the_spread_inside_labels_the_identity():
+    z, labels = _labelled()
+    w = Whitening.fit(z, power=1.0, labels=labels)
+    assert w.within_labels and not Whitening.fit(z, 1.0).within_labels
+    y = (_unit(z) - w.mean) @ w.projection
+    np.testing.assert_allclose(_within_cov(y, labels), np.eye(z.shape[1]), atol=1e-2)
+    # the total covariance is not the identity: what separates the labels stays large
+    assert np.cov(y.T).max() > 2
+
+
+def test_within_label_whitening_skips_unlabelled_rows_and_single_row_labels():
+    z, labels = _labelled()
+    noisy = np.concatenate([z, np.random.default_rng(1).normal(size=(50, z.shape[1])) * 40])
+    marked = np.concatenate([labels, np.full(49, -1), [7]])  # 49 unlabelled and one singleton
+    a = Whitening.fit(noisy, 1.0, labels=marked)
+    b = Whitening.fit(z, 1.0, labels=labels)
+    # the same within-label variances; only the centring mean sees the extra rows
+    np.testing.assert_allclose(np.abs(a.projection), np.abs(b.projection), rtol=1e-3, atol=1e-3)
+    assert not np.allclose(a.mean, b.mean)
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.zeros(5, int), r"\(N,\)"), (np.arange(6), "at least 2 rows"),
+    (np.array(list("aabbcc")), "ints"),
+])
+def test_within_label_fit_refuses_unusable_labels(labels, message):
+    z, _ = _labelled(n=6)
+    with pytest.raises(ValueError, match=message):
+        Whitening.fit(z, 0.5, labels=labels)
+
+
 def test_apply_returns_unit_float32_rows():
     z = _anisotropic()
     out = Whitening.fit(z, 0.5).apply(z[:10])
