@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--agree-holdout", type=int, default=0,
                         help="unlabeled photos held out of training to log the student/teacher "
                              "top-10 neighbour agreement per epoch (a label-free signal)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run TAG from build/distill/TAG/last.pt (same options)")
     parser.add_argument("--probe-unseen", action="store_true",
                         help="log unseen and validation mAP@10 every epoch (diagnostics only; "
                              "never used to pick the epoch unless select_on names them)")
@@ -168,7 +170,7 @@ def main() -> None:
     result = train_student(
         model, views=train_views, features=train_feats, views_per_item=args.views,
         labels=train_labels, val_views=select_views, val_labels=select_labels, config=config,
-        checkpoint_dir=out_dir, probe=probe, log=lambda r: print(json.dumps(
+        checkpoint_dir=out_dir, resume=args.resume, probe=probe, log=lambda r: print(json.dumps(
             {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}), flush=True))
     seen = label_retrieval(embed_views(model, np.asarray(va.views), config), val_labels)
     unseen_r = label_retrieval(embed_views(model, np.asarray(un.views), config), unseen_labels)
