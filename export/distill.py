@@ -77,7 +77,7 @@ class DistillConfig:
     label_smoothing: float = 0.1
     label_head: int = 0  # > 0: the classifier sees MLP(z) (this hidden width), not z itself
     label_decay_from: float = 0.6  # training progress (0..1) after which w_label ramps ...
-    w_label_end: float = 0.0  # ... linearly down to this weight at the end
+    w_label_end: float = 0.5  # ... linearly down to this weight at the end (README r15-r17)
     select_on: str = "val_map@10"  # history key whose maximum picks the kept epoch
     ema_decay: float = 0.995  # > 0: evaluate and keep an exponential moving average of weights
     patience: int = 8
