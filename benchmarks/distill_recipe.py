@@ -45,15 +45,55 @@ def _records():
     return train, unlabeled, val, unseen
 
 
-def main() -> None:
+def teacher_caches(pool: list, val: list, unseen: list, *, image_size: int, views: int,
+                   cache_dir: Path) -> tuple:
+    """The shipped teacher's feature caches (train pool with ``views`` views, validation and
+    unseen with the device crop only), built on first use and reused after."""
     import hashlib
 
-    import torch
     from edgerec.export.cache import build_feature_cache
-    from edgerec.export.distill import DistillConfig, embed_views, train_student
-    from edgerec.export.student import create_student
     from edgerec.export.teacher import Teacher
     from edgerec.export.views import VIEW_RECIPE, make_views
+
+    teacher = Teacher.load(TEACHER, cache_dir)
+    tinfo = {"teacher_source": TEACHER, "teacher_id": teacher.identity,
+             "teacher_dim": teacher.dim, "teacher_size": teacher.input_size}
+    teacher.close()
+
+    def cache(records, n_views):
+        digests = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for _, p, _ in records]
+        t = time.perf_counter()
+        c = build_feature_cache(
+            cache_dir, item_ids=[i for i, _, _ in records], paths=[p for _, p, _ in records],
+            digests=digests, student_size=image_size, views_per_item=n_views,
+            view_fn=make_views, view_recipe=VIEW_RECIPE, workers=2, **tinfo)
+        print(f"cache {len(records)} x {n_views}: {time.perf_counter() - t:.0f} s", flush=True)
+        return c
+
+    return cache(pool, views), cache(val, 1), cache(unseen, 1)
+
+
+def holdouts(n_train: int, n_pool: int, select_holdout: float,
+             agree_holdout: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Items held out of training: ``select_holdout`` of the labelled train items (to pick the
+    epoch on) and ``agree_holdout`` unlabeled ones (teacher agreement), drawn with a fixed seed;
+    returns (select items, agreement items, held-out mask over the pool)."""
+    rng = np.random.default_rng(1234)
+    sel_items = (rng.permutation(n_train)[: round(select_holdout * n_train)]
+                 if select_holdout else np.array([], int))
+    agree_items = (rng.permutation(np.arange(n_train, n_pool))[:agree_holdout]
+                   if agree_holdout else np.array([], int))
+    held = np.zeros(n_pool, bool)
+    held[sel_items] = True
+    held[agree_items] = True
+    return sel_items, agree_items, held
+
+
+def main() -> None:
+
+    import torch
+    from edgerec.export.distill import DistillConfig, embed_views, train_student
+    from edgerec.export.student import create_student
     from edgerec.sdk import label_retrieval
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -90,25 +130,8 @@ def main() -> None:
 
     train, unlabeled, val, unseen = _records()
     pool = train + ([] if args.no_unlabeled else unlabeled)
-    cache_dir = Path(args.cache)
-    teacher = Teacher.load(TEACHER, cache_dir)
-    tinfo = {"source": TEACHER, "teacher_id": teacher.identity, "teacher_dim": teacher.dim,
-             "teacher_size": teacher.input_size}
-    teacher.close()
-
-    def cache(records, views):
-        digests = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for _, p, _ in records]
-        t = time.perf_counter()
-        c = build_feature_cache(
-            cache_dir, item_ids=[i for i, _, _ in records], paths=[p for _, p, _ in records],
-            digests=digests, teacher_source=tinfo["source"], teacher_id=tinfo["teacher_id"],
-            teacher_dim=tinfo["teacher_dim"], teacher_size=tinfo["teacher_size"],
-            student_size=args.image_size, views_per_item=views, view_fn=make_views,
-            view_recipe=VIEW_RECIPE, workers=2)
-        print(f"cache {len(records)} x {views}: {time.perf_counter() - t:.0f} s", flush=True)
-        return c
-
-    tr, va, un = cache(pool, args.views), cache(val, 1), cache(unseen, 1)
+    tr, va, un = teacher_caches(pool, val, unseen, image_size=args.image_size, views=args.views,
+                                cache_dir=Path(args.cache))
     label_names = sorted({lab for _, _, lab in train})
     labels = np.array([label_names.index(lab) if lab else -1 for _, _, lab in pool])
     val_labels = np.array([lab for _, _, lab in val])
@@ -116,17 +139,8 @@ def main() -> None:
     teacher_seen = label_retrieval(np.asarray(va.features, np.float32), val_labels).map_at_k
     teacher_unseen = label_retrieval(np.asarray(un.features, np.float32), unseen_labels).map_at_k
 
-    # hold-outs: labelled train items to pick the epoch on, unlabeled ones for agreement
-    rng = np.random.default_rng(1234)
-    n_train = len(train)
-    sel_items = (rng.permutation(n_train)[: round(args.select_holdout * n_train)]
-                 if args.select_holdout else np.array([], int))
-    unl_idx = np.arange(n_train, len(pool))
-    agree_items = rng.permutation(unl_idx)[: args.agree_holdout] if args.agree_holdout else (
-        np.array([], int))
-    held = np.zeros(len(pool), bool)
-    held[sel_items] = True
-    held[agree_items] = True
+    sel_items, agree_items, held = holdouts(len(train), len(pool), args.select_holdout,
+                                            args.agree_holdout)
     V = args.views
     if held.any():
         keep = np.flatnonzero(~held)

@@ -40,14 +40,9 @@ def _run_line(tag: str) -> dict:
 
 
 def measure(tag: str) -> dict:
-    import hashlib
-
     import torch
-    from edgerec.export.cache import build_feature_cache
     from edgerec.export.distill import DistillConfig, embed_views, recalibrate_batchnorm
     from edgerec.export.student import create_student
-    from edgerec.export.teacher import Teacher
-    from edgerec.export.views import VIEW_RECIPE, make_views
     from edgerec.export.whiten_step import choose_whitening
     from edgerec.sdk import label_retrieval
 
@@ -60,20 +55,8 @@ def measure(tag: str) -> dict:
     size, views = run["image_size"], run["views"]
     train, unlabeled, val, unseen = recipe._records()
     pool = train + (unlabeled if run["unlabeled"] else [])
-    cache_dir = recipe.ROOT / "build" / "cache"
-    teacher = Teacher.load(recipe.TEACHER, cache_dir)
-    tinfo = {"teacher_source": recipe.TEACHER, "teacher_id": teacher.identity,
-             "teacher_dim": teacher.dim, "teacher_size": teacher.input_size}
-    teacher.close()
-
-    def cache(records, n_views):
-        digests = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for _, p, _ in records]
-        return build_feature_cache(
-            cache_dir, item_ids=[i for i, _, _ in records], paths=[p for _, p, _ in records],
-            digests=digests, student_size=size, views_per_item=n_views, view_fn=make_views,
-            view_recipe=VIEW_RECIPE, workers=2, **tinfo)
-
-    tr, va, un = cache(pool, views), cache(val, 1), cache(unseen, 1)
+    tr, va, un = recipe.teacher_caches(pool, val, unseen, image_size=size, views=views,
+                                       cache_dir=recipe.ROOT / "build" / "cache")
     known = {f.name for f in fields(DistillConfig)}
     config = DistillConfig(**{k: tuple(v) if isinstance(v, list) else v
                               for k, v in run["config"].items() if k in known})
@@ -81,15 +64,8 @@ def measure(tag: str) -> dict:
     model = create_student(run["student"], dim=run["dim"], image_size=size, **extra)
     model.load_state_dict(torch.load(checkpoint, map_location="cpu",
                                      weights_only=True)["model"])
-    # the hold-outs exactly as distill_recipe.py drew them
-    rng = np.random.default_rng(1234)
-    n_train = len(train)
-    sel = rng.permutation(n_train)[: round(run["select_holdout"] * n_train)]
-    agree = (rng.permutation(np.arange(n_train, len(pool)))[: run["agree_holdout"]]
-             if run.get("agree_holdout") else np.array([], int))
-    held = np.zeros(len(pool), bool)
-    held[sel] = True
-    held[agree] = True
+    sel, _, held = recipe.holdouts(len(train), len(pool), run["select_holdout"],
+                                   run.get("agree_holdout") or 0)
     keep = np.flatnonzero(~held)
     rows = (keep[:, None] * views + np.arange(views)).reshape(-1)
     recalibrate_batchnorm(model, np.asarray(tr.views)[rows], config, seed=config.seed)

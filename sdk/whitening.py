@@ -101,7 +101,7 @@ class Whitening:
         """
         if not 0.0 <= power <= 1.0:
             raise ValueError(f"whitening power must be in [0, 1], got {power}")
-        z = _unit(np.asarray(vectors, dtype=np.float64)).astype(np.float64)
+        z = _unit(vectors).astype(np.float64)
         if z.ndim != 2 or len(z) < 2 or not np.isfinite(z).all():
             raise ValueError(f"whitening needs >= 2 finite (N, D) rows, got shape {z.shape}")
         mean = z.mean(0)
