@@ -6,7 +6,8 @@ weights, BatchNorm re-estimated on the same training crops), fits the export's w
 the training images' device crops and picks its power on the run's epoch-selection images
 (``edgerec.export.whiten_step.choose_whitening``, the rules ``edgerec export`` uses), both
 kinds: ``total`` (PCA) and ``within_label`` (what the export uses when it has labels), then
-measures seen and unseen mAP@10 with and without each. One JSON line per run is appended to
+measures seen and unseen mAP@10 with and without each (and, for within-label, at every
+power, under ``by_power``: what each power would have given). One JSON line per run is appended to
 results/whiten_runs.jsonl.
 
     python benchmarks/whiten_runs.py --tags r8-192px-ema-decay r12-default-seed1
@@ -43,8 +44,8 @@ def measure(tag: str) -> dict:
     import torch
     from edgerec.export.distill import DistillConfig, embed_views, recalibrate_batchnorm
     from edgerec.export.student import create_student
-    from edgerec.export.whiten_step import choose_whitening
-    from edgerec.sdk import label_retrieval
+    from edgerec.export.whiten_step import DEFAULT_POWERS, choose_whitening
+    from edgerec.sdk import Whitening, label_retrieval
 
     run = _run_line(tag)
     if not run.get("select_holdout"):
@@ -95,6 +96,13 @@ def measure(tag: str) -> dict:
             "unseen_map10": label_retrieval(white(v_unseen), unseen_labels).map_at_k,
             "choice": choice.to_dict(),
         }
+    # the whole within-label curve, to see what each power trades (powers are picked on the
+    # selection images only; this records what they would have given on seen and unseen labels)
+    line["within_label"]["by_power"] = {
+        f"{p:g}": {"seen_map10": label_retrieval(w.apply(v_val), val_labels).map_at_k,
+                   "unseen_map10": label_retrieval(w.apply(v_unseen), unseen_labels).map_at_k}
+        for p in DEFAULT_POWERS
+        for w in [Whitening.fit(train_vectors, p, label_index[keep])]}
     line["date"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     return line
 
