@@ -135,7 +135,9 @@ def build_feature_cache(
     """Build (or resume, or reuse) the cache for these images; see the module docstring.
 
     ``digests`` are the images' sha256 (from the data scan); ``view_fn(img, n, size, seed)``
-    returns (n, size, size, 3) uint8 crops with view 0 the centre crop.
+    returns (n, size, size, 3) uint8 crops with view 0 the centre crop. ``teacher_source`` is
+    what each worker process passes to :meth:`Teacher.load`: best the teacher's bundle
+    directory, so that no worker has to wrap a model file.
     """
     key = _key(teacher_id, digests, teacher_size, student_size, views_per_item, seed,
                view_recipe)

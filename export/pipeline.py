@@ -219,8 +219,7 @@ def _pre(options: ExportOptions) -> Preprocessing:
 
 
 def _feature_cache(records: Sequence[ImageRecord], views: int, teacher: Teacher,
-                   teacher_source: Path, options: ExportOptions, work: Path,
-                   what: str) -> FeatureCache:
+                   options: ExportOptions, work: Path, what: str) -> FeatureCache:
     from tqdm import tqdm
 
     bar = tqdm(total=len(records), desc=f"teacher features ({what})", unit="img", disable=None)
@@ -232,7 +231,9 @@ def _feature_cache(records: Sequence[ImageRecord], views: int, teacher: Teacher,
         return build_feature_cache(
             work / "cache", item_ids=[r.item_id for r in records],
             paths=[r.path for r in records], digests=[r.sha256 for r in records],
-            teacher_source=teacher_source, teacher_id=teacher.identity,
+            # the workers open the bundle this process already wrapped the teacher into,
+            # instead of each wrapping the model file again
+            teacher_source=teacher.bundle.path, teacher_id=teacher.identity,
             teacher_dim=teacher.dim, teacher_size=teacher.input_size,
             student_size=options.image_size, views_per_item=views, view_fn=make_views,
             view_recipe=VIEW_RECIPE, seed=options.seed, workers=options.workers,
@@ -363,11 +364,11 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
                            std=options.teacher_std)
     try:
         pool = train + extra
-        tr = _feature_cache(pool, options.views, teacher, teacher_source, options, work, "train")
-        va = _feature_cache(val, 1, teacher, teacher_source, options, work, "validation")
-        se = (_feature_cache(select, 1, teacher, teacher_source, options, work, "selection")
+        tr = _feature_cache(pool, options.views, teacher, options, work, "train")
+        va = _feature_cache(val, 1, teacher, options, work, "validation")
+        se = (_feature_cache(select, 1, teacher, options, work, "selection")
               if select else va)
-        un = (_feature_cache(unseen, 1, teacher, teacher_source, options, work, "unseen")
+        un = (_feature_cache(unseen, 1, teacher, options, work, "unseen")
               if unseen else None)
         teacher_info = teacher.describe()
         teacher_macs = (tflite_macs(teacher.bundle.artifact_path(teacher.encoder.artifact))

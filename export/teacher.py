@@ -66,8 +66,7 @@ class Teacher:
                 if (out / "manifest.json").is_file():
                     bundle = Bundle.load(out)
                 else:
-                    options = cls._import_options(source, mean, std)
-                    bundle = import_model([source], out, options, force=True)
+                    bundle = cls._wrap(source, out, mean, std)
             encoder = Encoder.create_from_bundle(
                 bundle, EncoderOptions(num_threads=num_threads, batch_size=16)
             )
@@ -79,6 +78,25 @@ class Teacher:
                 "one embedding vector (.tflite or .onnx)."
             ) from exc
         return cls(bundle, encoder)
+
+    @classmethod
+    def _wrap(cls, source: Path, out: Path, mean, std) -> Bundle:
+        """Wrap ``source`` as the bundle ``out``, or load the one a concurrent process wrote.
+
+        Several processes (the cache workers) may wrap the same teacher into the same work
+        directory at once; the bundle is written to a temporary directory and renamed into
+        place, so the first rename wins and the others find a complete bundle there.
+        """
+        options = cls._import_options(source, mean, std)
+        try:
+            return import_model([source], out, options, force=True)
+        except OSError as exc:
+            if (out / "manifest.json").is_file():  # another process wrapped it first
+                return Bundle.load(out)
+            raise ExportError(
+                f"Could not wrap the teacher {source} as a bundle in {out.parent}: {exc}. Check "
+                "the free space and permissions of the work directory (--work-dir)."
+            ) from exc
 
     @staticmethod
     def _import_options(source: Path, mean, std) -> ImportOptions:

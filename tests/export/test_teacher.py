@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import subprocess
+import sys
+
+import edgerec.export.teacher as teacher_module
 import numpy as np
 import pytest
-from conftest import TEACHER, TINY_ONNX, sample_images
+from conftest import ROOT, TEACHER, TINY_ONNX, sample_images
 from edgerec.export.teacher import Teacher
 from edgerec.export.views import make_views
-from edgerec.sdk import Encoder, ExportError, label_retrieval, load_image
+from edgerec.sdk import Encoder, ExportError, label_retrieval, load_image, sha256_file
 from onnx import TensorProto, helper, save
 
 
@@ -23,6 +28,45 @@ def test_shipped_teacher_embeds_views_like_the_device_encoder(tmp_path):
         assert Teacher.load(TEACHER, tmp_path).identity == teacher.identity  # reuses the wrap
     finally:
         teacher.close()
+
+
+def test_processes_wrapping_one_teacher_at_once_all_get_it(tmp_path):
+    # the export's cache workers each open the teacher; a cold work dir once made two of them
+    # wrap the model file at the same moment and the second rename failed
+    code = ("import sys; from edgerec.export.teacher import Teacher; "
+            "print(Teacher.load(sys.argv[1], sys.argv[2]).identity)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(TEACHER), str(tmp_path)],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err[-2000:] for _, err in results]
+    identities = {out.strip().splitlines()[-1] for out, _ in results}
+    assert identities == {Teacher.load(TEACHER, tmp_path).identity}
+    # one bundle, and no temporary directory left behind by the losers
+    assert [p.name for p in tmp_path.iterdir()] == [f"teacher-{sha256_file(TEACHER)[:16]}"]
+
+
+def test_a_wrap_that_loses_the_rename_race_loads_the_winner(tmp_path, monkeypatch):
+    real_import = teacher_module.import_model
+
+    def another_process_renames_first(sources, out, options, force):
+        real_import(sources, out, options, force=True)  # the winner's complete bundle
+        raise OSError(errno.ENOTEMPTY, "Directory not empty", str(out))  # our rename fails
+
+    monkeypatch.setattr(teacher_module, "import_model", another_process_renames_first)
+    teacher = Teacher.load(TEACHER, tmp_path)
+    assert teacher.dim == 1024 and (teacher.bundle.path / "manifest.json").is_file()
+    teacher.close()
+
+
+def test_a_teacher_that_cannot_be_written_says_to_check_the_work_dir(tmp_path, monkeypatch):
+    def disk_full(sources, out, options, force):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(teacher_module, "import_model", disk_full)
+    with pytest.raises(ExportError, match="free space and permissions of the work directory"):
+        Teacher.load(TEACHER, tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_teacher_views_must_be_uint8_at_its_size(tmp_path):
