@@ -56,7 +56,8 @@ def teacher_caches(pool: list, val: list, unseen: list, *, image_size: int, view
     from edgerec.export.views import VIEW_RECIPE, make_views
 
     teacher = Teacher.load(TEACHER, cache_dir)
-    tinfo = {"teacher_source": TEACHER, "teacher_id": teacher.identity,
+    # the workers open this bundle rather than wrapping the model file again (as the export)
+    tinfo = {"teacher_source": teacher.bundle.path, "teacher_id": teacher.identity,
              "teacher_dim": teacher.dim, "teacher_size": teacher.input_size}
     teacher.close()
 

@@ -7,8 +7,8 @@ the training images' device crops and picks its power on the run's epoch-selecti
 (``edgerec.export.whiten_step.choose_whitening``, the rules ``edgerec export`` uses), both
 kinds: ``total`` (PCA) and ``within_label`` (what the export uses when it has labels), then
 measures seen and unseen mAP@10 with and without each (and, for within-label, at every
-power, under ``by_power``: what each power would have given). One JSON line per run is appended to
-results/whiten_runs.jsonl.
+power, under ``by_power``: what each power would have given). One JSON line per run is
+appended to results/whiten_runs.jsonl.
 
     python benchmarks/whiten_runs.py --tags r8-192px-ema-decay r12-default-seed1
 """
