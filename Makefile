@@ -33,12 +33,14 @@ demo: $(VENV)/.runtime-installed  ## wrap the shipped teacher as a bundle, embed
 demo-export: $(VENV)/.all-installed  ## distil a tiny student on the sample (--quick, ~3 min) and show its report path
 	$(VENV)/bin/edgerec export --images examples/sample/images --out build/demo/quick-bundle --quick --force
 
-test: $(VENV)/.all-installed  ## lint + the whole test suite
+test: $(VENV)/.all-installed  ## lint, the layer contracts, the whole test suite
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
-lint: $(VENV)/.all-installed  ## ruff only
+lint: $(VENV)/.all-installed  ## ruff and the layer contracts (import-linter)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 bench: $(VENV)/.all-installed  ## embedding latency per engine, 1 and 2 threads (minutes)
 	$(PY) benchmarks/embed_latency.py

@@ -47,7 +47,7 @@ def _ms(fn, repeats: int) -> list[float]:
 
 def run(n: int, dim: int, dtype: str, k: int, repeats: int, batch: int, folder: Path) -> dict:
     """Build one catalog and time it; returns samples in milliseconds."""
-    from edgerec.sdk.catalog import Catalog
+    from edgerec.sdk.catalog.catalog import Catalog
 
     rng = np.random.default_rng(0)
     x = _unit(n, dim, rng)

@@ -97,8 +97,8 @@ def prepare() -> dict[str, Path]:
         import_model([TEACHER], bundles["teacher"], ImportOptions(raw_pixels=True), force=True)
     if not (bundles["student160"] / "manifest.json").exists():
         import torch
-        from edgerec.export.convert import to_onnx, to_tflite
-        from edgerec.export.student import create_student
+        from edgerec.export.artifacts.convert import to_onnx, to_tflite
+        from edgerec.export.distill.student import create_student
 
         torch.manual_seed(0)
         model = create_student("mobilenet_v3_small_160").eval()
@@ -179,8 +179,9 @@ def work_search(method: str, queries: str, n: int) -> dict:
         return {"setup_ms": setup, "search_ms": ms, "api_ms": ms,
                 "ids": [[int(i) for i in r] for r in out], "version": faiss.__version__}
 
-    from edgerec.sdk import Catalog, search_kernel
-    from edgerec.sdk.search import exact_top_k
+    from edgerec.sdk import Catalog
+    from edgerec.sdk.catalog.prefilter import search_kernel
+    from edgerec.sdk.catalog.scan import exact_top_k
 
     search_kernel.set_search_kernel(method.split("-", 1)[1])
     cat = Catalog.open(BIG, readonly=True)
@@ -232,7 +233,8 @@ def _photos() -> list[bytes]:
 
 def work_photo(bundle: str, catalog: str, engine: str, kernel: str, n: int) -> dict:
     """(b) per photo: decode + preprocess, encode, top-10 search (ms); end-to-end similar()."""
-    from edgerec.sdk import EncoderOptions, Recommender, search_kernel
+    from edgerec.sdk import EncoderOptions, Recommender
+    from edgerec.sdk.catalog.prefilter import search_kernel
 
     search_kernel.set_search_kernel(kernel)
     photos = _photos()
@@ -302,7 +304,8 @@ def run_startup(bundle: Path, catalog: Path) -> dict:
 
 def work_rss(bundle: str, catalog: str, engine: str, kernel: str, n: int) -> dict:
     """(d) peak RSS after loading, opening and ``n`` photo queries (ru_maxrss)."""
-    from edgerec.sdk import EncoderOptions, Recommender, search_kernel
+    from edgerec.sdk import EncoderOptions, Recommender
+    from edgerec.sdk.catalog.prefilter import search_kernel
 
     search_kernel.set_search_kernel(kernel)
     photos = _photos()

@@ -51,9 +51,9 @@ def teacher_caches(pool: list, val: list, unseen: list, *, image_size: int, view
     unseen with the device crop only), built on first use and reused after."""
     import hashlib
 
-    from edgerec.export.cache import build_feature_cache
-    from edgerec.export.teacher import Teacher
-    from edgerec.export.views import VIEW_RECIPE, make_views
+    from edgerec.export.data.views import VIEW_RECIPE, make_views
+    from edgerec.export.distill.cache import build_feature_cache
+    from edgerec.export.distill.teacher import Teacher
 
     teacher = Teacher.load(TEACHER, cache_dir)
     # the workers open this bundle rather than wrapping the model file again (as the export)
@@ -93,9 +93,9 @@ def holdouts(n_train: int, n_pool: int, select_holdout: float,
 def main() -> None:
 
     import torch
-    from edgerec.export.distill import DistillConfig, embed_views, train_student
-    from edgerec.export.student import create_student
-    from edgerec.sdk import label_retrieval
+    from edgerec.export.distill.student import create_student
+    from edgerec.export.distill.train import DistillConfig, embed_views, train_student
+    from edgerec.sdk.evaluation.retrieval import label_retrieval
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--student", default="mobilenet_v3_small", help="registered student")

@@ -51,8 +51,8 @@ def prepare(exported: Path = EXPORTED) -> dict[str, Path]:
         import_model([TEACHER], bundles["teacher"], ImportOptions(raw_pixels=True), force=True)
     if not (bundles["student"] / "manifest.json").exists():
         import torch
-        from edgerec.export.convert import to_onnx, to_tflite
-        from edgerec.export.student import create_student
+        from edgerec.export.artifacts.convert import to_onnx, to_tflite
+        from edgerec.export.distill.student import create_student
 
         torch.manual_seed(0)
         model = create_student("mobilenet_v3_small").eval()

@@ -2,7 +2,8 @@
 
 An untrained MobileNetV3-Small student (BatchNorm statistics re-estimated on the calibration
 photos, so that images do not all map to one vector) is quantized with each ONNX Runtime and
-LiteRT configuration of ``edgerec.export.quantize``, calibrated on half of the sample photos
+LiteRT configuration of ``edgerec.export.artifacts.quantize``, calibrated on half of the sample
+photos
 and compared on the other half (cosine mean/min, top-10 neighbour overlap, file size, time).
 Untrained weights make this a test of the quantizers, not of retrieval: its mAP is at chance.
 
@@ -37,7 +38,7 @@ def _photos(size: int, per_label: int):
 
 def _student(seed: int, size: int, width: float, dim: int, calibration):
     import torch
-    from edgerec.export.student import create_student
+    from edgerec.export.distill.student import create_student
 
     torch.manual_seed(seed)
     model = create_student("mobilenet_v3_small", image_size=size, width=width, dim=dim, hidden=0)
@@ -54,7 +55,7 @@ def _student(seed: int, size: int, width: float, dim: int, calibration):
 
 
 def configs(tflite: bool):
-    from edgerec.export.quantize import OnnxQuantOptions, TfliteQuantOptions
+    from edgerec.export.artifacts.quantize import OnnxQuantOptions, TfliteQuantOptions
 
     onnx = {
         "onnx u8s8 7-bit weights, minmax": OnnxQuantOptions(),
@@ -77,9 +78,9 @@ def run(seed: int, size: int, width: float, dim: int, per_label: int, tflite: bo
     """One student: every configuration's parity with torch fp32 on held-out photos."""
     from dataclasses import replace
 
-    from edgerec.export.convert import to_onnx
-    from edgerec.export.parity import artifact_embeddings, parity, torch_embeddings
-    from edgerec.export.quantize import (
+    from edgerec.export.artifacts.convert import to_onnx
+    from edgerec.export.artifacts.parity import artifact_embeddings, parity, torch_embeddings
+    from edgerec.export.artifacts.quantize import (
         OnnxQuantOptions,
         TfliteQuantOptions,
         quantize_onnx,

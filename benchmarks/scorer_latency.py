@@ -51,23 +51,17 @@ def synthetic_bundle(dim: int = 128) -> Path:
     if (out / "manifest.json").is_file():
         return out
     import torch
-    from edgerec.export.scorer_export import (
+    from edgerec.export.scorer.artifacts import (
         quantize_scorer_onnx,
         quantize_scorer_tflite,
         scorer_to_onnx,
         scorer_to_tflite,
     )
-    from edgerec.export.scorer_train import ScorerConfig, ScorerNet
+    from edgerec.export.scorer.train import ScorerConfig, ScorerNet
     from edgerec.runtimes import open_runtime
-    from edgerec.sdk import (
-        MLP_WEIGHTS_FORMAT,
-        NewArtifact,
-        NewWeights,
-        Precision,
-        Preprocessing,
-        Role,
-        write_bundle,
-    )
+    from edgerec.sdk import Precision, Preprocessing, Role
+    from edgerec.sdk.bundle.manifest import MLP_WEIGHTS_FORMAT
+    from edgerec.sdk.bundle.writer import NewArtifact, NewWeights, write_bundle
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)

@@ -27,10 +27,11 @@ from _report import parse_value  # noqa: E402
 
 
 def main() -> None:
-    from edgerec.export.scorer_data import NegativeSampling
-    from edgerec.export.scorer_train import ScorerConfig, train_scorer
-    from edgerec.sdk import Catalog, ndcg_at_k, paired_bootstrap_ci, read_events, user_vector
-    from edgerec.sdk.events import holdout_split
+    from edgerec.export.scorer.data import NegativeSampling
+    from edgerec.export.scorer.train import ScorerConfig, train_scorer
+    from edgerec.sdk import Catalog, user_vector
+    from edgerec.sdk.evaluation.events import holdout_split, read_events
+    from edgerec.sdk.evaluation.ranking_metrics import ndcg_at_k, paired_bootstrap_ci
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--catalog", required=True, help="catalog directory")

@@ -4,7 +4,7 @@ For each ``--tags`` run (its line in results/distill_runs.jsonl and its checkpoi
 build/distill/<tag>/best.pt) this rebuilds the final student exactly as the run ended (best
 weights, BatchNorm re-estimated on the same training crops), fits the export's whitening on
 the training images' device crops and picks its power on the run's epoch-selection images
-(``edgerec.export.whiten_step.choose_whitening``, the rules ``edgerec export`` uses), both
+(``edgerec.export.distill.whiten.choose_whitening``, the rules ``edgerec export`` uses), both
 kinds: ``total`` (PCA) and ``within_label`` (what the export uses when it has labels), then
 measures seen and unseen mAP@10 with and without each (and, for within-label, at every
 power, under ``by_power``: what each power would have given). One JSON line per run is
@@ -42,10 +42,11 @@ def _run_line(tag: str) -> dict:
 
 def measure(tag: str) -> dict:
     import torch
-    from edgerec.export.distill import DistillConfig, embed_views, recalibrate_batchnorm
-    from edgerec.export.student import create_student
-    from edgerec.export.whiten_step import DEFAULT_POWERS, choose_whitening
-    from edgerec.sdk import Whitening, label_retrieval
+    from edgerec.export.distill.student import create_student
+    from edgerec.export.distill.train import DistillConfig, embed_views, recalibrate_batchnorm
+    from edgerec.export.distill.whiten import DEFAULT_POWERS, choose_whitening
+    from edgerec.sdk import Whitening
+    from edgerec.sdk.evaluation.retrieval import label_retrieval
 
     run = _run_line(tag)
     if not run.get("select_holdout"):

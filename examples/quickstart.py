@@ -25,8 +25,8 @@ from edgerec.sdk import (
     ImportOptions,
     Recommender,
     import_model,
-    label_retrieval,
 )
+from edgerec.sdk.evaluation.retrieval import label_retrieval
 
 HERE = Path(__file__).parent
 TEACHER = HERE / "sample" / "teacher" / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"

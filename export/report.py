@@ -108,7 +108,7 @@ def write_html_report(out: Path, *, title: str, summary: list[dict[str, Any]],
                       recipe: dict[str, Any], whitening: Optional[dict[str, Any]] = None,
                       ) -> Path:
     """One self-contained HTML page (images inlined); ``whitening`` is
-    :meth:`~edgerec.export.whiten_step.WhiteningChoice.to_dict` when the export whitened."""
+    :meth:`~edgerec.export.distill.whiten.WhiteningChoice.to_dict` when the export whitened."""
     parts = [
         f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
         "<style>body{font:14px sans-serif;max-width:1100px;margin:2em auto}"

@@ -11,8 +11,16 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
-from .base import Device, Engine, Runtime, RuntimeOptions, TensorSpec, dequantize, quantize
-from .errors import ModelError
+from edgerec.runtimes.base import (
+    Device,
+    Engine,
+    Runtime,
+    RuntimeOptions,
+    TensorSpec,
+    dequantize,
+    quantize,
+)
+from edgerec.runtimes.errors import ModelError
 
 __all__ = [
     "Device",
@@ -59,18 +67,18 @@ def open_runtime(
     engine = Engine(engine) if engine is not None else engine_for_path(path)
     options = options or RuntimeOptions()
     if engine is Engine.ONNX:
-        from .ort import OnnxRuntime
+        from edgerec.runtimes.ort import OnnxRuntime
 
         return OnnxRuntime(path, options)
-    from .litert import LiteRtRuntime
+    from edgerec.runtimes.litert import LiteRtRuntime
 
     return LiteRtRuntime(path, options)
 
 
 def engine_versions() -> dict[str, Optional[str]]:
     """Installed engine versions, e.g. ``{"onnx": "1.32.0", "tflite": "ai_edge_litert 2.3.0"}``."""
-    from .litert import litert_backend
-    from .ort import onnxruntime_version
+    from edgerec.runtimes.litert import litert_backend
+    from edgerec.runtimes.ort import onnxruntime_version
 
     return {Engine.ONNX.value: onnxruntime_version(), Engine.TFLITE.value: litert_backend()}
 

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-
-from .errors import InferenceError
+from edgerec.runtimes.errors import InferenceError
 
 __all__ = ["Device", "Engine", "Runtime", "RuntimeOptions", "TensorSpec"]
 

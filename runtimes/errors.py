@@ -1,66 +1,18 @@
-"""The one error tree of edgerec.
+"""The root of edgerec's error tree and the errors of the engine layer.
 
-Every failure that a caller can act on raises a subclass of :class:`EdgeRecError`, and every
-message is a sentence that says what was wrong and what to do about it::
-
-    EdgeRecError
-    ├── InvalidImageError (ValueError)        an image that cannot be decoded or used
-    ├── BundleError (ValueError)              a bundle that is missing, malformed or unusable
-    │   ├── BundleIntegrityError              a file that is missing, tampered or escapes the bundle
-    │   └── ArtifactNotFoundError (LookupError)  no artifact for the engine/precision asked for
-    ├── ModelError (ValueError)               a model file that is not a usable model for its role
-    ├── InferenceError (RuntimeError)         an engine that failed on inputs of the right kind
-    ├── RuntimeUnavailableError (ImportError) an engine, provider or delegate not installed here
-    ├── CatalogError (ValueError)             a catalog that is missing, corrupt or mismatched
-    │   ├── CatalogLockedError                another writer holds the catalog
-    │   └── EncoderMismatchError              vectors or queries from another encoder
-    ├── ProfileError (ValueError)             a profile store, user id or event that is unusable
-    └── ExportError (RuntimeError)            an export step that failed (bad data, failed gate)
-
-The tree lives in ``edgerec.runtimes.errors`` because the runtimes are the lowest layer
-(``export -> sdk -> runtimes``); import it from ``edgerec.sdk`` (or ``edgerec.sdk.errors``).
-
-Some classes also derive from a builtin exception where the meaning matches, so code that
-catches ``ValueError`` or ``ImportError`` keeps working.
+The whole tree is drawn once, in :mod:`edgerec.sdk.errors`; each class is defined in the lowest
+layer that raises it (``export -> sdk -> runtimes``): here the root and what an engine adapter
+can raise. Some classes also derive from a builtin exception where the meaning matches, so code
+that catches ``ValueError`` or ``ImportError`` keeps working.
 """
 
 from __future__ import annotations
 
-__all__ = [
-    "ArtifactNotFoundError",
-    "BundleError",
-    "BundleIntegrityError",
-    "CatalogError",
-    "CatalogLockedError",
-    "EdgeRecError",
-    "EncoderMismatchError",
-    "ExportError",
-    "InferenceError",
-    "InvalidImageError",
-    "ModelError",
-    "ProfileError",
-    "RuntimeUnavailableError",
-]
+__all__ = ["EdgeRecError", "InferenceError", "ModelError", "RuntimeUnavailableError"]
 
 
 class EdgeRecError(Exception):
     """Root of every error edgerec raises on purpose."""
-
-
-class InvalidImageError(EdgeRecError, ValueError):
-    """An image could not be read, decoded or used (corrupt, truncated, absurd size, bad array)."""
-
-
-class BundleError(EdgeRecError, ValueError):
-    """A bundle directory or its manifest is missing, malformed or from an unknown format."""
-
-
-class BundleIntegrityError(BundleError):
-    """A bundle file is missing, does not match its sha256, or points outside the bundle."""
-
-
-class ArtifactNotFoundError(BundleError, LookupError):
-    """The bundle has no artifact for the requested role, engine and precision."""
 
 
 class ModelError(EdgeRecError, ValueError):
@@ -73,23 +25,3 @@ class InferenceError(EdgeRecError, RuntimeError):
 
 class RuntimeUnavailableError(EdgeRecError, ImportError):
     """The requested engine, execution provider or delegate is not available on this machine."""
-
-
-class CatalogError(EdgeRecError, ValueError):
-    """A catalog is missing, corrupt, from a newer format, or used with the wrong arguments."""
-
-
-class CatalogLockedError(CatalogError):
-    """Another process is writing to the catalog."""
-
-
-class EncoderMismatchError(CatalogError):
-    """Vectors or a query come from a different encoder than the one that built the catalog."""
-
-
-class ProfileError(EdgeRecError, ValueError):
-    """A profile file that cannot be opened or used, or a bad user id or event."""
-
-
-class ExportError(EdgeRecError, RuntimeError):
-    """An export step failed: unusable data, a teacher that is not an image model, a failed gate."""

@@ -16,9 +16,16 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-
-from .base import Device, Engine, Runtime, RuntimeOptions, TensorSpec, dequantize, quantize
-from .errors import InferenceError, ModelError, RuntimeUnavailableError
+from edgerec.runtimes.base import (
+    Device,
+    Engine,
+    Runtime,
+    RuntimeOptions,
+    TensorSpec,
+    dequantize,
+    quantize,
+)
+from edgerec.runtimes.errors import InferenceError, ModelError, RuntimeUnavailableError
 
 __all__ = ["LiteRtRuntime", "litert_backend"]
 

@@ -1,26 +1,48 @@
 """edgerec device SDK (numpy + pillow + one engine; never imports torch, onnx or tensorflow).
 
-Bundles and preprocessing, the :class:`Encoder`, the local :class:`Catalog` with exact search,
-the :class:`Recommender` (``similar``, ``for_user``), on-device profiles, metrics. Quick start::
+The device surface: bundles and preprocessing, the :class:`Encoder`, the local :class:`Catalog`
+with exact search, the :class:`Scorer`, the :class:`Recommender` (``similar``, ``for_user``) and
+on-device profiles. Offline evaluation lives in :mod:`edgerec.sdk.evaluation`. Quick start::
 
     from edgerec.sdk import Encoder
     with Encoder.create_from_bundle_path("bundle/") as encoder:
         vectors = encoder.embed(["a.jpg", "b.jpg"])   # (2, D) float32, unit rows
 """
 
-from ..runtimes import Device, Engine, RuntimeOptions, TensorSpec
-from .bundle import Bundle, NewArtifact, NewWeights, sha256_file, write_bundle
-from .catalog import Catalog, CatalogInfo, CatalogItem, VectorDType
-from .catalog_build import (
+from edgerec.runtimes import Device, Engine, RuntimeOptions, TensorSpec
+from edgerec.sdk.bundle import (
+    FORMAT_VERSION,
+    ArtifactSpec,
+    Bundle,
+    ImportOptions,
+    Interpolation,
+    Layout,
+    Manifest,
+    Precision,
+    Preprocessing,
+    ResizeMode,
+    Role,
+    WeightsSpec,
+    import_model,
+    raw_pixel_normalization,
+)
+from edgerec.sdk.catalog import (
+    BatchMatches,
+    Catalog,
+    CatalogInfo,
+    CatalogItem,
     IngestReport,
+    Match,
+    Matches,
     SourceItem,
+    VectorDType,
     add_images,
     build_catalog,
     items_from_csv,
     items_from_folder,
 )
-from .encoder import Encoder, EncoderOptions, l2_normalize
-from .errors import (
+from edgerec.sdk.encoder import Encoder, EncoderOptions
+from edgerec.sdk.errors import (
     ArtifactNotFoundError,
     BundleError,
     BundleIntegrityError,
@@ -28,30 +50,14 @@ from .errors import (
     CatalogLockedError,
     EdgeRecError,
     EncoderMismatchError,
-    ExportError,
     InferenceError,
     InvalidImageError,
     ModelError,
     ProfileError,
     RuntimeUnavailableError,
 )
-from .evaluate import EvaluateOptions, EvaluationResult
-from .events import EventLog, EventsReport, Holdout, Interaction, holdout_split, read_events
-from .importer import ImportOptions, import_model, raw_pixel_normalization
-from .manifest import FORMAT_VERSION, ArtifactSpec, Manifest, Precision, Role, WeightsSpec
-from .metrics import RetrievalReport, label_retrieval
-from .preprocess import (
-    ImageInput,
-    ImageLimits,
-    Interpolation,
-    Layout,
-    Preprocessing,
-    ResizeMode,
-    load_image,
-    preprocess,
-    resize_and_crop,
-)
-from .profile import (
+from edgerec.sdk.image import ImageInput, ImageLimits, load_image, preprocess, resize_and_crop
+from edgerec.sdk.profile import (
     DEFAULT_EVENT_WEIGHTS,
     Event,
     EventKind,
@@ -59,31 +65,19 @@ from .profile import (
     ProfileStore,
     user_vector,
 )
-from .rank_metrics import (
-    ClassificationReport,
-    ConfidenceInterval,
-    RankingReport,
-    auc,
-    average_precision_at_k,
-    bootstrap_ci,
-    classification_report,
-    hit_rate_at_k,
-    ndcg_at_k,
-    paired_bootstrap_ci,
-    per_user_metrics,
-    ranking_report,
-    recall_at_k,
+from edgerec.sdk.recommender import (
+    Recommendation,
+    Recommendations,
+    Recommender,
+    RecommenderOptions,
 )
-from .recommender import Recommendation, Recommendations, Recommender, RecommenderOptions
-from .scorer import MLP_WEIGHTS_FORMAT, MlpWeights, Scorer, ScorerMode
-from .search import BatchMatches, Match, Matches
-from .whitening import WHITENING_FORMAT, Whitening
+from edgerec.sdk.scorer import MlpWeights, Scorer, ScorerMode
+from edgerec.sdk.vectors import l2_normalize
+from edgerec.sdk.whitening import Whitening
 
 __all__ = [
     "DEFAULT_EVENT_WEIGHTS",
     "FORMAT_VERSION",
-    "MLP_WEIGHTS_FORMAT",
-    "WHITENING_FORMAT",
     "ArtifactNotFoundError",
     "ArtifactSpec",
     "BatchMatches",
@@ -95,28 +89,19 @@ __all__ = [
     "CatalogInfo",
     "CatalogItem",
     "CatalogLockedError",
-    "ClassificationReport",
-    "ConfidenceInterval",
     "Device",
     "EdgeRecError",
     "Encoder",
     "EncoderMismatchError",
     "EncoderOptions",
     "Engine",
-    "EvaluateOptions",
-    "EvaluationResult",
     "Event",
     "EventKind",
-    "EventLog",
-    "EventsReport",
-    "ExportError",
-    "Holdout",
     "ImageInput",
     "ImageLimits",
     "ImportOptions",
     "InferenceError",
     "IngestReport",
-    "Interaction",
     "Interpolation",
     "InvalidImageError",
     "Layout",
@@ -125,20 +110,16 @@ __all__ = [
     "Matches",
     "MlpWeights",
     "ModelError",
-    "NewArtifact",
-    "NewWeights",
     "Precision",
     "Preprocessing",
     "Profile",
     "ProfileError",
     "ProfileStore",
-    "RankingReport",
     "Recommendation",
     "Recommendations",
     "Recommender",
     "RecommenderOptions",
     "ResizeMode",
-    "RetrievalReport",
     "Role",
     "RuntimeOptions",
     "RuntimeUnavailableError",
@@ -150,29 +131,14 @@ __all__ = [
     "WeightsSpec",
     "Whitening",
     "add_images",
-    "auc",
-    "average_precision_at_k",
-    "bootstrap_ci",
     "build_catalog",
-    "classification_report",
-    "hit_rate_at_k",
-    "holdout_split",
     "import_model",
     "items_from_csv",
     "items_from_folder",
     "l2_normalize",
-    "label_retrieval",
     "load_image",
-    "ndcg_at_k",
-    "paired_bootstrap_ci",
-    "per_user_metrics",
     "preprocess",
-    "ranking_report",
     "raw_pixel_normalization",
-    "read_events",
-    "recall_at_k",
     "resize_and_crop",
-    "sha256_file",
     "user_vector",
-    "write_bundle",
 ]

@@ -8,26 +8,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
 import numpy as np
-
-from ..runtimes import Device, Engine, RuntimeOptions, available_engines, open_runtime
-from .bundle import Bundle
-from .errors import InferenceError, ModelError, RuntimeUnavailableError
-from .manifest import ArtifactSpec, Precision, Role
-from .preprocess import ImageInput, Layout, preprocess
-from .whitening import WHITENING_FORMAT, Whitening
+from edgerec.runtimes import Device, Engine, RuntimeOptions, available_engines, open_runtime
+from edgerec.sdk.bundle.bundle import Bundle
+from edgerec.sdk.bundle.manifest import WHITENING_FORMAT, ArtifactSpec, Layout, Precision, Role
+from edgerec.sdk.errors import InferenceError, ModelError, RuntimeUnavailableError
+from edgerec.sdk.image import ImageInput, ImageLimits, preprocess
+from edgerec.sdk.vectors import l2_normalize
+from edgerec.sdk.whitening import Whitening
 
 __all__ = ["Encoder", "EncoderOptions", "l2_normalize"]
-
-
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Rows of ``x`` (N, D) scaled to unit L2 norm; all-zero rows stay zero. float32."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norms, np.float32(eps))
 
 
 @dataclass(frozen=True)
@@ -43,6 +36,7 @@ class EncoderOptions:
         num_threads: engine threads; ``None`` is the engine's default.
         device: ``cpu``; ``cuda`` (ONNX Runtime) or ``gpu`` (LiteRT delegate) raise when absent.
         batch_size: images preprocessed and run per engine call.
+        limits: size guards applied to every image before it is decoded.
     """
 
     engine: Optional[Engine] = None
@@ -50,6 +44,7 @@ class EncoderOptions:
     num_threads: Optional[int] = None
     device: Device = Device.CPU
     batch_size: int = 32
+    limits: ImageLimits = field(default_factory=ImageLimits)
 
     def __post_init__(self) -> None:
         if self.engine is not None:
@@ -151,7 +146,8 @@ class Encoder:
 
     def preprocess(self, images: Sequence[ImageInput]) -> np.ndarray:
         """Images -> this artifact's input batch (float32, NCHW or NHWC)."""
-        return preprocess(images, self.bundle.preprocessing, self._layout)
+        return preprocess(images, self.bundle.preprocessing, self._layout,
+                          limits=self.options.limits)
 
     def embed_preprocessed(self, batch: np.ndarray) -> np.ndarray:
         """A preprocessed batch (from :meth:`preprocess`) -> (N, D) float32 unit vectors."""
@@ -189,7 +185,8 @@ class Encoder:
         step = self.options.batch_size
         for start in range(0, len(images), step):
             chunk = images[start : start + step]
-            batch = preprocess(chunk, self.bundle.preprocessing, self._layout, first_index=start)
+            batch = preprocess(chunk, self.bundle.preprocessing, self._layout, first_index=start,
+                               limits=self.options.limits)
             out[start : start + len(chunk)] = self.embed_preprocessed(batch)
             if progress is not None:
                 progress(start + len(chunk))

@@ -1,23 +1,35 @@
-"""The edgerec error tree (defined in :mod:`edgerec.runtimes.errors`, the lowest layer).
+"""The one error tree of edgerec.
 
-See :mod:`edgerec.runtimes.errors` for the tree; every class is re-exported here.
+Every failure that a caller can act on raises a subclass of :class:`EdgeRecError`, and every
+message is a sentence that says what was wrong and what to do about it::
+
+    EdgeRecError                                 (edgerec.runtimes.errors)
+    ├── ModelError (ValueError)                  a model file that is not usable for its role
+    ├── InferenceError (RuntimeError)            an engine that failed on inputs of the right kind
+    ├── RuntimeUnavailableError (ImportError)    an engine, provider or delegate not installed
+    ├── InvalidImageError (ValueError)           an image that cannot be decoded or used
+    ├── BundleError (ValueError)                 a bundle that is missing, malformed or unusable
+    │   ├── BundleIntegrityError                 a file that is missing, tampered or escapes it
+    │   └── ArtifactNotFoundError (LookupError)  no artifact for the engine/precision asked for
+    ├── CatalogError (ValueError)                a catalog that is missing, corrupt or mismatched
+    │   ├── CatalogLockedError                   another writer holds the catalog
+    │   └── EncoderMismatchError                 vectors or queries from another encoder
+    ├── ProfileError (ValueError)                a profile store, user id or event that is unusable
+    └── ExportError (RuntimeError)               an export step that failed (edgerec.export.errors)
+
+Each class is defined in the layer that raises it: the first three in
+:mod:`edgerec.runtimes.errors` (re-exported here), the device's here, ``ExportError`` in
+:mod:`edgerec.export.errors` (the device never raises it). Some classes also derive from a
+builtin exception where the meaning matches, so code that catches ``ValueError`` or
+``ImportError`` keeps working.
 """
 
 from __future__ import annotations
 
-from ..runtimes.errors import (
-    ArtifactNotFoundError,
-    BundleError,
-    BundleIntegrityError,
-    CatalogError,
-    CatalogLockedError,
+from edgerec.runtimes.errors import (
     EdgeRecError,
-    EncoderMismatchError,
-    ExportError,
     InferenceError,
-    InvalidImageError,
     ModelError,
-    ProfileError,
     RuntimeUnavailableError,
 )
 
@@ -29,10 +41,41 @@ __all__ = [
     "CatalogLockedError",
     "EdgeRecError",
     "EncoderMismatchError",
-    "ExportError",
     "InferenceError",
     "InvalidImageError",
     "ModelError",
     "ProfileError",
     "RuntimeUnavailableError",
 ]
+
+
+class InvalidImageError(EdgeRecError, ValueError):
+    """An image could not be read, decoded or used (corrupt, truncated, absurd size, bad array)."""
+
+
+class BundleError(EdgeRecError, ValueError):
+    """A bundle directory or its manifest is missing, malformed or from an unknown format."""
+
+
+class BundleIntegrityError(BundleError):
+    """A bundle file is missing, does not match its sha256, or points outside the bundle."""
+
+
+class ArtifactNotFoundError(BundleError, LookupError):
+    """The bundle has no artifact for the requested role, engine and precision."""
+
+
+class CatalogError(EdgeRecError, ValueError):
+    """A catalog is missing, corrupt, from a newer format, or used with the wrong arguments."""
+
+
+class CatalogLockedError(CatalogError):
+    """Another process is writing to the catalog."""
+
+
+class EncoderMismatchError(CatalogError):
+    """Vectors or a query come from a different encoder than the one that built the catalog."""
+
+
+class ProfileError(EdgeRecError, ValueError):
+    """A profile file that cannot be opened or used, or a bad user id or event."""

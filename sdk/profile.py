@@ -43,8 +43,7 @@ from types import MappingProxyType
 from typing import Any, Optional, Union
 
 import numpy as np
-
-from .errors import ProfileError
+from edgerec.sdk.errors import ProfileError
 
 __all__ = [
     "DEFAULT_EVENT_WEIGHTS",

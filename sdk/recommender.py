@@ -32,15 +32,15 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Union, cast, overload
 
 import numpy as np
-
-from .bundle import Bundle
-from .catalog import Catalog
-from .catalog_checks import check_encoder_match
-from .encoder import Encoder, EncoderOptions
-from .errors import CatalogError
-from .manifest import Precision, Role
-from .preprocess import ImageInput
-from .profile import (
+from edgerec.sdk.bundle.bundle import Bundle
+from edgerec.sdk.bundle.manifest import Precision, Role
+from edgerec.sdk.catalog.catalog import Catalog
+from edgerec.sdk.catalog.checks import check_encoder_match
+from edgerec.sdk.catalog.matches import Matches
+from edgerec.sdk.encoder import Encoder, EncoderOptions
+from edgerec.sdk.errors import CatalogError
+from edgerec.sdk.image import ImageInput
+from edgerec.sdk.profile import (
     DEFAULT_EVENT_WEIGHTS,
     Event,
     EventKind,
@@ -50,8 +50,7 @@ from .profile import (
     event_weights,
     user_vector,
 )
-from .scorer import Scorer, ScorerMode
-from .search import Matches
+from edgerec.sdk.scorer import Scorer, ScorerMode
 
 __all__ = ["Recommendation", "Recommendations", "Recommender", "RecommenderOptions"]
 
@@ -303,7 +302,7 @@ class Recommender:
         or like a catalog item (``item_id``, which is itself never returned).
 
         ``filters``: metadata conditions in the catalog's filter language
-        (:func:`edgerec.sdk.catalog_filters.compile_filters`), e.g. ``{"label": "shoes",
+        (:func:`edgerec.sdk.catalog.filters.compile_filters`), e.g. ``{"label": "shoes",
         "price": {"lt": 50}}``; ``exclude``: ids never returned; ``diversity``: MMR trade-off in
         [0, 1] (None or 0: by similarity only). Scores are inner products (cosine).
 

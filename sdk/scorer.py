@@ -1,6 +1,6 @@
 """The MLP scorer on the device: re-rank a user's candidates with a bundle's scorer.
 
-The contract the export (:mod:`edgerec.export.scorer_bundle`) meets:
+The contract the export (:mod:`edgerec.export.scorer.bundle`) meets:
 
 - artifacts with role ``scorer`` take one float32 input ``(C, 3*D)``: for a user vector ``u``
   (unit L2 norm, :func:`edgerec.sdk.profile.user_vector`) and ``C`` candidate item vectors ``v``
@@ -37,21 +37,25 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 import numpy as np
-
-from ..runtimes import Engine, RuntimeOptions, available_engines, open_runtime
-from .bundle import Bundle
-from .errors import (
+from edgerec.runtimes import Engine, RuntimeOptions, available_engines, open_runtime
+from edgerec.sdk.bundle.bundle import Bundle
+from edgerec.sdk.bundle.manifest import (
+    MLP_WEIGHTS_FORMAT,
+    ArtifactSpec,
+    Precision,
+    Role,
+    WeightsSpec,
+    read_numeric_npz,
+)
+from edgerec.sdk.errors import (
     ArtifactNotFoundError,
     InferenceError,
     ModelError,
     RuntimeUnavailableError,
 )
-from .manifest import ArtifactSpec, Precision, Role, WeightsSpec
-from .npz import numeric_npz
 
-__all__ = ["MLP_WEIGHTS_FORMAT", "MlpWeights", "Scorer", "ScorerMode"]
+__all__ = ["MlpWeights", "Scorer", "ScorerMode"]
 
-MLP_WEIGHTS_FORMAT = "edgerec.scorer.mlp/1"
 
 
 class ScorerMode(str, enum.Enum):
@@ -132,7 +136,7 @@ class MlpWeights:
     @classmethod
     def from_npz(cls, data: bytes) -> MlpWeights:
         """Parse ``.npz`` bytes (``allow_pickle=False``: object arrays are refused)."""
-        return cls.from_arrays(numeric_npz(data, "scorer weights", "export the scorer again"))
+        return cls.from_arrays(read_numeric_npz(data, "scorer weights", "export the scorer again"))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         out = {"first_u": self.first_u, "first_v": self.first_v, "first_uv": self.first_uv,

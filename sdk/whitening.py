@@ -30,19 +30,13 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 import numpy as np
+from edgerec.sdk.bundle.manifest import read_numeric_npz
+from edgerec.sdk.errors import ModelError
+from edgerec.sdk.vectors import l2_normalize
 
-from .errors import ModelError
-from .npz import numeric_npz
+__all__ = ["Whitening"]
 
-__all__ = ["WHITENING_FORMAT", "Whitening"]
-
-WHITENING_FORMAT = "edgerec.encoder.whitening/1"
 EIGEN_FLOOR = 1e-3  # variances below this share of the mean variance are raised to it
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), np.float32(1e-12))
 
 
 def _within_label_covariance(z: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -101,7 +95,7 @@ class Whitening:
         """
         if not 0.0 <= power <= 1.0:
             raise ValueError(f"whitening power must be in [0, 1], got {power}")
-        z = _unit(vectors).astype(np.float64)
+        z = l2_normalize(vectors).astype(np.float64)
         if z.ndim != 2 or len(z) < 2 or not np.isfinite(z).all():
             raise ValueError(f"whitening needs >= 2 finite (N, D) rows, got shape {z.shape}")
         mean = z.mean(0)
@@ -117,8 +111,8 @@ class Whitening:
 
     def apply(self, vectors: np.ndarray) -> np.ndarray:
         """Unit rows (N, D) -> whitened unit rows (N, D) float32."""
-        z = _unit(vectors)
-        return _unit((z - self.mean) @ self.projection)
+        z = l2_normalize(vectors)
+        return l2_normalize((z - self.mean) @ self.projection)
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Whitening:
@@ -144,7 +138,8 @@ class Whitening:
     @classmethod
     def from_npz(cls, data: bytes) -> Whitening:
         """Parse ``.npz`` bytes (``allow_pickle=False``: object arrays are refused)."""
-        return cls.from_arrays(numeric_npz(data, "encoder whitening", "export the bundle again"))
+        arrays = read_numeric_npz(data, "encoder whitening", "export the bundle again")
+        return cls.from_arrays(arrays)
 
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Write the ``.npz`` (uncompressed, float32, numeric arrays only)."""

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SAMPLE, TINY_ONNX, sample_images
-from edgerec.export.data import ImageRecord
+from edgerec.export.data.scan import ImageRecord
+from edgerec.export.errors import ExportError
 from edgerec.export.pipeline import ExportOptions, export_bundle, selection_split
-from edgerec.export.scorer_bundle import ScorerExportOptions
-from edgerec.sdk import Bundle, Encoder, EncoderOptions, ExportError, Precision, Scorer
-from edgerec.sdk.cli import main
+from edgerec.export.scorer.bundle import ScorerExportOptions
+from edgerec.sdk import Bundle, Encoder, EncoderOptions, Precision, Scorer
+from edgerec.sdk.cli.app import main
 from edgerec.sdk.scorer import ScorerMode
 
 pytestmark = pytest.mark.slow
@@ -59,7 +60,7 @@ def test_quick_export_writes_a_verified_bundle_with_metrics_and_report(quick_exp
 
 
 def test_the_export_ships_its_whitening_and_the_device_applies_it(quick_export):
-    from edgerec.export.parity import artifact_embeddings
+    from edgerec.export.artifacts.parity import artifact_embeddings
     from edgerec.sdk import Engine, Role, Whitening, l2_normalize, preprocess
 
     bundle = Bundle.load(quick_export.bundle.path)
@@ -140,8 +141,8 @@ def test_export_refuses_an_existing_output(quick_export, capsys):
 
 
 def test_distill_overrides_parse_every_field_type_and_refuse_unknown_keys(tmp_path, capsys):
-    from edgerec.export.distill import DistillConfig
-    from edgerec.sdk.cli import _distill_overrides
+    from edgerec.export.cli import _distill_overrides
+    from edgerec.export.distill.train import DistillConfig
 
     config = _distill_overrides(DistillConfig(), ["ema_decay=0.995", "epochs=7",
                                                   "max_minutes=2.5", "select_on=agree@10"])

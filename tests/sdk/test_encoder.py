@@ -12,9 +12,9 @@ from edgerec.sdk import (
     Engine,
     InvalidImageError,
     Precision,
-    label_retrieval,
     load_image,
 )
+from edgerec.sdk.evaluation.retrieval import label_retrieval
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from edgerec.sdk import (
     Event,
     EventKind,
     ModelError,
-    NewArtifact,
     Precision,
     Profile,
     ProfileError,
@@ -28,8 +27,8 @@ from edgerec.sdk import (
     Role,
     SourceItem,
     build_catalog,
-    write_bundle,
 )
+from edgerec.sdk.bundle.writer import NewArtifact, write_bundle
 from edgerec.sdk.recommender import NO_SCORER_NOTE, SCORER_OFF_NOTE
 
 DAY = 86400.0

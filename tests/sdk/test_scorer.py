@@ -15,14 +15,12 @@ from edgerec.sdk import (
     BundleIntegrityError,
     InferenceError,
     ModelError,
-    NewArtifact,
-    NewWeights,
     Precision,
     Role,
     Scorer,
     ScorerMode,
-    write_bundle,
 )
+from edgerec.sdk.bundle.writer import NewArtifact, NewWeights, write_bundle
 from edgerec.sdk.scorer import MLP_WEIGHTS_FORMAT, MlpWeights
 
 

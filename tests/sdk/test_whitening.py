@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from conftest import sample_images
 from edgerec.sdk import (
-    WHITENING_FORMAT,
     Bundle,
     BundleError,
     BundleIntegrityError,
@@ -15,13 +14,12 @@ from edgerec.sdk import (
     EncoderOptions,
     Engine,
     ModelError,
-    NewArtifact,
-    NewWeights,
     Precision,
     Role,
     Whitening,
-    write_bundle,
 )
+from edgerec.sdk.bundle.manifest import WHITENING_FORMAT
+from edgerec.sdk.bundle.writer import NewArtifact, NewWeights, write_bundle
 
 
 def _anisotropic(n: int = 2000, d: int = 16, seed: int = 0) -> np.ndarray:
@@ -219,7 +217,7 @@ def test_a_whitened_bundle_is_format_2_with_its_own_encoder_id(whitened):
 
 def test_an_edgerec_that_reads_only_format_1_refuses_the_whitened_bundle(whitened, tmp_path,
                                                                          monkeypatch):
-    from edgerec.sdk import manifest as manifest_module
+    from edgerec.sdk.bundle import manifest as manifest_module
 
     monkeypatch.setattr(manifest_module, "FORMAT_VERSION", 1)
     with pytest.raises(BundleError, match="upgrade edgerec"):

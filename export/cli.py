@@ -1,0 +1,265 @@
+"""``edgerec export`` and ``edgerec scorer train``: the export's commands, registered into the
+``edgerec`` command through the ``edgerec.cli`` entry point (:func:`register`).
+
+Nothing heavy is imported to register them: ``edgerec export --help`` works on a device
+without torch, and running either command without the export extra says how to install it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgerec.export.errors import ExportError
+from edgerec.sdk.cli.common import add_json, emit, stdout_to_stderr, usage
+from edgerec.sdk.errors import RuntimeUnavailableError
+
+__all__ = ["add_scorer_arguments", "register", "scorer_options"]
+
+
+def register(sub: Any) -> None:
+    """Add ``export`` and ``scorer train`` to the ``edgerec`` sub-parsers ``sub``."""
+    add_export_parser(sub)
+    add_scorer_parser(sub)
+
+
+def _distill_overrides(config: Any, items: Sequence[str]) -> Any:
+    """``config`` (a DistillConfig) with ``key=value`` overrides; numbers parsed."""
+    from dataclasses import fields, replace
+
+    names = {f.name: f for f in fields(config)}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or key not in names:
+            raise ExportError(f"--distill takes KEY=VALUE with KEY one of {sorted(names)}, "
+                              f"got {item!r}")
+        current = getattr(config, key)
+        try:
+            if isinstance(current, bool):
+                value: Any = {"true": True, "false": False}[text.lower()]
+            elif isinstance(current, (int, float)) or current is None:
+                value = float(text) if any(c in text for c in ".eE") else int(text)
+            else:
+                value = text
+        except (KeyError, ValueError):
+            raise ExportError(f"--distill {key}: cannot read {text!r} as a "
+                              f"{type(current).__name__}") from None
+        config = replace(config, **{key: value})
+    return config
+
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        from dataclasses import replace
+
+        from edgerec.export.distill.train import DistillConfig
+        from edgerec.export.pipeline import ExportOptions, export_bundle
+    except ImportError as exc:
+        raise RuntimeUnavailableError(
+            f"`edgerec export` needs the export extra ({exc.name} is missing): "
+            "pip install 'edgerec[export]'"
+        ) from exc
+    distill = DistillConfig()
+    if args.epochs is not None:
+        distill = replace(distill, epochs=args.epochs)
+    if args.max_minutes is not None:
+        distill = replace(distill, max_minutes=args.max_minutes)
+    distill = _distill_overrides(distill, args.distill)
+    options = ExportOptions(
+        images=Path(args.images), out=Path(args.out),
+        items=Path(args.items) if args.items else None,
+        extra_images=tuple(Path(p) for p in args.extra_images),
+        eval_unseen=Path(args.eval_unseen) if args.eval_unseen else None,
+        teacher=Path(args.teacher) if args.teacher else None,
+        teacher_weights=Path(args.teacher_weights) if args.teacher_weights else None,
+        teacher_mean=tuple(args.teacher_mean) if args.teacher_mean else None,
+        teacher_std=tuple(args.teacher_std) if args.teacher_std else None, student=args.student,
+        width=args.width, image_size=args.image_size, dim=args.dim, views=args.views,
+        distill=distill, quick=args.quick, resume=args.resume, force=args.force,
+        select_fraction=args.select_fraction, whiten=_whiten_value(args.whiten),
+        allow_gate_failure=args.allow_gate_failure,
+        work_dir=Path(args.work_dir) if args.work_dir else None,
+        events=Path(args.events) if args.events else None, scorer=scorer_options(args),
+    )
+    log = (lambda _msg: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
+    with stdout_to_stderr():  # converters print progress to stdout; keep it for the result
+        result = export_bundle(options, log=log)
+    payload = {"bundle": str(result.bundle.path), "report": str(result.report),
+               "metrics": result.metrics}
+    emit(args, payload, f"wrote {result.bundle.path}; report {result.report}")
+    return 0
+
+
+
+def _whiten_value(text: str):
+    """``auto``/``off`` stay words; anything else must be a number (checked by the export)."""
+    if text in ("auto", "off"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ExportError(f"--whiten takes auto, off or a power in (0, 1]; got {text!r}.") \
+            from None
+
+
+
+
+def add_export_parser(sub: Any) -> None:
+    """``edgerec export``."""
+    exp = sub.add_parser(
+        "export", help="distil a teacher into a small encoder and write a bundle (needs torch)",
+        description="Distil an ImageNet teacher into a MobileNetV3 student on your photos, "
+        "int8-quantize it with parity gates, convert to ONNX and TFLite and write a verified "
+        "bundle with an HTML report. Needs `pip install 'edgerec[export]'`.",
+    )
+    exp.add_argument("--images", required=True,
+                     help="folder with one sub-folder per label (or the root of --items paths)")
+    exp.add_argument("--out", required=True, help="bundle directory to create")
+    exp.add_argument("--items", help="CSV item_id,path[,label][,split]")
+    exp.add_argument("--extra-images", nargs="*", default=[],
+                     help="folders of extra photos used for distillation only")
+    exp.add_argument("--eval-unseen", help="labelled folder never trained on, for the report")
+    exp.add_argument("--teacher", help="teacher .tflite/.onnx, bundle, or torchvision:ARCH "
+                     "with --teacher-weights (default: the shipped MobileNetV1)")
+    exp.add_argument("--teacher-weights",
+                     help="state_dict file of a torchvision:ARCH teacher (never downloaded)")
+    exp.add_argument("--teacher-mean", type=float, nargs=3, metavar=("R", "G", "B"),
+                     help="mean of a float-input teacher on [0,1] pixels")
+    exp.add_argument("--teacher-std", type=float, nargs=3, metavar=("R", "G", "B"),
+                     help="std of a float-input teacher on [0,1] pixels")
+    exp.add_argument("--student", default="mobilenet_v3_small", help="student recipe name")
+    exp.add_argument("--width", type=float, default=1.0, help="student width multiplier")
+    exp.add_argument("--image-size", type=int, default=192, help="student input size (px)")
+    exp.add_argument("--dim", type=int, default=128, help="embedding dimension")
+    exp.add_argument("--views", type=int, default=4, help="augmented views per training image")
+    exp.add_argument("--epochs", type=int, help="maximum epochs (default: recipe's)")
+    exp.add_argument("--max-minutes", type=float, help="training time budget in minutes")
+    exp.add_argument("--distill", nargs="*", default=[], metavar="KEY=VALUE",
+                     help="distillation recipe overrides, e.g. ema_decay=0.995 "
+                     "label_decay_from=0.6 w_label_end=0 (fields of DistillConfig)")
+    exp.add_argument("--select-fraction", type=float, default=0.1,
+                     help="share of the training images held out to pick the kept epoch on "
+                     "(default 0.1; 0: the validation images, where seen quality is reported)")
+    exp.add_argument("--whiten", default="auto", metavar="auto|off|POWER",
+                     help="the encoder's whitening (within-label when the images have labels, "
+                     "else PCA): auto (default) picks its power on the epoch-selection images "
+                     "(within-label: the best mAP@10; PCA: the largest that keeps 99%%); off; "
+                     "or a power in (0, 1]")
+    exp.add_argument("--quick", action="store_true", help="tiny configuration (minutes)")
+    exp.add_argument("--resume", action="store_true", help="continue an interrupted export")
+    exp.add_argument("--force", action="store_true", help="replace --out if it exists")
+    exp.add_argument("--allow-gate-failure", action="store_true",
+                     help="drop an int8 artifact that fails its gate instead of failing")
+    exp.add_argument("--work-dir", help="caches and checkpoints (default: <out>.work)")
+    add_scorer_arguments(exp, events_required=False)
+    add_json(exp)
+    exp.set_defaults(func=cmd_export)
+
+
+
+def add_scorer_arguments(p: argparse.ArgumentParser, *, events_required: bool) -> None:
+    """The events and scorer-training flags (``edgerec scorer train`` and ``edgerec export``)."""
+    p.add_argument("--events", required=events_required,
+                   help="events CSV user_id,item_id[,event][,timestamp][,weight]"
+                   + ("" if events_required else "; trains a personalised scorer too"))
+    p.add_argument("--user-column", default="user_id",
+                   help="the events' user id column (e.g. owner_id)")
+    p.add_argument("--item-column", default="item_id", help="the events' item id column")
+    p.add_argument("--scorer-test-fraction", type=float, default=0.2,
+                   help="share of each user's items held out for `edgerec evaluate` and never "
+                   "trained on (0: train on everything, for production)")
+    p.add_argument("--scorer-seed", type=int, default=0, help="split and training seed")
+    p.add_argument("--scorer-epochs", type=int, help="maximum scorer epochs (default: 40)")
+    p.add_argument("--scorer-hidden", type=int, nargs="+", metavar="WIDTH",
+                   help="hidden layer widths (default: 128 64)")
+    p.add_argument("--scorer-negatives", type=int, nargs=3,
+                   metavar=("UNIFORM", "POPULAR", "HARD"),
+                   help="negatives per positive: uniform, by popularity, and hard ones from the "
+                   "user's nearest items (default: 4 2 0)")
+    p.add_argument("--scorer-strict-int8", action="store_true",
+                   help="fail if an int8 scorer misses its gate (default: leave it out and "
+                   "record why)")
+
+
+def scorer_options(args: argparse.Namespace) -> Any:
+    """:class:`edgerec.export.scorer.bundle.ScorerExportOptions` from the flags (imports the
+    export extra)."""
+    from dataclasses import replace
+
+    from edgerec.export.scorer.bundle import ScorerExportOptions
+    from edgerec.export.scorer.train import ScorerConfig
+
+    config = ScorerConfig(seed=args.scorer_seed)
+    if args.scorer_epochs is not None:
+        config = replace(config, epochs=args.scorer_epochs)
+    if args.scorer_hidden:
+        config = replace(config, hidden=tuple(args.scorer_hidden))
+    if args.scorer_negatives:
+        uniform, popular, hard = args.scorer_negatives
+        config = replace(config, negatives=replace(config.negatives, uniform=uniform,
+                                                   popular=popular, hard=hard))
+    return ScorerExportOptions(config=config, test_fraction=args.scorer_test_fraction,
+                               split_seed=args.scorer_seed, user_column=args.user_column,
+                               item_column=args.item_column,
+                               fail_on_gate=args.scorer_strict_int8)
+
+
+def _missing_extra(exc: ImportError) -> RuntimeUnavailableError:
+    return RuntimeUnavailableError(
+        f"`edgerec scorer train` needs the export extra ({exc.name} is missing): "
+        "pip install 'edgerec[export]'"
+    )
+
+
+def cmd_scorer_train(args: argparse.Namespace) -> int:
+    try:
+        from edgerec.export.scorer.bundle import add_scorer
+        options = scorer_options(args)
+    except ImportError as exc:
+        raise _missing_extra(exc) from exc
+    except ValueError as exc:  # a bad flag value, e.g. --scorer-test-fraction 1
+        raise ExportError(f"bad scorer option: {exc}") from exc
+    log = (lambda _msg: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
+    with stdout_to_stderr():  # converters print to stdout; keep it for the result
+        result = add_scorer(args.bundle, args.catalog, args.events, Path(args.out), options,
+                            force=args.force, log=log)
+    m = result.metrics
+    training = m["training"]
+    keys = sorted(m["parity"])
+    text = (f"wrote {result.bundle.path}: {', '.join(keys)}; best epoch "
+            f"{training['best_epoch']}, validation NDCG@10 {_fmt(training['best_val_ndcg'])} "
+            f"(inner product {_fmt(training['inner_product_val_ndcg'])}); "
+            f"{len(m['gate_failures'])} int8 file(s) left out; {result.seconds:.0f} s")
+    emit(args, {"bundle": str(result.bundle.path), "metrics": m}, text)
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def add_scorer_parser(sub: Any) -> None:
+    """``edgerec scorer train``."""
+    scorer = sub.add_parser("scorer", help="train the personalised re-ranking scorer",
+                            description="Train the MLP scorer that re-ranks for_user "
+                            "candidates (needs `pip install 'edgerec[export]'`).")
+    ssub = scorer.add_subparsers(dest="scorer_command", metavar="ACTION")
+    scorer.set_defaults(func=lambda _args: usage(scorer))
+    train = ssub.add_parser(
+        "train", help="add a scorer to an existing bundle (new bundle, atomic)",
+        description="Train a scorer on events with the item vectors of a catalog built with "
+        "the bundle, convert and quantize it with parity gates, and write a new bundle: the "
+        "bundle's encoder files copied, any old scorer replaced. The held-out split is "
+        "recorded for `edgerec evaluate`.",
+    )
+    train.add_argument("--bundle", required=True, help="bundle directory (its encoder stays)")
+    train.add_argument("--catalog", required=True, help="catalog built with that bundle")
+    train.add_argument("--out", required=True, help="new bundle directory to write")
+    train.add_argument("--force", action="store_true", help="replace --out if it exists")
+    add_scorer_arguments(train, events_required=True)
+    add_json(train)
+    train.set_defaults(func=cmd_scorer_train)

@@ -1,0 +1,279 @@
+"""Library entries for the personalised scorer: events -> trained, gated scorer files -> bundle.
+
+- :func:`train_and_export_scorer`: an events CSV (or
+  :class:`~edgerec.sdk.evaluation.events.EventLog`)
+  and the catalog's item vectors -> the scorer's bundle files and ``metrics["scorer"]``. Used by
+  ``edgerec export --events`` (:mod:`.pipeline`) and by :func:`add_scorer`.
+- :func:`add_scorer`: ``edgerec scorer train``: an existing bundle + the catalog built with it
+  + events -> a new bundle (written atomically) with the encoder files copied over and a scorer.
+
+Honesty: the scorer trains only on ``holdout_split(log, test_fraction, split_seed).train``;
+``metrics["scorer"]["holdout"]`` records the split (and the events file's sha256) so that
+``edgerec evaluate`` can rebuild the same held-out events and score them. Early stopping uses a
+second split of the training part (:mod:`.scorer_train`), never the test part.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+from edgerec.export.errors import ExportError
+from edgerec.export.scorer.artifacts import (
+    BuiltScorer,
+    ScorerGate,
+    build_scorer_artifacts,
+    calibration_rows,
+    parity_sets,
+)
+from edgerec.export.scorer.train import ScorerConfig, ScorerTrainResult, train_scorer
+from edgerec.runtimes import Engine
+from edgerec.sdk import Bundle, Catalog, Role
+from edgerec.sdk.bundle.manifest import MANIFEST_NAME
+from edgerec.sdk.bundle.writer import NewArtifact, NewWeights, write_bundle
+from edgerec.sdk.catalog.checks import check_encoder_match
+from edgerec.sdk.errors import ProfileError
+from edgerec.sdk.evaluation.events import EventLog, holdout_split, read_events
+
+__all__ = [
+    "ScorerBuild",
+    "ScorerExportOptions",
+    "ScorerResult",
+    "add_scorer",
+    "read_scorer_events",
+    "train_and_export_scorer",
+]
+
+PathLike = Union[str, os.PathLike]
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ScorerExportOptions:
+    """How the scorer is trained, split, gated and exported.
+
+    Attributes:
+        config: the training recipe (:class:`~.scorer_train.ScorerConfig`).
+        test_fraction: share of each user's items held out for ``edgerec evaluate`` and never
+            trained on (0: train on everything, for production; recorded).
+        split_seed: seed of that split.
+        user_column, item_column: the events CSV's id columns (e.g. ``owner_id``).
+        candidates: C of the parity candidate sets (the recommender's default is 200).
+        gate: what int8 files must reach; fail_on_gate: fail the export instead of leaving a
+            failing int8 file out.
+        int8: engines to build int8 files for.
+    """
+
+    config: ScorerConfig = field(default_factory=ScorerConfig)
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    user_column: str = "user_id"
+    item_column: str = "item_id"
+    candidates: int = 200
+    gate: ScorerGate = field(default_factory=ScorerGate)
+    fail_on_gate: bool = False
+    int8: tuple[Engine, ...] = (Engine.ONNX, Engine.TFLITE)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction!r}")
+        object.__setattr__(self, "int8", tuple(Engine(e) for e in self.int8))
+
+
+@dataclass(frozen=True)
+class ScorerBuild:
+    """The scorer's files for a bundle and what goes into its manifest."""
+
+    artifacts: tuple[NewArtifact, ...]
+    weights: tuple[NewWeights, ...]
+    metrics: dict[str, Any]
+    recipe: dict[str, Any]
+    training: ScorerTrainResult
+
+
+@dataclass(frozen=True)
+class ScorerResult:
+    """What :func:`add_scorer` wrote."""
+
+    bundle: Bundle
+    metrics: dict[str, Any]
+    seconds: float
+
+
+def read_scorer_events(path: PathLike, known_items: Sequence[str],
+                       options: ScorerExportOptions) -> EventLog:
+    """Read and check the events for training (:func:`~edgerec.sdk.evaluation.events.read_events`).
+
+    Raises:
+        ExportError: the file is missing, unreadable or empty, lacks the id columns, or none of
+            its events is for a catalog item.
+    """
+    try:
+        log = read_events(path, known_items=known_items, user_column=options.user_column,
+                          item_column=options.item_column)
+    except ProfileError as exc:
+        raise ExportError(f"events: {exc}") from exc
+    if not len(log):
+        raise ExportError(f"no usable events in {path} ({log.report.summary()}); the events' "
+                          f"{options.item_column!r} must name catalog items")
+    return log
+
+
+def train_and_export_scorer(
+    events: Union[PathLike, EventLog],
+    item_ids: Sequence[str],
+    vectors: np.ndarray,
+    work_dir: PathLike,
+    options: Optional[ScorerExportOptions] = None,
+    *,
+    vectors_source: Optional[dict[str, Any]] = None,
+    log: Log = print,
+) -> ScorerBuild:
+    """Split, train, convert, quantize and check the scorer.
+
+    Args:
+        events: the events CSV (read against ``item_ids``) or an already read log.
+        item_ids: the catalog's ids; vectors: float32 ``(N, D)`` unit vectors in that order,
+            as the catalog holds them.
+        work_dir: where the files are written (the bundle copies them).
+        vectors_source: where the vectors came from (recorded in the metrics).
+
+    Raises:
+        ExportError: bad events, nothing to learn from, a conversion bug, or an int8 gate
+            failure with ``fail_on_gate``.
+    """
+    t0 = time.perf_counter()
+    options = options or ScorerExportOptions()
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or len(vectors) != len(item_ids):
+        raise ExportError(f"{len(item_ids)} item ids for vectors of shape {vectors.shape}")
+    if not isinstance(events, EventLog):
+        events = read_scorer_events(events, item_ids, options)
+    report = events.report
+    log(f"events: {report.summary()}")
+    holdout = holdout_split(events, test_fraction=options.test_fraction,
+                            seed=options.split_seed)
+    log(f"scorer split: {holdout.describe()}")
+    cfg = options.config
+    result = train_scorer(holdout.train, item_ids, vectors, cfg,
+                          timestamps=events.has_timestamps, log=log)
+    sets = parity_sets(result.validation, result.examples, vectors,
+                       candidates=options.candidates, seed=cfg.seed)
+    calibration = calibration_rows(sets, result.examples, vectors, seed=cfg.seed)
+    built: BuiltScorer = build_scorer_artifacts(
+        result.model, Path(work_dir), sets=sets, vectors=vectors, calibration=calibration,
+        k=cfg.k, gate=options.gate, fail_on_gate=options.fail_on_gate, int8=options.int8,
+        log=log)
+    metrics = {
+        "holdout": {**holdout.describe(), "events_sha256": report.sha256,
+                    "user_column": options.user_column, "item_column": options.item_column,
+                    "known_items": len(item_ids)},
+        "events": report.to_dict(),
+        "training": result.to_dict(),
+        **built.metrics(),
+        "gate": {"min_ndcg_ratio": options.gate.min_ndcg_ratio,
+                 "min_top_k_overlap": options.gate.min_top_k_overlap,
+                 "min_spearman": options.gate.min_spearman,
+                 "min_hits_for_ndcg": options.gate.min_hits,
+                 "ndcg_checked": {key: options.gate.ndcg_checked(r)
+                                  for key, r in built.parity.items()},
+                 "parity_candidates": int(sets.candidates.shape[1]),
+                 "parity_users": len(sets.u)},
+        "item_vectors": vectors_source or {},
+        "seconds": time.perf_counter() - t0,
+    }
+    if options.test_fraction == 0:
+        metrics["holdout"]["note"] = ("trained on every event (test_fraction 0): nothing is "
+                                      "held out; evaluate on other events")
+    recipe = {**cfg.to_dict(), "test_fraction": options.test_fraction,
+              "split_seed": options.split_seed, "input": "[u, v, u*v]",
+              "user_vector": "edgerec.sdk.user_vector, leave-one-out, default event weights"}
+    return ScorerBuild(tuple(built.artifacts), tuple(built.weights), metrics, recipe, result)
+
+
+def _unlisted_files(bundle: Bundle) -> dict[str, Path]:
+    """The bundle's files that the manifest does not list (reports), to copy along."""
+    listed = {a.file for a in bundle.manifest.artifacts} | {w.file for w in bundle.weights()}
+    listed.add(MANIFEST_NAME)
+    out = {}
+    for path in sorted(bundle.path.rglob("*")):
+        rel = path.relative_to(bundle.path).as_posix()
+        if path.is_file() and not path.is_symlink() and rel not in listed:
+            out[rel] = path
+    return out
+
+
+def add_scorer(
+    bundle: Union[Bundle, PathLike],
+    catalog: Union[Catalog, PathLike],
+    events: PathLike,
+    out: PathLike,
+    options: Optional[ScorerExportOptions] = None,
+    *,
+    force: bool = False,
+    log: Log = print,
+) -> ScorerResult:
+    """Train a scorer for ``bundle`` on ``events`` with the vectors ``catalog`` holds, and write
+    ``out``: the bundle's encoder files (and reports) copied, any old scorer replaced, the new
+    scorer added; ``metrics["scorer"]`` and ``recipe["scorer"]`` set. Atomic: on any error no
+    ``out`` is left behind (or the old one stays, with ``force``).
+
+    Raises:
+        ExportError: ``out`` exists without ``force``; bad events; training or export failed.
+        EncoderMismatchError: the catalog was built with another encoder than the bundle's.
+        BundleError, CatalogError: the bundle or the catalog cannot be read.
+    """
+    t0 = time.perf_counter()
+    options = options or ScorerExportOptions()
+    out = Path(out)
+    if out.exists() and not force:
+        raise ExportError(f"{out} already exists; choose another --out or pass --force to "
+                          "replace it")
+    if not isinstance(bundle, Bundle):
+        bundle = Bundle.load(bundle)
+    opened = not isinstance(catalog, Catalog)
+    cat = Catalog.open(catalog, readonly=True) if opened else catalog
+    try:
+        check_encoder_match(cat, bundle, "a scorer must learn from the vectors its bundle "
+                            "makes; pass the catalog built with this bundle "
+                            "(`edgerec catalog build`)")
+        ids = list(cat)
+        _, vectors = cat.vectors(ids)
+        source = {"source": "catalog", "catalog": str(cat.path), "dtype": cat.dtype,
+                  "generation": cat.generation, "items": len(ids),
+                  "encoder_id": cat.encoder_id}
+    finally:
+        if opened:
+            cat.close()
+    if bundle.has(Role.SCORER) or bundle.weights(Role.SCORER):
+        log(f"{bundle.path} already has a scorer: the new bundle replaces it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.scorer-", dir=out.parent) as work:
+        build = train_and_export_scorer(events, ids, vectors, work, options,
+                                        vectors_source=source, log=log)
+        m = bundle.manifest
+        kept = [NewArtifact(source=bundle.artifact_path(a), role=a.role, precision=a.precision,
+                            inputs=a.inputs, outputs=a.outputs, output=a.output,
+                            layout=a.layout, file=a.file, engine=a.engine)
+                for a in m.artifacts if a.role is not Role.SCORER]
+        kept_weights = [NewWeights(bundle.artifact_path(w), w.role, w.precision, w.format,
+                                   w.file) for w in m.weights if w.role is not Role.SCORER]
+        written = write_bundle(
+            out, artifacts=[*kept, *build.artifacts], weights=[*kept_weights, *build.weights],
+            preprocessing=m.preprocessing, embedding_dim=m.embedding_dim, name=m.name,
+            teacher=m.teacher, metrics={**m.metrics, "scorer": build.metrics},
+            recipe={**m.recipe, "scorer": build.recipe}, force=force,
+            extra_files=_unlisted_files(bundle),
+        )
+    if written.encoder_id != bundle.encoder_id:  # copies of the same files: cannot happen
+        raise ExportError(f"{out} got encoder id {written.encoder_id}, not "
+                          f"{bundle.encoder_id}: please report this bug")
+    keys = ", ".join(a.key for a in written.artifacts(Role.SCORER))
+    log(f"wrote {written.path}: scorer {keys} + folded weights")
+    return ScorerResult(written, build.metrics, time.perf_counter() - t0)

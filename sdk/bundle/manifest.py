@@ -1,0 +1,428 @@
+"""The bundle contract: everything the export writes and the device reads, in one file.
+
+``manifest.json`` holds::
+
+    format_version   int: 1, or 2 when the encoder has a weights file (e.g. its whitening),
+                     which an edgerec that reads only format 1 would silently skip
+                     (:func:`format_version_for`)
+    name             free text
+    embedding_dim    D of the encoder's output vectors
+    encoder_id       sha256 over the preprocessing and the encoder artifacts' and weights'
+                     hashes (:func:`compute_encoder_id`): the identity a catalog records
+    preprocessing    :class:`Preprocessing`: how a photo becomes the model's input tensor
+    artifacts        one :class:`ArtifactSpec` per model file
+    weights          optional: one :class:`WeightsSpec` per plain-array weights file, in one
+                     of :data:`WEIGHTS_FORMATS` (read by :func:`read_numeric_npz`)
+    scorer           optional: :class:`ScorerRecord`, how the bundle's scorer was trained and
+                     how the device must rank with it (candidates C, the user-vector recipe,
+                     the held-out split ``edgerec evaluate`` rebuilds)
+    teacher, metrics, recipe   free-form JSON objects written by the export (for people)
+    created, edgerec_version   provenance
+
+Parsing is strict: anything missing or of the wrong type raises ``BundleError`` naming it.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import io
+import json
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+from edgerec.runtimes import Engine, TensorSpec
+from edgerec.sdk.errors import BundleError, ModelError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MLP_WEIGHTS_FORMAT",
+    "WEIGHTS_FORMATS",
+    "WHITENING_FORMAT",
+    "ArtifactSpec",
+    "Interpolation",
+    "Layout",
+    "Manifest",
+    "Precision",
+    "Preprocessing",
+    "ResizeMode",
+    "Role",
+    "WeightsSpec",
+    "compute_encoder_id",
+    "format_version_for",
+    "read_numeric_npz",
+]
+
+FORMAT_VERSION = 2  # the newest format this edgerec reads (and writes when needed)
+MANIFEST_NAME = "manifest.json"
+
+
+class Interpolation(str, enum.Enum):
+    """Resampling filter for the resize (PIL's, with antialiasing when shrinking)."""
+
+    NEAREST = "nearest"
+    BILINEAR = "bilinear"
+    BICUBIC = "bicubic"
+
+
+class ResizeMode(str, enum.Enum):
+    """How the image becomes a square before the model sees it."""
+
+    SHORTER_CENTER_CROP = "shorter_center_crop"  # keep aspect, shorter side, centre crop
+    STRETCH = "stretch"  # ignore aspect ratio
+
+
+class Layout(str, enum.Enum):
+    """Axis order of the model's image input."""
+
+    NCHW = "nchw"
+    NHWC = "nhwc"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a photo becomes the model's input tensor; export and device apply the same steps
+    (:func:`edgerec.sdk.preprocess`):
+
+    1. decode (path, bytes, file object, PIL image or uint8 array), apply the EXIF orientation,
+       convert any mode to RGB (alpha composited on white);
+    2. resize so the shorter side is ``round(input_size / crop_pct)`` (or stretch to a square
+       when ``resize`` is ``stretch``), then centre-crop ``input_size`` x ``input_size``;
+    3. scale to [0, 1], subtract ``mean`` and divide by ``std`` per channel (RGB order);
+    4. lay out as NCHW or NHWC float32 for the artifact (:class:`Layout`).
+
+    Attributes:
+        input_size: side of the square the model takes, in pixels.
+        crop_pct: shorter side is resized to ``round(input_size / crop_pct)`` before the crop;
+            1.0 resizes the shorter side straight to ``input_size``.
+        resize: :class:`ResizeMode`.
+        interpolation: :class:`Interpolation`.
+        mean: per-channel (R, G, B) mean, on pixels scaled to [0, 1].
+        std: per-channel (R, G, B) standard deviation, on pixels scaled to [0, 1].
+    """
+
+    input_size: int = 224
+    crop_pct: float = 1.0
+    resize: ResizeMode = ResizeMode.SHORTER_CENTER_CROP
+    interpolation: Interpolation = Interpolation.BILINEAR
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "resize", ResizeMode(self.resize))
+        object.__setattr__(self, "interpolation", Interpolation(self.interpolation))
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if not 8 <= int(self.input_size) <= 4096:
+            raise ValueError(f"input_size must be in [8, 4096], got {self.input_size}.")
+        if not 0.1 <= self.crop_pct <= 1.0:
+            raise ValueError(f"crop_pct must be in [0.1, 1.0], got {self.crop_pct}.")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError("mean and std need exactly 3 values (R, G, B).")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std values must be > 0, got {self.std}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as stored in ``manifest.json``."""
+        return {
+            "input_size": int(self.input_size),
+            "crop_pct": float(self.crop_pct),
+            "resize": self.resize.value,
+            "interpolation": self.interpolation.value,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        """Inverse of :meth:`to_dict`; raises ``KeyError``/``ValueError`` on bad data."""
+        return cls(
+            input_size=int(data["input_size"]),
+            crop_pct=float(data.get("crop_pct", 1.0)),
+            resize=ResizeMode(data.get("resize", ResizeMode.SHORTER_CENTER_CROP.value)),
+            interpolation=Interpolation(data.get("interpolation", "bilinear")),
+            mean=tuple(data["mean"]),
+            std=tuple(data["std"]),
+        )
+
+
+# --------------------------------------------------------------------------- weights formats
+
+WHITENING_FORMAT = "edgerec.encoder.whitening/1"
+"""Encoder whitening: ``mean`` (D,), ``projection`` (D, D), ``power`` () float32
+(:class:`edgerec.sdk.Whitening`)."""
+
+MLP_WEIGHTS_FORMAT = "edgerec.scorer.mlp/1"
+"""The scorer's folded MLP: ``first_{u,v,uv}`` (H1, D), ``first_b`` (H1,), ``skip_{u,v,uv}``
+(D,), ``skip_b`` (), ``dense_{i}_w`` / ``dense_{i}_b`` float32 (:class:`edgerec.sdk.MlpWeights`)."""
+
+WEIGHTS_FORMATS = {WHITENING_FORMAT: "encoder", MLP_WEIGHTS_FORMAT: "scorer"}
+"""Every weights format this edgerec reads, with the role it belongs to."""
+
+
+def read_numeric_npz(data: bytes, what: str, remedy: str) -> dict[str, np.ndarray]:
+    """The named arrays of ``.npz`` bytes, read with ``allow_pickle=False``.
+
+    Raises:
+        ModelError: the bytes are not an ``.npz`` or hold object arrays; the message names
+            ``what`` (e.g. "scorer weights") and ends with ``remedy`` (e.g. "export the
+            scorer again").
+    """
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise ModelError(f"the {what} is not a numeric .npz ({exc}); {remedy}") from None
+
+
+class Role(str, enum.Enum):
+    """What an artifact does."""
+
+    ENCODER = "encoder"  # image -> embedding
+    SCORER = "scorer"  # (user vector, item vectors) -> interest score
+
+
+class Precision(str, enum.Enum):
+    """Numeric precision of an artifact's weights and compute."""
+
+    FP32 = "fp32"
+    INT8 = "int8"  # any 8-bit quantized model (int8 or uint8 tensors)
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    """One model file in a bundle.
+
+    Attributes:
+        file: file name relative to the bundle directory (no sub-paths leaving it).
+        sha256: hex digest of the file's bytes.
+        role: :class:`Role`.
+        precision: :class:`Precision`.
+        engine: :class:`~edgerec.runtimes.Engine` that runs the file.
+        inputs: the model's input tensors.
+        outputs: the model's output tensors.
+        layout: image input layout (encoders only).
+        output: name of the output that holds the embedding or score.
+        size_bytes: file size.
+    """
+
+    file: str
+    sha256: str
+    role: Role
+    precision: Precision
+    engine: Engine
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    output: str
+    layout: Optional[Layout] = None
+    size_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "sha256": self.sha256,
+            "role": self.role.value,
+            "precision": self.precision.value,
+            "engine": self.engine.value,
+            "layout": self.layout.value if self.layout else None,
+            "output": self.output,
+            "size_bytes": self.size_bytes,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArtifactSpec:
+        def tensor(t: dict[str, Any]) -> TensorSpec:
+            return TensorSpec(
+                name=str(t["name"]),
+                shape=tuple(None if d is None else int(d) for d in t["shape"]),
+                dtype=str(t["dtype"]),
+                scale=None if t.get("scale") is None else float(t["scale"]),
+                zero_point=None if t.get("zero_point") is None else int(t["zero_point"]),
+            )
+
+        return cls(
+            file=str(data["file"]),
+            sha256=str(data["sha256"]).lower(),
+            role=Role(data["role"]),
+            precision=Precision(data["precision"]),
+            engine=Engine(data["engine"]),
+            inputs=tuple(tensor(t) for t in data["inputs"]),
+            outputs=tuple(tensor(t) for t in data["outputs"]),
+            output=str(data["output"]),
+            layout=Layout(data["layout"]) if data.get("layout") else None,
+            size_bytes=int(data.get("size_bytes", 0)),
+        )
+
+    @property
+    def key(self) -> str:
+        """Short name, e.g. ``encoder/onnx/int8``."""
+        return f"{self.role.value}/{self.engine.value}/{self.precision.value}"
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """One plain-array weights file in a bundle: an ``.npz`` of numeric arrays that the device
+    reads with ``np.load(allow_pickle=False)`` (nothing is unpickled), hashed like an artifact.
+
+    Attributes:
+        file: file name relative to the bundle directory.
+        sha256: hex digest of the file's bytes.
+        role: :class:`Role` of the model the weights belong to.
+        precision: :class:`Precision` of the arrays.
+        format: what the arrays mean and how they are named, e.g. ``"edgerec.scorer.mlp/1"``
+            (the reader refuses a format it does not know).
+        size_bytes: file size.
+    """
+
+    file: str
+    sha256: str
+    role: Role
+    precision: Precision
+    format: str
+    size_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "sha256": self.sha256, "role": self.role.value,
+                "precision": self.precision.value, "format": self.format,
+                "size_bytes": self.size_bytes}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WeightsSpec:
+        return cls(file=str(data["file"]), sha256=str(data["sha256"]).lower(),
+                   role=Role(data["role"]), precision=Precision(data["precision"]),
+                   format=str(data["format"]), size_bytes=int(data.get("size_bytes", 0)))
+
+    @property
+    def key(self) -> str:
+        """Short name, e.g. ``scorer/weights/fp32``."""
+        return f"{self.role.value}/weights/{self.precision.value}"
+
+
+def compute_encoder_id(pre: Preprocessing, artifacts: Iterable[ArtifactSpec],
+                       weights: Iterable[WeightsSpec] = ()) -> str:
+    """Identity of an encoder: sha256 over its preprocessing and its encoder files' hashes
+    (model files, then encoder weights files such as its whitening).
+
+    Every engine and precision of one exported network shares it, so a catalog built with the
+    fp32 ONNX artifact accepts queries from the int8 TFLite one of the same bundle.
+    """
+    h = hashlib.sha256(json.dumps(pre.to_dict(), sort_keys=True).encode())
+    for digest in sorted(a.sha256 for a in artifacts if a.role is Role.ENCODER):
+        h.update(digest.encode())
+    for digest in sorted(w.sha256 for w in weights if w.role is Role.ENCODER):
+        h.update(b"weights:" + digest.encode())
+    return h.hexdigest()[:32]
+
+
+def format_version_for(weights: Iterable[WeightsSpec]) -> int:
+    """The format a new bundle is written in: 2 when its encoder has a weights file (which an
+    edgerec that reads only format 1 would silently skip, returning unwhitened vectors), else 1
+    (so older readers keep reading bundles that do not need the newer format)."""
+    return 2 if any(w.role is Role.ENCODER for w in weights) else 1
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Parsed ``manifest.json`` (see the module docstring)."""
+
+    embedding_dim: int
+    preprocessing: Preprocessing
+    artifacts: tuple[ArtifactSpec, ...]
+    encoder_id: str
+    name: str = ""
+    format_version: int = FORMAT_VERSION
+    teacher: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    edgerec_version: str = ""
+    weights: tuple[WeightsSpec, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "format_version": self.format_version,
+            "name": self.name,
+            "embedding_dim": self.embedding_dim,
+            "encoder_id": self.encoder_id,
+            "preprocessing": self.preprocessing.to_dict(),
+            "artifacts": [a.to_dict() for a in self.artifacts],
+            "teacher": self.teacher,
+            "metrics": self.metrics,
+            "recipe": self.recipe,
+            "created": self.created,
+            "edgerec_version": self.edgerec_version,
+        }
+        if self.weights:  # optional: manifests without weights stay as they were
+            out["weights"] = [w.to_dict() for w in self.weights]
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, where: str = MANIFEST_NAME) -> Manifest:
+        """Parse and validate; every problem raises ``BundleError`` saying what to do."""
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(
+                f"{where} is not valid JSON ({exc}); the bundle is damaged: export or copy "
+                "it again."
+            ) from exc
+        if not isinstance(data, dict):
+            raise BundleError(f"{where} must hold a JSON object; export or copy the bundle again.")
+        version = data.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise BundleError(f"{where} has no integer format_version: not an edgerec bundle.")
+        if version > FORMAT_VERSION:
+            raise BundleError(
+                f"{where} is bundle format {version}, newer than the {FORMAT_VERSION} this edgerec "
+                "reads; upgrade edgerec (`pip install -U edgerec`)."
+            )
+        if version < 1:
+            raise BundleError(f"{where} has an invalid format_version {version}.")
+        try:
+            artifacts = tuple(ArtifactSpec.from_dict(a) for a in data["artifacts"])
+            weights_data = data.get("weights") or []
+            if not isinstance(weights_data, list):
+                raise TypeError("weights must be a list")
+            weights = tuple(WeightsSpec.from_dict(w) for w in weights_data)
+            manifest = cls(
+                format_version=version,
+                name=str(data.get("name", "")),
+                embedding_dim=int(data["embedding_dim"]),
+                encoder_id=str(data["encoder_id"]),
+                preprocessing=Preprocessing.from_dict(data["preprocessing"]),
+                artifacts=artifacts,
+                teacher=dict(data.get("teacher") or {}),
+                metrics=dict(data.get("metrics") or {}),
+                recipe=dict(data.get("recipe") or {}),
+                created=str(data.get("created", "")),
+                edgerec_version=str(data.get("edgerec_version", "")),
+                weights=weights,
+            )
+        except KeyError as exc:
+            raise BundleError(
+                f"{where} lacks the field {exc}; the bundle is incomplete: export it again."
+            ) from exc
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"{where} has an invalid value ({exc}); export it again.") from exc
+        if manifest.embedding_dim < 1:
+            raise BundleError(f"{where}: embedding_dim must be >= 1.")
+        if not artifacts:
+            raise BundleError(f"{where} lists no artifacts; export the bundle again.")
+        keys = [a.key for a in artifacts]
+        if len(set(keys)) != len(keys):
+            raise BundleError(f"{where} lists the same role/engine/precision twice: {keys}.")
+        wkeys = [w.key for w in weights]
+        if len(set(wkeys)) != len(wkeys):
+            raise BundleError(f"{where} lists the same weights twice: {wkeys}.")
+        files = [a.file for a in artifacts] + [w.file for w in weights]
+        if len(set(files)) != len(files):
+            raise BundleError(f"{where} lists one file for two entries: {files}.")
+        return manifest

@@ -1,0 +1,225 @@
+"""Writing bundles atomically: the export's (and ``edgerec bundle import``'s) only way to make one.
+
+:func:`write_bundle` copies and hashes every file into a hidden temporary sibling directory,
+writes the manifest last, fsyncs, and renames the directory into place, so an interrupted write
+never leaves a directory that looks like a complete bundle. The manifest it writes is parsed
+back by the reader before the rename: the two sides cannot drift.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from edgerec.runtimes import Engine, TensorSpec, engine_for_path
+from edgerec.sdk.bundle.bundle import Bundle
+from edgerec.sdk.bundle.manifest import (
+    MANIFEST_NAME,
+    ArtifactSpec,
+    Layout,
+    Manifest,
+    Precision,
+    Preprocessing,
+    Role,
+    WeightsSpec,
+    compute_encoder_id,
+    format_version_for,
+)
+from edgerec.sdk.errors import BundleError
+from edgerec.sdk.files import copy_hashed, fsync_dir
+
+__all__ = ["NewArtifact", "NewWeights", "write_bundle"]
+
+PathLike = Union[str, os.PathLike]
+
+
+def _edgerec_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("edgerec")
+    except Exception:
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class NewArtifact:
+    """A model file to put into a new bundle (see :func:`write_bundle`).
+
+    Attributes:
+        source: the model file to copy in.
+        role, precision: what it is.
+        inputs, outputs: its tensors (from ``open_runtime(source).input_specs()``, ...).
+        output: the output holding the embedding or score.
+        layout: image input layout (encoders).
+        file: name inside the bundle; default ``<role>.<precision>.<engine>``.
+    """
+
+    source: Path
+    role: Role
+    precision: Precision
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    output: str
+    layout: Optional[Layout] = None
+    file: Optional[str] = None
+    engine: Optional[Engine] = None
+
+    def resolved_engine(self) -> Engine:
+        return self.engine or engine_for_path(self.source)
+
+    @property
+    def key(self) -> str:
+        """Short name, e.g. ``encoder/onnx/int8`` (as :attr:`ArtifactSpec.key`)."""
+        return f"{self.role.value}/{self.resolved_engine().value}/{self.precision.value}"
+
+
+@dataclass(frozen=True)
+class NewWeights:
+    """A plain-array weights file (``.npz``) to put into a new bundle (see :func:`write_bundle`).
+
+    Attributes:
+        source: the file to copy in.
+        role, precision: what it belongs to.
+        format: what the arrays mean (see :class:`~edgerec.sdk.bundle.manifest.WeightsSpec`).
+        file: name inside the bundle; default ``<role>.<precision><source suffix>``.
+    """
+
+    source: Path
+    role: Role
+    precision: Precision
+    format: str
+    file: Optional[str] = None
+
+
+def _remove_stale_temps(out: Path) -> None:
+    """Delete leftovers of interrupted writes of ``out`` whose writer process is gone."""
+    for tmp in out.parent.glob(f".{out.name}.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit("-", 2)[1])
+            os.kill(pid, 0)
+        except (ValueError, IndexError, ProcessLookupError):
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:
+            pass
+
+
+def write_bundle(
+    out: PathLike,
+    *,
+    artifacts: Sequence[NewArtifact],
+    preprocessing: Preprocessing,
+    embedding_dim: int,
+    name: str = "",
+    teacher: Optional[dict[str, Any]] = None,
+    metrics: Optional[dict[str, Any]] = None,
+    recipe: Optional[dict[str, Any]] = None,
+    force: bool = False,
+    extra_files: Optional[dict[str, PathLike]] = None,
+    weights: Sequence[NewWeights] = (),
+) -> Bundle:
+    """Write a complete, verified bundle atomically.
+
+    Files are copied and hashed into a hidden temporary directory beside ``out``; the manifest
+    is written last; the directory is then renamed to ``out``. A crash or a full disk at any
+    point leaves either no ``out`` (or the previous one, with ``force``) or a complete bundle.
+
+    ``extra_files`` (``{"report/report.html": path}``) are copied in as they are, unhashed and
+    unlisted: documentation for people (reports, plots), never read by the device.
+    ``weights`` are hashed and listed in the manifest like artifacts (the device reads them).
+
+    Raises:
+        BundleError: ``out`` exists and ``force`` is false; no artifacts; duplicate names.
+        OSError: the disk is full or not writable (the temporary directory is removed).
+    """
+    out = Path(out)
+    if out.exists() and not force:
+        raise BundleError(
+            f"{out} already exists; choose another --out or pass --force to replace it."
+        )
+    if not artifacts:
+        raise BundleError("A bundle needs at least one artifact.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(out)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        specs = []
+        for art in artifacts:
+            engine = art.resolved_engine()
+            file = art.file or f"{art.role.value}.{art.precision.value}{engine.suffix}"
+            if Path(file).name != file or file == MANIFEST_NAME:
+                raise BundleError(f"Artifact file name {file!r} must be a plain file name.")
+            if (tmp / file).exists():
+                raise BundleError(f"Two artifacts would both be written as {file}.")
+            digest = copy_hashed(Path(art.source), tmp / file)
+            specs.append(
+                ArtifactSpec(
+                    file=file,
+                    sha256=digest,
+                    role=art.role,
+                    precision=art.precision,
+                    engine=engine,
+                    inputs=tuple(art.inputs),
+                    outputs=tuple(art.outputs),
+                    output=art.output,
+                    layout=art.layout,
+                    size_bytes=(tmp / file).stat().st_size,
+                )
+            )
+        weight_specs = []
+        for new in weights:
+            file = new.file or f"{new.role.value}.{new.precision.value}{Path(new.source).suffix}"
+            if Path(file).name != file or file == MANIFEST_NAME:
+                raise BundleError(f"Weights file name {file!r} must be a plain file name.")
+            if (tmp / file).exists():
+                raise BundleError(f"Two bundle files would both be written as {file}.")
+            digest = copy_hashed(Path(new.source), tmp / file)
+            weight_specs.append(WeightsSpec(file=file, sha256=digest, role=new.role,
+                                            precision=new.precision, format=new.format,
+                                            size_bytes=(tmp / file).stat().st_size))
+        for rel, src in (extra_files or {}).items():
+            target = tmp / rel
+            if Path(rel).is_absolute() or ".." in Path(rel).parts or target.exists():
+                raise BundleError(f"Extra file name {rel!r} must be a new relative path.")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            copy_hashed(Path(src), target)
+        manifest = Manifest(
+            name=name,
+            embedding_dim=int(embedding_dim),
+            preprocessing=preprocessing,
+            artifacts=tuple(specs),
+            encoder_id=compute_encoder_id(preprocessing, specs, weight_specs),
+            format_version=format_version_for(weight_specs),
+            teacher=teacher or {},
+            metrics=metrics or {},
+            recipe=recipe or {},
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            edgerec_version=_edgerec_version(),
+            weights=tuple(weight_specs),
+        )
+        Manifest.from_json(manifest.to_json())  # the reader must accept what we write
+        with open(tmp / MANIFEST_NAME, "w", encoding="utf-8") as f:
+            f.write(manifest.to_json())
+            f.flush()
+            os.fsync(f.fileno())
+        fsync_dir(tmp, strict=False)
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(out, old)
+        os.replace(tmp, out)
+        fsync_dir(out.parent, strict=False)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Bundle.load(out)
+

@@ -1,0 +1,292 @@
+"""A faster exact scan for int8 catalogs on ONNX Runtime's integer matrix product (optional).
+
+numpy has no int8 matrix product, so :mod:`edgerec.sdk.catalog.scan` decodes int8 codes to float32
+and calls BLAS (30-47 ms per query over 1M x 128 on one Zen 3 core; faiss ``IndexFlatIP`` on
+the float32 vectors: 29-37 ms). ONNX Runtime's ``MatMulInteger`` (MLAS) runs a one-row
+``uint8 (1, D) x int8 (D, N)`` product near memory speed (~7 ms per 1M x 128) but needs the
+codes transposed, and it is 4x slower on ``(N, D) x (D, 1)`` or with a zero point. So this
+kernel keeps, per mapped segment and in memory, a **transposed copy of the codes** (one more
+byte per dimension and item, plus 4 bytes per item), built on the first search (~13 ms per
+100k x 128) and dropped with the mapping. The whole query then takes ~13 ms per 1M x 128
+(``benchmarks/catalog_targets.py``). The kernel answers with a short list of candidate rows
+that :func:`edgerec.sdk.catalog.scan.exact_top_k` then scores exactly with the numpy kernel, so the
+results are the numpy kernel's:
+
+1. The query is quantized: ``s = max|q| / 63``, ``q^ = rint(q / s)`` in [-63, 63], fed as
+   ``u = q^ + 64`` in [1, 127]. Codes are in [-128, 127], so any pair ``u*c + u*c`` fits int16:
+   MLAS's AVX2 ``vpmaddubsw`` cannot saturate and the int32 products are exact. (A zero point
+   input would be exact too, but takes a 4x slower path; the offset is removed instead as
+   ``64 * sum(c)``, precomputed per item.)
+2. ``S'_i = scale_i * (u . c_i - 64 sum(c_i)) = scale_i (q^ . c_i)`` comes out of one small
+   ONNX graph per block; ``s * S'_i`` differs from the exact score ``scale_i (q . c_i)`` by at
+   most ``||x_i|| ||q - s q^||`` (Cauchy-Schwarz, ``x_i`` the dequantised item), plus a float
+   rounding allowance. With ``n_c`` the largest ``||x_i||`` of a block this gives each item a
+   lower and an upper bound.
+3. A row can be in the top k only if its upper bound reaches the k-th best lower bound. Those
+   rows (typically k plus a few dozen) are the candidates; if they would exceed a quarter of
+   the catalog the kernel gives up and the numpy kernel scans everything.
+
+Use: ``EDGEREC_SEARCH_KERNEL=auto|numpy|onnxruntime`` or :func:`set_search_kernel`. ``auto``
+(the default) uses ONNX Runtime for int8 catalogs of at least ``MIN_ROWS`` rows when
+``onnxruntime`` can be imported, else numpy; ``onnxruntime`` raises
+:class:`RuntimeUnavailableError` when it cannot be imported. Nothing here is imported or built
+before the first search that uses it. Float16 catalogs always use numpy.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import numpy as np
+from edgerec.runtimes.int8_matmul import Int8MatMul, int8_matmul_available
+from edgerec.sdk.catalog.store import Segment, VectorView
+from edgerec.sdk.errors import RuntimeUnavailableError
+
+__all__ = ["SearchKernel", "search_kernel", "set_search_kernel"]
+
+MIN_ROWS = 16384  # below this numpy is as fast, and the copy is not worth keeping
+CHUNK_ROWS = 65536  # rows per ONNX Runtime call (per cached block)
+GROUP_MIN = 8  # a batch of at least this many queries goes through one (Q, D) product
+MAX_GROUP = 64
+_LEVELS = 63  # query codes in [-63, 63] ...
+_OFFSET = 64  # ... fed as [1, 127]
+_SUB_ROWS = 4096  # rows per float32 block when measuring norms
+
+
+class SearchKernel(str, Enum):
+    """Which code scores an int8 catalog."""
+
+    AUTO = "auto"  # onnxruntime when importable and the catalog has >= MIN_ROWS rows
+    NUMPY = "numpy"
+    ONNXRUNTIME = "onnxruntime"
+
+
+_state: dict[str, Any] = {}  # "kernel": the setting; "engine": made on first use
+_lock = threading.Lock()
+_caches: dict[int, _SegmentCache] = {}
+
+
+def _parse(value: SearchKernel | str, where: str) -> SearchKernel:
+    try:
+        return SearchKernel(value.strip().lower() if isinstance(value, str) else value)
+    except ValueError:
+        choices = ", ".join(k.value for k in SearchKernel)
+        raise ValueError(f"{where} must be one of {choices}, got {value!r}") from None
+
+
+def search_kernel() -> SearchKernel:
+    """The kernel setting in force (:func:`set_search_kernel`, else the environment)."""
+    if "kernel" not in _state:
+        raw = os.environ.get("EDGEREC_SEARCH_KERNEL", "") or "auto"
+        _state["kernel"] = _parse(raw, "the environment variable EDGEREC_SEARCH_KERNEL")
+    return _state["kernel"]
+
+
+def set_search_kernel(kernel: SearchKernel | str) -> SearchKernel:
+    """Choose the kernel for int8 catalogs (process-wide); returns the previous setting."""
+    chosen = _parse(kernel, "the search kernel")
+    try:
+        previous = search_kernel()
+    except ValueError:  # a bad EDGEREC_SEARCH_KERNEL, overridden now
+        previous = SearchKernel.AUTO
+    _state["kernel"] = chosen
+    return previous
+
+
+# --------------------------------------------------------------------------- engine
+
+
+def _engine(required: bool) -> Int8MatMul | None:
+    """The shared :class:`~edgerec.runtimes.int8_matmul.Int8MatMul`, or None without ONNX
+    Runtime (``required``: raise instead)."""
+    if "engine" not in _state:
+        with _lock:
+            if "engine" not in _state:
+                _state["engine"] = Int8MatMul.create() if int8_matmul_available() else None
+    engine = _state["engine"]
+    if engine is None and required:
+        raise RuntimeUnavailableError(
+            "the onnxruntime search kernel was requested but onnxruntime cannot be imported; "
+            "install it (`pip install edgerec[onnx]`) or choose SearchKernel.NUMPY / AUTO"
+        )
+    return engine
+
+
+def active_kernel(view: VectorView) -> SearchKernel:
+    """The kernel a full scan of ``view`` uses now (NUMPY or ONNXRUNTIME)."""
+    choice = search_kernel()
+    if view.dtype != "int8" or choice is SearchKernel.NUMPY:
+        return SearchKernel.NUMPY
+    if choice is SearchKernel.AUTO and view.total_rows < MIN_ROWS:
+        return SearchKernel.NUMPY
+    engine = _engine(required=choice is SearchKernel.ONNXRUNTIME)
+    return SearchKernel.NUMPY if engine is None else SearchKernel.ONNXRUNTIME
+
+
+# --------------------------------------------------------------------------- per-segment copy
+
+
+@dataclass(frozen=True)
+class _Block:
+    start: int  # first row, in the segment
+    codes_t: np.ndarray  # (dim, rows) int8, C order
+    offset: np.ndarray  # (rows,) int32: 64 * sum of the row's codes
+    scales: np.ndarray  # (rows,) float32
+    max_norm: float  # largest ||x_i|| of the block (dequantised), rounded up
+
+
+@dataclass(frozen=True)
+class _SegmentCache:
+    blocks: tuple[_Block, ...]
+
+
+def _segment_cache(seg: Segment, engine: Int8MatMul) -> _SegmentCache:
+    """The transposed copy of a segment's codes, built once per mapped array."""
+    key = id(seg.vectors)
+    cache = _caches.get(key)
+    if cache is None:
+        with _lock:
+            cache = _caches.get(key)
+            if cache is None:
+                cache = _build(seg, engine)
+                _caches[key] = cache
+                weakref.finalize(seg.vectors, _caches.pop, key, None)
+    return cache
+
+
+def _build(seg: Segment, engine: Int8MatMul) -> _SegmentCache:
+    dim = seg.vectors.shape[1]
+    buf = np.empty((_SUB_ROWS, dim), np.float32)
+    blocks = []
+    for c0 in range(0, seg.rows, CHUNK_ROWS):
+        c1 = min(c0 + CHUNK_ROWS, seg.rows)
+        codes = np.ascontiguousarray(seg.vectors[c0:c1])
+        codes_t, sums = engine.prepare(codes)
+        scales = np.ascontiguousarray(seg.scales[c0:c1], dtype=np.float32)
+        peak = 0.0
+        for b0 in range(0, c1 - c0, _SUB_ROWS):
+            sub = codes[b0:b0 + _SUB_ROWS]
+            f = buf[: sub.shape[0]]
+            np.copyto(f, sub, casting="unsafe")
+            squares = np.einsum("ij,ij->i", f, f)  # exact: integers below 2**24
+            peak = max(peak, float((squares * scales[b0:b0 + sub.shape[0]] ** 2).max()))
+        offset = (sums[0].astype(np.int64) * _OFFSET).astype(np.int32)
+        blocks.append(_Block(c0, codes_t, offset, scales, float(np.sqrt(peak)) * (1 + 1e-6)))
+    return _SegmentCache(tuple(blocks))
+
+
+# --------------------------------------------------------------------------- scan
+
+
+def candidate_rows(
+    view: VectorView, queries: np.ndarray, k: int, invalid: list[np.ndarray | None]
+) -> np.ndarray | None:
+    """Sorted global rows that may hold each query's top ``k`` (a superset), or None.
+
+    ``queries``: ``(Q, dim)`` float32, finite; ``invalid``: per segment, the rows that must
+    not be returned (see :func:`edgerec.sdk.catalog.scan._invalid_mask`). None means: this kernel
+    does not apply here (setting, dtype, size, engine) or gave up; scan with numpy.
+    """
+    if active_kernel(view) is not SearchKernel.ONNXRUNTIME or k <= 0 or view.count == 0:
+        return None
+    engine = _engine(required=False)
+    q = np.asarray(queries, dtype=np.float64)
+    peak = np.abs(q).max(axis=1)
+    step = np.where(peak > 0, peak / _LEVELS, 1.0)
+    levels = np.rint(q / step[:, None])
+    codes = (levels + _OFFSET).astype(np.uint8)
+    residual = np.linalg.norm(q - levels * step[:, None], axis=1)
+    # float32 rounding in the graph and in the final numpy scores, per unit of ||x_i||:
+    rounding = 2.0**-22 * (view.dim + 8) * np.linalg.norm(q, axis=1)
+    beta = (residual + rounding) / step  # in units of the graph's output
+    band = _Band(k, q.shape[0], cap=max(view.total_rows // 4, 4 * k))
+    for seg, bad in zip(view.segments, invalid):
+        cache = _segment_cache(seg, engine)
+        for block in cache.blocks:
+            c0, c1 = block.start, block.start + block.scales.shape[0]
+            mask = None if bad is None else bad[c0:c1]
+            if mask is not None and mask.all():
+                continue
+            scores = _score(engine, codes, block)
+            if mask is not None:
+                scores[:, mask] = -np.inf
+            if not band.push(scores, beta * block.max_norm, seg.start + c0):
+                return None
+    return band.rows()
+
+
+def _score(engine: Int8MatMul, codes: np.ndarray, block: _Block) -> np.ndarray:
+    """``(Q, rows)`` float32: ``scale_i * (q^ . c_i)`` for each query's codes."""
+    def run(a: np.ndarray) -> np.ndarray:
+        return engine.scaled_product(a, block.codes_t, block.offset, block.scales)
+
+    n = codes.shape[0]
+    if n < GROUP_MIN:  # one-row products take MLAS's fast path; a few rows do not
+        parts = [run(codes[j:j + 1]) for j in range(n)]
+    else:
+        parts = [run(codes[j:j + MAX_GROUP]) for j in range(0, n, MAX_GROUP)]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+class _Band:
+    """Per query: the k best lower bounds merged so far (their minimum is the floor) and every
+    row whose upper bound reaches the floor. The floor only rises, so pruning early is safe;
+    each row's lower bound is merged at most once (a repeat would raise the floor wrongly)."""
+
+    def __init__(self, k: int, n_queries: int, cap: int) -> None:
+        self.k = k
+        self.cap = cap
+        self.best = np.full((n_queries, k), -np.inf)
+        self.floor = np.full(n_queries, -np.inf)
+        self.found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.count = 0
+
+    def push(self, scores: np.ndarray, margin: np.ndarray, row0: int) -> bool:
+        """Add a block: ``scores`` ``(Q, C)`` (-inf where invalid), ``margin`` ``(Q,)`` the
+        bound on |estimate - exact| in score units. False when there are too many rows."""
+        n_queries, c = scores.shape
+        floor = self.floor
+        if np.isneginf(floor).any():  # no floor yet: the k-th best of a sample of this block
+            floor = np.maximum(floor, self._kth(scores) - margin)
+        floor = np.maximum(floor - margin, np.finfo(np.float32).min)
+        flat = np.flatnonzero(scores >= floor[:, None])  # rows whose upper bound reaches it
+        self.count += flat.size
+        if self.count > self.cap * n_queries:  # memory bound; rows() checks the union
+            return False
+        q_idx, c_idx = np.divmod(flat, c)
+        values = scores.ravel()[flat]
+        lower = values - margin[q_idx]
+        rises = lower > self.floor[q_idx]
+        if rises.any():  # the few rows that raise the floor
+            qr, lr = q_idx[rises], lower[rises]
+            pad = np.full((n_queries, int(np.bincount(qr).max())), -np.inf)
+            pad[qr, np.arange(qr.size) - np.searchsorted(qr, qr)] = lr
+            both = np.concatenate([self.best, pad], axis=1)
+            self.best = np.partition(both, both.shape[1] - self.k, axis=1)[:, -self.k:]
+            self.floor = self.best.min(axis=1)
+        self.found.append((q_idx, c_idx + row0, values + margin[q_idx]))
+        return True
+
+    def _kth(self, scores: np.ndarray) -> np.ndarray:
+        """``(Q,)`` the k-th best score of every 16th row of a large block (of all rows if
+        that finds fewer than k valid ones); -inf when the block has fewer than k valid rows."""
+        samples = (scores[:, ::16], scores) if scores.shape[1] >= 16384 else (scores,)
+        for sample in samples:
+            if sample.shape[1] >= self.k:
+                kth = np.partition(sample, sample.shape[1] - self.k, axis=1)[:, -self.k]
+                if np.isfinite(kth).all():
+                    return kth
+        return np.full(scores.shape[0], -np.inf)
+
+    def rows(self) -> np.ndarray | None:
+        """The sorted candidate rows of all queries; None if more than ``cap``."""
+        if not self.found:
+            return np.zeros(0, np.int64)
+        q_idx, rows, upper = (np.concatenate(part) for part in zip(*self.found))
+        rows = np.unique(rows[upper >= self.floor[q_idx]]).astype(np.int64)
+        return None if rows.size > self.cap else rows

@@ -1,0 +1,186 @@
+"""``edgerec catalog build|add|remove|info|verify``: each one catalog library call."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from edgerec.runtimes import Engine
+from edgerec.sdk.bundle.manifest import Precision
+from edgerec.sdk.catalog.build import IngestReport, add_images, build_catalog
+from edgerec.sdk.catalog.catalog import Catalog, VectorDType
+from edgerec.sdk.catalog.ingest import SourceItem, items_from_csv, items_from_folder, parse_value
+from edgerec.sdk.cli.common import add_json, emit, expand_images, progress, usage
+from edgerec.sdk.encoder import Encoder, EncoderOptions
+from edgerec.sdk.errors import CatalogError
+
+__all__ = ["add_catalog_parsers", "add_encoder_arguments", "encoder_options"]
+
+
+# `edgerec catalog build | add | remove | info | verify`: each one library call.
+
+
+def encoder_options(args: argparse.Namespace) -> EncoderOptions:
+    return EncoderOptions(
+        engine=Engine(args.engine) if args.engine else None,
+        precision=Precision(args.precision) if args.precision else None,
+        num_threads=args.threads,
+        batch_size=args.batch_size,
+    )
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, parse_value(value)
+
+
+def _ingest_output(args: argparse.Namespace, report: IngestReport, verb: str) -> int:
+    payload = report.to_dict(max_failed=20)
+    text = (f"{verb} {report.catalog}: added {report.added}, {report.skipped_existing} already "
+            f"present, {len(report.failed)} bad image(s) skipped; {report.count} items")
+    for item_id, path, why in report.failed[:5]:
+        text += f"\n  skipped {item_id} ({path}): {why}"
+    if len(report.failed) > 5:
+        text += f"\n  ... and {len(report.failed) - 5} more (--json lists 20)"
+    emit(args, payload, text)
+    return 0
+
+
+def cmd_catalog_build(args: argparse.Namespace) -> int:
+    items = items_from_folder(args.images) if args.images else items_from_csv(args.items)
+    update, done = progress(len(items), "catalog build")
+    try:
+        report = build_catalog(args.bundle, args.out, items, encoder_options=encoder_options(args),
+                               dtype=args.dtype, chunk_size=args.chunk_size, progress=update)
+    finally:
+        done()
+    return _ingest_output(args, report, "built")
+
+
+def cmd_catalog_add(args: argparse.Namespace) -> int:
+    sources = [bool(args.images), bool(args.items), bool(args.files)]
+    if sum(sources) != 1:
+        raise CatalogError("give exactly one of --images DIR, --items CSV or image files")
+    if args.images:
+        items = items_from_folder(args.images)
+    elif args.items:
+        items = items_from_csv(args.items)
+    else:
+        items = [SourceItem(p.stem, p, {"path": str(p)}) for p in expand_images(args.files)]
+    extra = dict(args.meta)
+    items = [SourceItem(s.item_id, s.image, {**s.metadata, **extra}) for s in items]
+    with Catalog.open(args.catalog) as catalog, \
+            Encoder.create_from_bundle_path(args.bundle, encoder_options(args)) as encoder:
+        update, done = progress(len(items), "catalog add")
+        try:
+            report = add_images(catalog, encoder, items, skip_existing=False,
+                                chunk_size=args.chunk_size, progress=update)
+        finally:
+            done()
+    return _ingest_output(args, report, "added to")
+
+
+def cmd_catalog_remove(args: argparse.Namespace) -> int:
+    with Catalog.open(args.catalog) as catalog:
+        catalog.remove(args.ids)
+        if args.compact:
+            catalog.compact()
+        count = len(catalog)
+    emit(args, {"catalog": args.catalog, "removed": len(args.ids), "count": count},
+          f"removed {len(args.ids)} item(s) from {args.catalog}; {count} items")
+    return 0
+
+
+def cmd_catalog_info(args: argparse.Namespace) -> int:
+    with Catalog.open(args.catalog, readonly=True) as catalog:
+        info = catalog.info()
+    payload = {**info.__dict__, "path": str(info.path)}
+    text = "\n".join(f"{k:<15} {v}" for k, v in payload.items())
+    emit(args, payload, text)
+    return 0
+
+
+def cmd_catalog_verify(args: argparse.Namespace) -> int:
+    with Catalog.open(args.catalog, readonly=True) as catalog:
+        catalog.verify()
+        count, gen = len(catalog), catalog.generation
+    emit(args, {"catalog": args.catalog, "ok": True, "count": count, "generation": gen},
+          f"ok: {args.catalog}: {count} items, generation {gen}")
+    return 0
+
+
+def add_encoder_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=[e.value for e in Engine], help="engine (default: any)")
+    p.add_argument("--precision", choices=[x.value for x in Precision],
+                   help="encoder precision (default: fp32 when the bundle has it)")
+    p.add_argument("--threads", type=int, help="engine threads (default: engine's)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per engine call")
+
+
+def add_catalog_parsers(sub: Any) -> None:
+    cat = sub.add_parser("catalog", help="build, update, inspect and verify catalogs",
+                         description="Build, update, inspect and verify on-device catalogs "
+                         "(item vectors + metadata).")
+    csub = cat.add_subparsers(dest="catalog_command", metavar="ACTION")
+    cat.set_defaults(func=lambda _args: usage(cat))
+
+    build = csub.add_parser(
+        "build", help="embed photos into a catalog (resumable)",
+        description="Embed a folder of photos (one sub-folder per label; id = file stem) or the "
+        "photos of an items CSV (item_id,path[,label][,...]; other columns become metadata) "
+        "into a catalog. A re-run adds only the ids not yet present; bad images are skipped "
+        "and reported, not fatal.",
+    )
+    src = build.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", help="folder of images, one sub-folder per label")
+    src.add_argument("--items", help="CSV item_id,path[,label][,...] (paths relative to it)")
+    build.add_argument("--bundle", required=True, help="bundle directory whose encoder to use")
+    build.add_argument("--out", required=True, help="catalog directory (created or resumed)")
+    build.add_argument("--dtype", choices=[d.value for d in VectorDType],
+                       help="vector storage of a new catalog (default int8; a resumed catalog "
+                       "keeps its own)")
+    build.add_argument("--chunk-size", type=int, default=256,
+                       help="images per catalog commit (the unit of resumption)")
+    add_encoder_arguments(build)
+    add_json(build)
+    build.set_defaults(func=cmd_catalog_build)
+
+    add = csub.add_parser("add", help="add new items to a catalog",
+                          description="Embed new photos and add them to an existing catalog; "
+                          "ids already present are refused before any work.")
+    add.add_argument("catalog", help="catalog directory")
+    add.add_argument("files", nargs="*", help="image files or folders (id = file stem)")
+    add.add_argument("--bundle", required=True, help="bundle directory that built the catalog")
+    add.add_argument("--images", help="folder of images, one sub-folder per label")
+    add.add_argument("--items", help="CSV item_id,path[,label][,...] (paths relative to it)")
+    add.add_argument("--meta", type=_key_value, action="append", default=[],
+                     metavar="KEY=VALUE", help="metadata for every added item (repeatable)")
+    add.add_argument("--chunk-size", type=int, default=256, help="images per catalog commit")
+    add_encoder_arguments(add)
+    add_json(add)
+    add.set_defaults(func=cmd_catalog_add)
+
+    rem = csub.add_parser("remove", help="remove items by id",
+                          description="Remove items by id, all or nothing (unknown ids fail).")
+    rem.add_argument("catalog", help="catalog directory")
+    rem.add_argument("ids", nargs="+", help="item ids to remove")
+    rem.add_argument("--compact", action="store_true",
+                     help="then rewrite the vectors without the removed rows")
+    add_json(rem)
+    rem.set_defaults(func=cmd_catalog_remove)
+
+    info = csub.add_parser("info", help="show a catalog's summary",
+                           description="Show a catalog's size, dimension, dtype, generation and "
+                           "encoder id.")
+    info.add_argument("catalog", help="catalog directory")
+    add_json(info)
+    info.set_defaults(func=cmd_catalog_info)
+
+    ver = csub.add_parser("verify", help="check a catalog end to end",
+                          description="Check the catalog's database, every segment's sha256 "
+                          "and the item rows; fails with what is damaged.")
+    ver.add_argument("catalog", help="catalog directory")
+    add_json(ver)
+    ver.set_defaults(func=cmd_catalog_verify)

@@ -1,0 +1,348 @@
+"""Interaction events from a CSV, checked against a catalog, and the per-user holdout split.
+
+The scorer's training (``edgerec export --events``) and its evaluation (``edgerec evaluate``)
+read events through :func:`read_events` and split them through :func:`holdout_split`, so both
+see the same held-out events for the same ``(seed, test_fraction)``::
+
+    log = read_events("events.csv", known_items=catalog_ids)   # EventLog
+    print(log.report)                                           # what was dropped and why
+    split = holdout_split(log, test_fraction=0.2, seed=0)       # Holdout(train, test)
+
+CSV columns: ``user_id,item_id[,event][,timestamp][,weight]`` (header required; extra columns
+are ignored; ``user_column``/``item_column`` rename the two ids, e.g. ``owner_id`` for
+``clothing-small/items.csv``). ``event`` is an :class:`~edgerec.sdk.profile.EventKind` value
+(default ``purchase``); ``timestamp`` is seconds since the epoch or ISO 8601; ``weight`` is a
+positive number (default 1) that weights the event in training.
+
+Nothing here is fatal for a bad row: unknown items, blank users, unparseable fields and
+duplicates are counted in :class:`EventsReport` (with the first few line numbers) and dropped.
+An unreadable or empty file, or one without the two id columns, raises :class:`ProfileError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import os
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+from edgerec.sdk.errors import ProfileError
+from edgerec.sdk.profile import Event, EventKind
+
+__all__ = [
+    "EventLog",
+    "EventsReport",
+    "Holdout",
+    "Interaction",
+    "holdout_split",
+    "read_events",
+]
+
+_EXAMPLES = 5  # line numbers kept per kind of problem
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """One event: ``user_id`` did ``kind`` with ``item_id`` at ``timestamp`` (seconds, or None
+    when the file has none); ``weight`` > 0 weights it in training; ``line`` is its CSV line."""
+
+    user_id: str
+    item_id: str
+    kind: EventKind = EventKind.PURCHASE
+    timestamp: Optional[float] = None
+    weight: float = 1.0
+    line: int = 0
+
+    @property
+    def positive(self) -> bool:
+        """True for every kind but ``dismiss``."""
+        return self.kind is not EventKind.DISMISS
+
+    def to_event(self) -> Event:
+        """The :class:`Event` a device profile would hold (a missing timestamp becomes the CSV
+        line number, so file order decides recency, as it does for the split)."""
+        ts = self.timestamp if self.timestamp is not None else float(self.line)
+        return Event(self.item_id, self.kind, ts)
+
+
+@dataclass(frozen=True)
+class EventsReport:
+    """What :func:`read_events` read and dropped. ``examples`` maps each problem to the first
+    few CSV line numbers where it happened."""
+
+    path: str
+    rows: int
+    kept: int
+    users: int
+    items: int
+    unknown_items: int = 0
+    blank_users: int = 0
+    bad_rows: int = 0
+    duplicates: int = 0
+    missing_timestamps: int = 0
+    out_of_order: int = 0
+    single_event_users: int = 0
+    sha256: str = ""
+    examples: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["examples"] = {k: list(v) for k, v in self.examples.items()}
+        return out
+
+    def summary(self) -> str:
+        """One line for a CLI: counts of everything dropped or odd."""
+        parts = [f"{self.kept} of {self.rows} events kept ({self.users} users, {self.items} items)"]
+        for name in ("unknown_items", "blank_users", "bad_rows", "duplicates",
+                     "missing_timestamps", "out_of_order", "single_event_users"):
+            value = getattr(self, name)
+            if value:
+                where = self.examples.get(name)
+                lines = f" (lines {', '.join(map(str, where))}...)" if where else ""
+                parts.append(f"{name.replace('_', ' ')}: {value}{lines}")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class EventLog:
+    """Checked events, file order kept; ``has_timestamps`` when every kept event has one."""
+
+    interactions: tuple[Interaction, ...]
+    report: EventsReport
+    has_timestamps: bool
+
+    def __len__(self) -> int:
+        return len(self.interactions)
+
+    @property
+    def users(self) -> list[str]:
+        """User ids in order of first appearance."""
+        return list(dict.fromkeys(i.user_id for i in self.interactions))
+
+    @property
+    def items(self) -> list[str]:
+        """Item ids in order of first appearance."""
+        return list(dict.fromkeys(i.item_id for i in self.interactions))
+
+    def by_user(self) -> dict[str, list[Interaction]]:
+        """Each user's events, oldest first (timestamp, then file order)."""
+        out: dict[str, list[Interaction]] = {}
+        for it in self.interactions:
+            out.setdefault(it.user_id, []).append(it)
+        for events in out.values():
+            events.sort(key=_order_key)
+        return out
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """A per-user split: ``train`` and ``test`` map user ids to their events, oldest first.
+
+    ``test`` holds positive events only and only users with at least one positive event left
+    in ``train`` (a history to recommend from). ``strategy`` is ``"leave_last_out"`` (newest
+    events held out; used when every event has a timestamp) or ``"random"`` (seeded).
+    """
+
+    train: Mapping[str, tuple[Interaction, ...]]
+    test: Mapping[str, tuple[Interaction, ...]]
+    strategy: str
+    seed: int
+    test_fraction: float
+    skipped_users: int
+
+    def describe(self) -> dict[str, Any]:
+        """The split's parameters and sizes (what a manifest records)."""
+        return {
+            "strategy": self.strategy, "seed": self.seed, "test_fraction": self.test_fraction,
+            "train_users": len(self.train), "test_users": len(self.test),
+            "train_events": sum(len(v) for v in self.train.values()),
+            "test_events": sum(len(v) for v in self.test.values()),
+            "skipped_users": self.skipped_users,
+        }
+
+
+def _order_key(it: Interaction) -> tuple[float, int]:
+    return (it.timestamp if it.timestamp is not None else -math.inf, it.line)
+
+
+def _parse_time(text: str) -> Optional[float]:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"timestamp {text!r} is neither seconds nor ISO 8601") from None
+        return stamp.timestamp()
+    if not math.isfinite(value):
+        raise ValueError(f"timestamp {text!r} is not finite")
+    return value
+
+
+def read_events(
+    path: Union[str, os.PathLike],
+    *,
+    known_items: Optional[Collection[str]] = None,
+    user_column: str = "user_id",
+    item_column: str = "item_id",
+    default_kind: Union[EventKind, str] = EventKind.PURCHASE,
+) -> EventLog:
+    """Read and check an events CSV (see the module docstring for the format).
+
+    ``known_items``: the catalog's ids; events for other items are counted as
+    ``unknown_items`` and dropped (None keeps every item). An exact repeat of an earlier
+    ``(user, item, event, timestamp)`` is a duplicate and dropped.
+
+    Raises:
+        ProfileError: the file is missing, unreadable, empty or lacks the id columns.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ProfileError(f"cannot read the events file {path}: {exc.strerror or exc}; "
+                           "pass a CSV with user_id,item_id columns") from exc
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"{path} is not UTF-8 text (byte {exc.start}); save the events as "
+                           "a UTF-8 CSV") from None
+    reader = csv.DictReader(text.splitlines())
+    columns = reader.fieldnames or []
+    missing = [c for c in (user_column, item_column) if c not in columns]
+    if missing:
+        what = "is empty" if not columns else f"has columns {columns}"
+        raise ProfileError(
+            f"{path} {what}; an events CSV needs a header with {user_column!r} and "
+            f"{item_column!r} (optional: event, timestamp, weight)"
+        )
+    default = EventKind(default_kind)
+    known = None if known_items is None else set(known_items)
+    counts = dict.fromkeys(("unknown_items", "blank_users", "bad_rows", "duplicates",
+                            "missing_timestamps", "out_of_order"), 0)
+    examples: dict[str, list[int]] = {}
+
+    def note(kind: str, line: int) -> None:
+        counts[kind] += 1
+        where = examples.setdefault(kind, [])
+        if len(where) < _EXAMPLES:
+            where.append(line)
+
+    kept: list[Interaction] = []
+    seen: set[tuple] = set()
+    last_time: dict[str, float] = {}
+    rows = 0
+    for row in reader:
+        rows += 1
+        line = reader.line_num
+        user = (row.get(user_column) or "").strip()
+        item = (row.get(item_column) or "").strip()
+        if not user:
+            note("blank_users", line)
+            continue
+        if not item:
+            note("bad_rows", line)
+            continue
+        try:
+            kind = EventKind((row.get("event") or "").strip() or default)
+            ts = _parse_time(row.get("timestamp") or "")
+            weight = float((row.get("weight") or "").strip() or 1.0)
+            if not (math.isfinite(weight) and weight > 0):
+                raise ValueError("weight must be > 0")
+        except ValueError:
+            note("bad_rows", line)
+            continue
+        if known is not None and item not in known:
+            note("unknown_items", line)
+            continue
+        key = (user, item, kind, ts)
+        if key in seen:
+            note("duplicates", line)
+            continue
+        seen.add(key)
+        if ts is None:
+            if "timestamp" in columns:
+                note("missing_timestamps", line)
+        else:
+            if ts < last_time.get(user, -math.inf):
+                note("out_of_order", line)
+            last_time[user] = max(ts, last_time.get(user, -math.inf))
+        kept.append(Interaction(user, item, kind, ts, weight, line))
+    if rows == 0:
+        raise ProfileError(f"{path} has a header but no events; add rows user_id,item_id,...")
+    has_ts = bool(kept) and all(i.timestamp is not None for i in kept)
+    if not has_ts:  # a partial timestamp column cannot order a user's history
+        kept = [Interaction(i.user_id, i.item_id, i.kind, None, i.weight, i.line) for i in kept]
+    per_user: dict[str, int] = {}
+    for it in kept:
+        per_user[it.user_id] = per_user.get(it.user_id, 0) + 1
+    report = EventsReport(
+        path=str(path), rows=rows, kept=len(kept), users=len(per_user),
+        items=len({i.item_id for i in kept}),
+        single_event_users=sum(1 for n in per_user.values() if n == 1),
+        sha256=hashlib.sha256(data).hexdigest(),
+        examples={k: tuple(v) for k, v in examples.items()}, **counts,
+    )
+    return EventLog(tuple(kept), report, has_ts)
+
+
+def holdout_split(
+    log: Union[EventLog, Iterable[Interaction]],
+    *,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    timestamps: Optional[bool] = None,
+) -> Holdout:
+    """Hold out ``test_fraction`` of each user's distinct positive items (at least one, and
+    always leaving one in train): the newest when ``timestamps`` (default: the log has them),
+    else a seeded random choice. Users with fewer than two distinct positive items stay
+    whole in ``train`` and are counted in ``skipped_users``. A held-out item's every event goes
+    to ``test``'s side (dropped from ``train``), so no trace of it is trained on.
+
+    ``test_fraction`` 0 puts everything in ``train`` (nothing to evaluate).
+    """
+    if not 0.0 <= test_fraction < 1.0:
+        raise ProfileError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
+    if isinstance(log, EventLog):
+        by_user = log.by_user()
+        ordered = log.has_timestamps if timestamps is None else timestamps
+    else:
+        by_user = EventLog(tuple(log), EventsReport("", 0, 0, 0, 0), False).by_user()
+        ordered = bool(timestamps)
+    rng = np.random.default_rng(seed)
+    train: dict[str, tuple[Interaction, ...]] = {}
+    test: dict[str, tuple[Interaction, ...]] = {}
+    skipped = 0
+    for user in sorted(by_user):
+        events = by_user[user]
+        items = list(dict.fromkeys(e.item_id for e in events if e.positive))  # oldest first
+        n_test = 0 if test_fraction == 0 else min(len(items) - 1,
+                                                   max(1, round(test_fraction * len(items))))
+        if n_test < 1:
+            skipped += test_fraction > 0
+            train[user] = tuple(events)
+            continue
+        if ordered:
+            last_seen = {e.item_id: i for i, e in enumerate(events)}
+            items.sort(key=lambda item: last_seen[item])
+            held = set(items[-n_test:])
+        else:
+            held = set(rng.choice(np.array(items, dtype=object), n_test, replace=False))
+        train[user] = tuple(e for e in events if e.item_id not in held)
+        test[user] = tuple(e for e in events if e.item_id in held and e.positive)
+    return Holdout(train, test, "leave_last_out" if ordered else "random", seed,
+                   float(test_fraction), skipped)
+
+
+def positives(events: Sequence[Interaction]) -> list[str]:
+    """Distinct positive item ids of ``events``, oldest first."""
+    return list(dict.fromkeys(e.item_id for e in events if e.positive))

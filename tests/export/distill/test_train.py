@@ -1,0 +1,162 @@
+"""Distillation: trains on real teacher features, checkpoints atomically, resumes exactly."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from conftest import TEACHER, sample_images
+from edgerec.export.data.views import make_views
+from edgerec.export.distill.student import create_student
+from edgerec.export.distill.teacher import Teacher
+from edgerec.export.distill.train import DistillConfig, _feature_mean, embed_views, train_student
+from edgerec.sdk import load_image
+
+SIZE = 48
+CONFIG = DistillConfig(epochs=2, batch_size=10, queue_size=32, patience=5, threads=2,
+                       warmup_epochs=0.5, ema_decay=0.0, label_decay_from=1.0)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    items = sample_images(2)  # 20 photos, 10 labels
+    teacher = Teacher.load(TEACHER, tmp_path_factory.mktemp("teacher"))
+    big = [make_views(load_image(p), 2, 224, i) for i, (p, _) in enumerate(items)]
+    feats = teacher.embed_views(np.concatenate(big)).astype(np.float16)
+    teacher.close()
+    small = np.stack([np.asarray(load_image(v).resize((SIZE, SIZE))) for b in big for v in b])
+    names = sorted({lab for _, lab in items})
+    labels = np.array([names.index(lab) for _, lab in items])
+    labels[::7] = -1  # some unlabelled items
+    val_views = small[::2]
+    val_labels = np.array([lab for _, lab in items])
+    return small, feats, labels, val_views, val_labels
+
+
+def _train(data, tmp_path, config=CONFIG, resume=False, log=None, probe=None):
+    views, feats, labels, val_views, val_labels = data
+    torch.manual_seed(0)
+    model = create_student("mobilenet_v3_small", image_size=SIZE, dim=32, hidden=0, width=0.5)
+    result = train_student(model, views=views, features=feats, views_per_item=2, labels=labels,
+                           val_views=val_views, val_labels=val_labels, config=config,
+                           checkpoint_dir=tmp_path, resume=resume, log=log,
+                           probe=probe)
+    return model, result
+
+
+def test_training_runs_every_loss_and_records_history(data, tmp_path):
+    model, result = _train(data, tmp_path)
+    assert result.epochs_run == 2 and result.stopped == "epochs"
+    row = result.history[-1]
+    assert row["relational"] > 0 and row["cosine"] > 0 and row["label"] > 0
+    assert 0 <= result.best_map <= 1 and (tmp_path / "best.pt").is_file()
+    vectors = embed_views(model, data[3], CONFIG)
+    assert vectors.shape == (20, 32)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_interrupted_training_resumes_to_the_same_weights(data, tmp_path):
+    straight, _ = _train(data, tmp_path / "a")
+
+    def stop_after_first_epoch(row):
+        if row["epoch"] == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(data, tmp_path / "b", log=stop_after_first_epoch)
+    resumed, result = _train(data, tmp_path / "b", resume=True)
+    assert [h["epoch"] for h in result.history] == [0, 1]
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        if a.dtype.is_floating_point:
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=name)
+
+
+def test_early_stopping_and_time_budget_stop_training(data, tmp_path):
+    _, result = _train(data, tmp_path / "a", replace(CONFIG, epochs=4, patience=0))
+    assert result.stopped == "early_stop" and result.epochs_run < 4
+    _, result = _train(data, tmp_path / "b", replace(CONFIG, epochs=4, max_minutes=1e-6))
+    assert result.stopped == "time_budget" and result.epochs_run == 1
+
+
+def test_label_weight_ramps_down_after_the_decay_point(data, tmp_path):
+    config = replace(CONFIG, epochs=4, label_decay_from=0.5, w_label=2.0, w_label_end=0.0)
+    _, result = _train(data, tmp_path, config)
+    weights = [row["w_label"] for row in result.history]  # weight at the end of each epoch
+    assert weights == pytest.approx([2.0, 2.0, 1.0, 0.0])
+
+
+def test_a_probe_adds_numbers_to_history_and_can_pick_the_epoch(data, tmp_path):
+    calls = []
+
+    def probe(model):
+        assert not model.training  # probed in eval mode
+        calls.append(1)
+        return {"pick": [0.2, 0.9, 0.1][len(calls) - 1]}
+
+    config = replace(CONFIG, epochs=3, select_on="pick")
+    _, result = _train(data, tmp_path / "a", config, probe=probe)
+    assert [row["pick"] for row in result.history] == [0.2, 0.9, 0.1]
+    assert result.best_epoch == 1 and result.best_map == 0.9
+    with pytest.raises(ValueError, match="select_on"):
+        _train(data, tmp_path / "b", replace(CONFIG, select_on="missing"))
+
+
+def test_weight_averaging_is_what_gets_kept_and_it_resumes_exactly(data, tmp_path):
+    config = replace(CONFIG, ema_decay=0.9)
+    straight, result = _train(data, tmp_path / "a", config)
+    assert result.epochs_run == 2
+    raw = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    assert raw["ema_steps"] > 0
+    best = torch.load(tmp_path / "a" / "best.pt", weights_only=True)["model"]
+    ema, live = raw["ema"], raw["model"]
+    name = next(k for k, v in live.items() if v.dtype.is_floating_point and v.ndim == 4)
+    assert not torch.equal(ema[name], live[name])  # the average is not the live weights
+    if result.best_epoch == result.epochs_run - 1:  # kept the last epoch: its average
+        torch.testing.assert_close(best[name], ema[name])
+
+    def stop_after_first_epoch(row):
+        if row["epoch"] == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(data, tmp_path / "b", config, log=stop_after_first_epoch)
+    resumed, _ = _train(data, tmp_path / "b", config, resume=True)
+    for (key, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        if a.dtype.is_floating_point:
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=key)
+
+
+def test_feature_mean_is_the_mean_unit_teacher_vector_read_in_chunks(tmp_path):
+    rows = np.random.default_rng(0).random((37, 8)).astype(np.float16)
+    path = tmp_path / "features.npy"
+    np.save(path, rows)
+    mapped = np.load(path, mmap_mode="r")
+    unit = rows.astype(np.float32) / np.linalg.norm(rows.astype(np.float32), axis=1, keepdims=True)
+    np.testing.assert_allclose(_feature_mean(mapped, chunk=5), unit.mean(0), rtol=1e-5)
+
+
+def test_centring_the_teacher_spreads_its_similarities_and_changes_the_targets(data, tmp_path):
+    feats = data[1].astype(np.float32)
+    unit = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    centred = unit - _feature_mean(feats)
+    centred /= np.linalg.norm(centred, axis=1, keepdims=True)
+    off = ~np.eye(len(unit), dtype=bool)
+    # ReLU features all point one way; centred ones spread around zero
+    assert np.median((unit @ unit.T)[off]) > 0.3 > np.median((centred @ centred.T)[off])
+    _, plain = _train(data, tmp_path / "plain")
+    _, centre = _train(data, tmp_path / "centre", replace(CONFIG, teacher_center=True))
+    assert centre.history[0]["cosine"] != pytest.approx(plain.history[0]["cosine"])
+    assert np.isfinite(centre.history[-1]["loss"])
+
+
+def test_a_label_head_trains_the_classifier_on_a_projection_and_resumes(data, tmp_path):
+    config = replace(CONFIG, label_head=16)
+    _, result = _train(data, tmp_path, config)
+    assert result.epochs_run == 2 and result.history[-1]["label"] > 0
+    heads = torch.load(tmp_path / "last.pt", weights_only=True)["heads"]
+    assert heads["label_mlp.0.weight"].shape == (16, 32)  # hidden x embedding dim
+    _, resumed = _train(data, tmp_path, replace(config, epochs=3), resume=True)
+    assert resumed.epochs_run == 3 and resumed.history[:2] == result.history

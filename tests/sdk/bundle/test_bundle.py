@@ -1,0 +1,182 @@
+"""Loading refuses anything but a complete, untampered bundle; writing is all-or-nothing."""
+
+import json
+import shutil
+from dataclasses import replace
+
+import pytest
+from conftest import TINY_ONNX, TINY_TFLITE
+from edgerec.runtimes import open_runtime
+from edgerec.sdk import (
+    FORMAT_VERSION,
+    ArtifactNotFoundError,
+    Bundle,
+    BundleError,
+    BundleIntegrityError,
+    Engine,
+    Layout,
+    Precision,
+    Preprocessing,
+    Role,
+)
+from edgerec.sdk.bundle.writer import NewArtifact, write_bundle
+
+
+@pytest.fixture()
+def bundle_dir(tiny_bundle, tmp_path):
+    dst = tmp_path / "b"
+    shutil.copytree(tiny_bundle.path, dst)
+    return dst
+
+
+def _edit_manifest(path, edit):
+    data = json.loads((path / "manifest.json").read_text())
+    edit(data)
+    (path / "manifest.json").write_text(json.dumps(data))
+
+
+def _artifact(source, **kw):
+    with open_runtime(source) as rt:
+        ins, outs = tuple(rt.input_specs()), tuple(rt.output_specs())
+    return NewArtifact(source=source, role=Role.ENCODER, precision=Precision.FP32, inputs=ins,
+                       outputs=outs, output=outs[0].name, layout=Layout.NCHW, **kw)
+
+
+def test_a_good_bundle_loads_and_verifies(bundle_dir):
+    b = Bundle.load(bundle_dir)
+    assert b.embedding_dim == 16 and len(b.artifacts(Role.ENCODER)) == 2
+    assert b.manifest.format_version == 1  # 2 only with encoder weights (test_whitening.py)
+    assert len(b.encoder_id) == 32
+
+
+def test_load_fails_on_a_tampered_artifact(bundle_dir):
+    f = bundle_dir / "encoder.fp32.onnx"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(BundleIntegrityError, match="does not match its sha256"):
+        Bundle.load(bundle_dir)
+
+
+def test_load_fails_on_a_missing_artifact(bundle_dir):
+    (bundle_dir / "encoder.fp32.tflite").unlink()
+    with pytest.raises(BundleIntegrityError, match="missing"):
+        Bundle.load(bundle_dir, verify=False)
+
+
+@pytest.mark.parametrize("name", ["../outside.onnx", "/etc/passwd", "sub/../../x.onnx", ""])
+def test_load_refuses_paths_that_leave_the_bundle(bundle_dir, name):
+    (bundle_dir.parent / "outside.onnx").write_bytes(TINY_ONNX.read_bytes())
+    _edit_manifest(bundle_dir, lambda d: d["artifacts"][0].update(file=name))
+    with pytest.raises(BundleIntegrityError, match="outside the bundle"):
+        Bundle.load(bundle_dir)
+
+
+def test_load_refuses_a_symlink_out_of_the_bundle(bundle_dir, tmp_path):
+    outside = tmp_path / "elsewhere.onnx"
+    shutil.copy(bundle_dir / "encoder.fp32.onnx", outside)
+    (bundle_dir / "encoder.fp32.onnx").unlink()
+    (bundle_dir / "encoder.fp32.onnx").symlink_to(outside)
+    with pytest.raises(BundleIntegrityError, match="outside the bundle"):
+        Bundle.load(bundle_dir)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.update(format_version=FORMAT_VERSION + 1), "upgrade edgerec"),
+        (lambda d: d.update(format_version="1"), "no integer format_version"),
+        (lambda d: d.pop("embedding_dim"), "lacks the field 'embedding_dim'"),
+        (lambda d: d["artifacts"][0].update(role="decoder"), "invalid value"),
+        (lambda d: d.update(artifacts=[]), "lists no artifacts"),
+        (lambda d: d["artifacts"][1].update(engine="onnx"), "same role/engine/precision"),
+        (lambda d: d["preprocessing"].update(std=[0, 1, 1]), "invalid value"),
+    ],
+)
+def test_load_refuses_a_malformed_manifest(bundle_dir, edit, message):
+    _edit_manifest(bundle_dir, edit)
+    with pytest.raises(BundleError, match=message):
+        Bundle.load(bundle_dir)
+
+
+def test_load_refuses_non_json_and_missing_manifests(bundle_dir, tmp_path):
+    (bundle_dir / "manifest.json").write_bytes(b"{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        Bundle.load(bundle_dir)
+    (bundle_dir / "manifest.json").unlink()
+    with pytest.raises(BundleError, match=r"no manifest\.json"):
+        Bundle.load(bundle_dir)
+    with pytest.raises(BundleError, match="No bundle directory"):
+        Bundle.load(tmp_path / "nowhere")
+
+
+def test_select_prefers_installed_engine_order_then_fp32(tiny_bundle):
+    assert tiny_bundle.select(Role.ENCODER).engine is Engine.ONNX
+    assert tiny_bundle.select(Role.ENCODER, engines=[Engine.TFLITE]).engine is Engine.TFLITE
+    with pytest.raises(ArtifactNotFoundError, match="encoder/onnx/fp32, encoder/tflite/fp32"):
+        tiny_bundle.select(Role.ENCODER, precision=Precision.INT8)
+    with pytest.raises(ArtifactNotFoundError, match="no scorer"):
+        tiny_bundle.select(Role.SCORER)
+
+
+def test_write_refuses_an_existing_directory_unless_forced(tmp_path):
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    pre = Preprocessing(input_size=32)
+    with pytest.raises(BundleError, match="already exists"):
+        write_bundle(out, artifacts=[_artifact(TINY_ONNX)], preprocessing=pre, embedding_dim=16)
+    assert (out / "keep.txt").read_text() == "mine"
+    b = write_bundle(out, artifacts=[_artifact(TINY_ONNX)], preprocessing=pre, embedding_dim=16,
+                     force=True)
+    assert not (out / "keep.txt").exists() and b.artifacts()[0].file == "encoder.fp32.onnx"
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]  # no temporary or old dirs left
+
+
+def test_an_interrupted_write_leaves_no_bundle_behind(tmp_path):
+    out = tmp_path / "b"
+    vanished = replace(_artifact(TINY_ONNX), source=tmp_path / "vanished.onnx", file="x.onnx")
+    arts = [_artifact(TINY_ONNX), vanished]
+    with pytest.raises(FileNotFoundError):
+        write_bundle(out, artifacts=arts, preprocessing=Preprocessing(input_size=32),
+                     embedding_dim=16)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupted_force_write_keeps_the_old_bundle(tiny_bundle, tmp_path):
+    out = tmp_path / "b"
+    shutil.copytree(tiny_bundle.path, out)
+    arts = [replace(_artifact(TINY_ONNX), source=tmp_path / "vanished.onnx")]
+    with pytest.raises(FileNotFoundError):
+        write_bundle(out, artifacts=arts, preprocessing=Preprocessing(input_size=32),
+                     embedding_dim=16, force=True)
+    assert Bundle.load(out).encoder_id == tiny_bundle.encoder_id
+
+
+def test_leftovers_of_a_killed_writer_are_cleaned_on_the_next_write(tmp_path):
+    stale = tmp_path / ".b.tmp-999999999-deadbeef"
+    stale.mkdir()
+    (stale / "encoder.fp32.onnx").write_bytes(b"partial")
+    write_bundle(tmp_path / "b", artifacts=[_artifact(TINY_ONNX)],
+                 preprocessing=Preprocessing(input_size=32), embedding_dim=16)
+    assert not stale.exists()
+
+
+def test_encoder_id_is_shared_across_engines_and_changes_with_preprocessing(tmp_path):
+    pre = Preprocessing(input_size=32)
+    a = write_bundle(tmp_path / "a", artifacts=[_artifact(TINY_ONNX)], preprocessing=pre,
+                     embedding_dim=16)
+    b = write_bundle(tmp_path / "b", artifacts=[_artifact(TINY_ONNX)], preprocessing=pre,
+                     embedding_dim=16)
+    c = write_bundle(tmp_path / "c", artifacts=[_artifact(TINY_ONNX)],
+                     preprocessing=Preprocessing(input_size=32, crop_pct=0.875),
+                     embedding_dim=16)
+    assert a.encoder_id == b.encoder_id != c.encoder_id
+
+
+def test_two_artifacts_with_one_file_name_are_refused(tmp_path):
+    arts = [_artifact(TINY_ONNX), _artifact(TINY_TFLITE, file="encoder.fp32.onnx")]
+    with pytest.raises(BundleError, match="both be written"):
+        write_bundle(tmp_path / "b", artifacts=arts, preprocessing=Preprocessing(input_size=32),
+                     embedding_dim=16)
+    assert not (tmp_path / "b").exists()
