@@ -43,6 +43,7 @@ from types import MappingProxyType
 from typing import Any, Optional, Union
 
 import numpy as np
+from edgerec.sdk.bundle.manifest import UserVectorRecipe
 from edgerec.sdk.errors import ProfileError
 
 __all__ = [
@@ -82,13 +83,10 @@ _PAST = {
     EventKind.DISMISS: "dismissed",
 }
 
-DEFAULT_EVENT_WEIGHTS: Mapping[EventKind, float] = MappingProxyType({
-    EventKind.VIEW: 0.25,
-    EventKind.CLICK: 0.5,
-    EventKind.ADD_TO_CART: 1.0,
-    EventKind.PURCHASE: 2.0,
-    EventKind.DISMISS: -1.0,
-})
+DEFAULT_EVENT_WEIGHTS: Mapping[EventKind, float] = MappingProxyType(
+    {EventKind(kind): w for kind, w in UserVectorRecipe().event_weights.items()})
+"""The weight of each :class:`EventKind` in a user vector (the recipe's defaults:
+:class:`~edgerec.sdk.bundle.manifest.UserVectorRecipe`)."""
 
 
 def _event_kind(kind: Any) -> EventKind:
@@ -182,15 +180,19 @@ def user_vector(
     events: Sequence[Event],
     vectors: Mapping[str, np.ndarray],
     *,
-    half_life_days: float = 30.0,
+    half_life_days: Optional[float] = None,
     weights: Mapping[Any, float] | None = None,
 ) -> Optional[np.ndarray]:
     """The user vector of a history (see the module docstring for the formula).
 
     ``vectors`` maps item ids to float32 ``(D,)`` vectors; events whose item is not in it are
-    ignored. Returns float32 ``(D,)`` of unit L2 norm, or None when no event with a positive
-    weight has a vector (a new user, or only dismisses) or the weighted sum is zero.
+    ignored. ``half_life_days`` and ``weights`` default to the recipe's
+    (:class:`~edgerec.sdk.bundle.manifest.UserVectorRecipe`). Returns float32 ``(D,)`` of unit
+    L2 norm, or None when no event with a positive weight has a vector (a new user, or only
+    dismisses) or the weighted sum is zero.
     """
+    if half_life_days is None:
+        half_life_days = UserVectorRecipe().half_life_days
     if not half_life_days > 0:
         raise ProfileError(f"half_life_days must be > 0, got {half_life_days!r}")
     table = event_weights(weights)

@@ -33,7 +33,7 @@ from typing import Any, Optional, Union, cast, overload
 
 import numpy as np
 from edgerec.sdk.bundle.bundle import Bundle
-from edgerec.sdk.bundle.manifest import Precision, Role
+from edgerec.sdk.bundle.manifest import Precision, Role, UserVectorRecipe
 from edgerec.sdk.catalog.catalog import Catalog
 from edgerec.sdk.catalog.checks import check_encoder_match
 from edgerec.sdk.catalog.matches import Matches
@@ -41,7 +41,6 @@ from edgerec.sdk.encoder import Encoder, EncoderOptions
 from edgerec.sdk.errors import CatalogError
 from edgerec.sdk.image import ImageInput
 from edgerec.sdk.profile import (
-    DEFAULT_EVENT_WEIGHTS,
     Event,
     EventKind,
     Profile,
@@ -50,6 +49,7 @@ from edgerec.sdk.profile import (
     event_weights,
     user_vector,
 )
+from edgerec.sdk.ranking import Candidates, CandidateSource, rank_for_user
 from edgerec.sdk.scorer import Scorer, ScorerMode
 
 __all__ = ["Recommendation", "Recommendations", "Recommender", "RecommenderOptions"]
@@ -57,6 +57,8 @@ __all__ = ["Recommendation", "Recommendations", "Recommender", "RecommenderOptio
 PathLike = Union[str, os.PathLike]
 NO_SCORER_NOTE = "bundle has no scorer: ranked by inner product"
 SCORER_OFF_NOTE = "scorer turned off (RecommenderOptions.use_scorer): ranked by inner product"
+NOT_SHIPPED_NOTE = ("the export trained a scorer but left it out: it did not beat the inner "
+                    "product on validation; ranked by inner product")
 _PREVIEW = 5
 
 
@@ -66,13 +68,16 @@ class RecommenderOptions:
 
     Attributes:
         candidates: C, how many items the exact inner-product search hands to the scorer
-            (at least ``k`` are always taken).
+            (at least ``k`` are always taken); None: the C the bundle's scorer was gated with
+            (:class:`~edgerec.sdk.bundle.manifest.ScorerRecord`), else 500.
         exclude_seen: leave out items the user has any non-dismiss event on.
-        half_life_days: an event this much older than the history's newest counts half.
-        event_weights: weight per :class:`EventKind` (or its value), merged over the defaults
-            (view 0.25, click 0.5, add_to_cart 1, purchase 2, dismiss -1). Negative weights
-            subtract the item's vector (push look-alikes down); dismissed items are also never
-            returned, whatever their weight.
+        half_life_days: an event this much older than the history's newest counts half; None:
+            the bundle's recorded user-vector recipe (the one its scorer was trained with),
+            else 30.
+        event_weights: weight per :class:`EventKind` (or its value), merged over the recipe's
+            (default view 0.25, click 0.5, add_to_cart 1, purchase 2, dismiss -1). Negative
+            weights subtract the item's vector (push look-alikes down); dismissed items are also
+            never returned, whatever their weight. None: the bundle's recorded recipe.
         max_history: only the newest this many events of a history are used.
         use_scorer: re-rank with the bundle's scorer when it has one.
         scorer_mode: how the scorer runs (:class:`~edgerec.sdk.scorer.ScorerMode`): ``auto``
@@ -82,12 +87,10 @@ class RecommenderOptions:
         scorer_precision: ``fp32``/``int8`` for the engine path (None: fp32 first).
     """
 
-    candidates: int = 500
+    candidates: Optional[int] = None
     exclude_seen: bool = True
-    half_life_days: float = 30.0
-    event_weights: Mapping[Any, float] = field(
-        default_factory=lambda: DEFAULT_EVENT_WEIGHTS, hash=False
-    )
+    half_life_days: Optional[float] = None
+    event_weights: Optional[Mapping[Any, float]] = field(default=None, hash=False)
     max_history: int = 1000
     use_scorer: bool = True
     scorer_mode: ScorerMode = ScorerMode.AUTO
@@ -96,13 +99,16 @@ class RecommenderOptions:
     def __post_init__(self) -> None:
         for name in ("candidates", "max_history"):
             value = getattr(self, name)
+            if value is None and name == "candidates":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if isinstance(self.half_life_days, bool) or not (
+        if self.half_life_days is not None and (isinstance(self.half_life_days, bool) or not (
             isinstance(self.half_life_days, (int, float)) and 0 < self.half_life_days < float("inf")
-        ):
+        )):
             raise ValueError(f"half_life_days must be a positive number, got {self.half_life_days}")
-        object.__setattr__(self, "event_weights", event_weights(self.event_weights))
+        if self.event_weights is not None:
+            object.__setattr__(self, "event_weights", event_weights(self.event_weights))
         object.__setattr__(self, "scorer_mode", ScorerMode(self.scorer_mode))
         if self.scorer_precision is not None:
             object.__setattr__(self, "scorer_precision", Precision(self.scorer_precision))
@@ -203,6 +209,16 @@ class Recommender:
         self._encoder: Optional[Encoder] = None
         self._scorer: Optional[Scorer] = None
         self._lock = threading.Lock()
+        record = bundle.manifest.scorer
+        recipe = record.user_vector if record is not None else UserVectorRecipe()
+        self.candidates = options.candidates or (record.candidates if record else 500)
+        """C: the candidates the scorer re-ranks (the options', else the bundle's record's)."""
+        self.half_life_days = (options.half_life_days if options.half_life_days is not None
+                               else recipe.half_life_days)
+        """The user vector's half-life in days (the options', else the bundle's recipe's)."""
+        self.event_weights = event_weights({**event_weights(recipe.event_weights),
+                                            **(options.event_weights or {})})
+        """Weight per :class:`EventKind` (the options' over the bundle's recipe's)."""
 
     @classmethod
     def create(
@@ -350,13 +366,12 @@ class Recommender:
         """
         profile, by_id, ignored = self._history(history)
         _check_k(k)
-        opts = self.options
         notes = []
         if ignored:
             notes.append(f"ignored {len(ignored)} history item(s) not in the catalog "
                          f"({_preview(ignored)})")
-        u = user_vector(profile.events, by_id, half_life_days=opts.half_life_days,
-                        weights=opts.event_weights)
+        u = user_vector(profile.events, by_id, half_life_days=self.half_life_days,
+                        weights=self.event_weights)
         if u is None:
             why = "the history is empty" if not profile.events else (
                 "no history item with a positive event is in the catalog"
@@ -364,40 +379,29 @@ class Recommender:
             notes.insert(0, f"no usable history ({why}): nothing to recommend")
             return Recommendations((), False, "; ".join(notes), ignored)
         excluded = set(_id_list(exclude, "exclude")) | profile.dismissed
-        if opts.exclude_seen:
+        if self.options.exclude_seen:
             excluded |= profile.seen
-        scorer_used = self._scorer is not None
-        size = max(opts.candidates, int(k)) if scorer_used else int(k)  # top-k of top-C = top-k
-        pool = self._search(u, size, filters, sorted(excluded), None)
-        ids, scores, metas = list(pool.ids), pool.scores, pool.metadata
-        if scorer_used and ids:
-            kept, cand = self.catalog.vectors(ids)  # an item removed meanwhile drops out
-            position = {item: j for j, item in enumerate(ids)}
-            keep = [position[i] for i in kept]
-            logits = self._scorer.score(u, cand)
-            order = np.argsort(-logits, kind="stable")[:k]
-            pick = [keep[j] for j in order]
-            ids, metas = [ids[j] for j in pick], [metas[j] for j in pick]
-            scores, result_vectors = logits[order], cand[order]
-        else:
-            ids, scores, metas = ids[:k], scores[:k], metas[:k]
-            _, result_vectors = self.catalog.vectors(ids) if ids else ((), None)
-            if not scorer_used:
-                notes.insert(0, SCORER_OFF_NOTE if self.bundle.has(Role.SCORER)
-                             else NO_SCORER_NOTE)
-        reasons = self._reasons(profile, by_id, result_vectors, len(ids))
+        metadata: dict[str, dict[str, Any]] = {}
+        source = self._catalog_source(filters, sorted(excluded), metadata)
+        score = self._scorer.score if self._scorer is not None else None
+        ranking = rank_for_user(u, source, score, k=int(k), candidates=self.candidates)
+        if not ranking.reranked:
+            notes.insert(0, self._no_scorer_note())
+        ids = [str(i) for i in ranking.keys]
+        vectors = ranking.candidates.vectors[ranking.order]
+        reasons = self._reasons(profile, by_id, vectors, len(ids))
         items = tuple(
-            Recommendation(i, float(s), m, reason, because)
-            for i, s, m, (reason, because) in zip(ids, scores, metas, reasons)
+            Recommendation(i, float(s), metadata[i], reason, because)
+            for i, s, (reason, because) in zip(ids, ranking.scores, reasons)
         )
-        return Recommendations(items, scorer_used, "; ".join(notes), ignored)
+        return Recommendations(items, ranking.reranked, "; ".join(notes), ignored)
 
     def user_vector(self, history: Union[Profile, Sequence[Event], str]) -> Optional[np.ndarray]:
         """The unit user vector ``(D,)`` float32 that :meth:`for_user` would use (None: no
         usable history)."""
         profile, by_id, _ = self._history(history)
-        return user_vector(profile.events, by_id, half_life_days=self.options.half_life_days,
-                           weights=self.options.event_weights)
+        return user_vector(profile.events, by_id, half_life_days=self.half_life_days,
+                           weights=self.event_weights)
 
     # ------------------------------------------------------------------ helpers
 
@@ -426,6 +430,30 @@ class Recommender:
             return Profile(None, (history,))
         return Profile(None, tuple(history))
 
+    def _catalog_source(self, filters: Optional[Mapping[str, Any]], exclude: Sequence[str],
+                        metadata: dict[str, dict[str, Any]]) -> CandidateSource:
+        """Stage 1 on the device: the catalog's exact search (filters, exclusions); items
+        removed between the search and the vector read drop out; fills ``metadata``."""
+        def source(u: np.ndarray, size: int) -> Candidates:
+            pool = self._search(u, size, filters, exclude, None)
+            ids = list(pool.ids)
+            found, vectors = (self.catalog.vectors(ids) if ids
+                              else ((), np.zeros((0, self.catalog.dim), np.float32)))
+            position = {item: j for j, item in enumerate(ids)}
+            keep = [position[i] for i in found]
+            metadata.update((ids[j], pool.metadata[j]) for j in keep)
+            keys = np.array(found, dtype=object)
+            return Candidates(keys, vectors, np.asarray(pool.scores)[keep])
+        return source
+
+    def _no_scorer_note(self) -> str:
+        record = self.bundle.manifest.scorer
+        if self.bundle.has(Role.SCORER):
+            return SCORER_OFF_NOTE
+        if record is not None and not record.shipped:
+            return f"{NOT_SHIPPED_NOTE} ({record.reason})" if record.reason else NOT_SHIPPED_NOTE
+        return NO_SCORER_NOTE
+
     def _search(self, query: np.ndarray, k: int, filters: Optional[Mapping[str, Any]],
                 exclude: Sequence[str], diversity: Optional[float]) -> Matches:
         _check_k(k)
@@ -436,7 +464,7 @@ class Recommender:
     def _reasons(self, profile: Profile, by_id: Mapping[str, np.ndarray],
                  results: Optional[np.ndarray], n: int) -> list[tuple[str, Optional[str]]]:
         """For each result, the positive history item closest to it and its strongest event."""
-        weights = self.options.event_weights
+        weights = self.event_weights
         strongest: dict[str, EventKind] = {}
         for e in profile.events:  # oldest first: a later event of equal weight wins
             if weights[e.kind] > 0 and e.item_id in by_id:

@@ -7,9 +7,14 @@ Tests use the small sample in ``examples/sample`` (always present) and the full
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
+import numpy as np
 import pytest
-from edgerec.sdk import Bundle, ImportOptions, import_model
+from edgerec.runtimes import open_runtime
+from edgerec.sdk import Bundle, ImportOptions, Precision, Role, import_model
+from edgerec.sdk.bundle.manifest import ScorerRecord
+from edgerec.sdk.bundle.writer import NewArtifact, write_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "sample"
@@ -48,3 +53,33 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
 def jpeg_bytes() -> bytes:
     """One real sample photo as encoded JPEG bytes."""
     return sample_images(1)[0][0].read_bytes()
+
+
+def reversing_scorer_bundle(tiny_bundle: Bundle, out: Path, width: int,
+                            scorer: Optional[ScorerRecord] = None) -> Bundle:
+    """The tiny encoder plus an ONNX scorer whose logit is -sum(u*v) (reverses the order)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    dim = tiny_bundle.embedding_dim
+    w = np.zeros((width, 1), np.float32)
+    w[2 * dim:3 * dim, 0] = -1.0
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["logits"])], "scorer",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, width])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 1])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = out.parent / f"scorer-{width}.onnx"
+    onnx.save(model, path)
+    runtime = open_runtime(path)
+    arts = [NewArtifact(tiny_bundle.artifact_path(a), a.role, a.precision, a.inputs,
+                        a.outputs, a.output, a.layout, a.file, a.engine)
+            for a in tiny_bundle.artifacts(Role.ENCODER)]
+    arts.append(NewArtifact(path, Role.SCORER, Precision.FP32, tuple(runtime.input_specs()),
+                            tuple(runtime.output_specs()), "logits"))
+    runtime.close()
+    return write_bundle(out, artifacts=arts, preprocessing=tiny_bundle.preprocessing,
+                        embedding_dim=dim, name="tiny+scorer", scorer=scorer)

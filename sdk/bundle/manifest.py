@@ -29,8 +29,9 @@ import hashlib
 import io
 import json
 import zipfile
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from types import MappingProxyType
 from typing import Any, Optional
 
 import numpy as np
@@ -38,11 +39,13 @@ from edgerec.runtimes import Engine, TensorSpec
 from edgerec.sdk.errors import BundleError, ModelError
 
 __all__ = [
+    "DEFAULT_EVENT_WEIGHTS",
     "FORMAT_VERSION",
     "MLP_WEIGHTS_FORMAT",
     "WEIGHTS_FORMATS",
     "WHITENING_FORMAT",
     "ArtifactSpec",
+    "HoldoutRecord",
     "Interpolation",
     "Layout",
     "Manifest",
@@ -50,6 +53,8 @@ __all__ = [
     "Preprocessing",
     "ResizeMode",
     "Role",
+    "ScorerRecord",
+    "UserVectorRecipe",
     "WeightsSpec",
     "compute_encoder_id",
     "format_version_for",
@@ -326,6 +331,136 @@ def format_version_for(weights: Iterable[WeightsSpec]) -> int:
     return 2 if any(w.role is Role.ENCODER for w in weights) else 1
 
 
+# --------------------------------------------------------------------------- scorer record
+
+DEFAULT_EVENT_WEIGHTS: Mapping[str, float] = MappingProxyType({
+    "view": 0.25, "click": 0.5, "add_to_cart": 1.0, "purchase": 2.0, "dismiss": -1.0,
+})
+"""The weight of each event kind in a user vector (negative: pushes look-alikes down)."""
+
+
+def _positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            0 < float(value) < float("inf")):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class UserVectorRecipe:
+    """How a history becomes a user vector (:func:`edgerec.sdk.user_vector`): each event
+    weighs ``event_weights[kind] * 0.5 ** (age / half_life_days)``, age in days from the
+    history's newest event; the weighted mean of the items' vectors is L2-normalised.
+
+    The scorer is trained on user vectors made this way, so the device must make them the same
+    way: a bundle with a scorer records the recipe and the recommender uses it.
+    """
+
+    half_life_days: float = 30.0
+    event_weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_EVENT_WEIGHTS)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "half_life_days", _positive("half_life_days",
+                                                             self.half_life_days))
+        weights = dict(DEFAULT_EVENT_WEIGHTS)
+        for kind, w in dict(self.event_weights).items():
+            if kind not in DEFAULT_EVENT_WEIGHTS:
+                raise ValueError(f"unknown event kind {kind!r} in event_weights")
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or w != w or abs(w) == float(
+                    "inf"):
+                raise ValueError(f"the weight of {kind!r} must be a finite number, got {w!r}")
+            weights[kind] = float(w)
+        object.__setattr__(self, "event_weights", MappingProxyType(weights))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"half_life_days": self.half_life_days, "event_weights": dict(self.event_weights)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> UserVectorRecipe:
+        return cls(half_life_days=data.get("half_life_days", 30.0),
+                   event_weights=dict(data.get("event_weights") or {}))
+
+
+@dataclass(frozen=True)
+class HoldoutRecord:
+    """The events a scorer never trained on, so that ``edgerec evaluate`` can rebuild them:
+    the split (:func:`edgerec.sdk.evaluation.holdout_split` with ``strategy``, ``seed``,
+    ``test_fraction``), the events file's sha256 and id columns, and the split's sizes."""
+
+    strategy: str
+    seed: int
+    test_fraction: float
+    events_sha256: str = ""
+    user_column: str = "user_id"
+    item_column: str = "item_id"
+    train_events: int = 0
+    test_events: int = 0
+    test_users: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> HoldoutRecord:
+        return cls(strategy=str(data["strategy"]), seed=int(data["seed"]),
+                   test_fraction=float(data["test_fraction"]),
+                   events_sha256=str(data.get("events_sha256", "")),
+                   user_column=str(data.get("user_column", "user_id")),
+                   item_column=str(data.get("item_column", "item_id")),
+                   train_events=int(data.get("train_events", 0)),
+                   test_events=int(data.get("test_events", 0)),
+                   test_users=int(data.get("test_users", 0)))
+
+
+@dataclass(frozen=True)
+class ScorerRecord:
+    """How the device ranks with the bundle's scorer, and what the scorer learned from.
+
+    Attributes:
+        candidates: C, the top-C by inner product the scorer re-ranks
+            (:func:`edgerec.sdk.ranking.rank_for_user`); the parity gate measured this C.
+        user_vector: the :class:`UserVectorRecipe` the scorer was trained with.
+        holdout: the held-out split (None: trained on every event).
+        shipped: False when training ran but no trained epoch beat the inner-product order on
+            validation, so the bundle carries no scorer files and the device ranks by inner
+            product; ``reason`` says why.
+    """
+
+    candidates: int = 500
+    user_vector: UserVectorRecipe = field(default_factory=UserVectorRecipe)
+    holdout: Optional[HoldoutRecord] = None
+    shipped: bool = True
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or (
+                self.candidates < 1):
+            raise ValueError(f"scorer candidates must be a positive int, got {self.candidates!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"candidates": self.candidates, "user_vector": self.user_vector.to_dict(),
+                "holdout": self.holdout.to_dict() if self.holdout else None,
+                "shipped": self.shipped, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ScorerRecord:
+        holdout = data.get("holdout")
+        return cls(candidates=int(data.get("candidates", 500)),
+                   user_vector=UserVectorRecipe.from_dict(data.get("user_vector") or {}),
+                   holdout=HoldoutRecord.from_dict(holdout) if holdout else None,
+                   shipped=bool(data.get("shipped", True)), reason=str(data.get("reason", "")))
+
+    @classmethod
+    def from_legacy_metrics(cls, metrics: Mapping[str, Any]) -> Optional[ScorerRecord]:
+        """The record of a bundle written before records existed (its split was in
+        ``metrics["scorer"]["holdout"]``; the device then ranked 500 candidates)."""
+        scorer = metrics.get("scorer")
+        holdout = scorer.get("holdout") if isinstance(scorer, Mapping) else None
+        if not isinstance(holdout, Mapping) or "strategy" not in holdout:
+            return None
+        return cls(holdout=HoldoutRecord.from_dict(holdout))
+
+
 @dataclass(frozen=True)
 class Manifest:
     """Parsed ``manifest.json`` (see the module docstring)."""
@@ -342,6 +477,7 @@ class Manifest:
     created: str = ""
     edgerec_version: str = ""
     weights: tuple[WeightsSpec, ...] = ()
+    scorer: Optional[ScorerRecord] = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -359,6 +495,8 @@ class Manifest:
         }
         if self.weights:  # optional: manifests without weights stay as they were
             out["weights"] = [w.to_dict() for w in self.weights]
+        if self.scorer is not None:
+            out["scorer"] = self.scorer.to_dict()
         return out
 
     def to_json(self) -> str:
@@ -376,53 +514,66 @@ class Manifest:
             ) from exc
         if not isinstance(data, dict):
             raise BundleError(f"{where} must hold a JSON object; export or copy the bundle again.")
-        version = data.get("format_version")
-        if not isinstance(version, int) or isinstance(version, bool):
-            raise BundleError(f"{where} has no integer format_version: not an edgerec bundle.")
-        if version > FORMAT_VERSION:
-            raise BundleError(
-                f"{where} is bundle format {version}, newer than the {FORMAT_VERSION} this edgerec "
-                "reads; upgrade edgerec (`pip install -U edgerec`)."
-            )
-        if version < 1:
-            raise BundleError(f"{where} has an invalid format_version {version}.")
+        version = _check_version(data.get("format_version"), where)
         try:
-            artifacts = tuple(ArtifactSpec.from_dict(a) for a in data["artifacts"])
-            weights_data = data.get("weights") or []
-            if not isinstance(weights_data, list):
-                raise TypeError("weights must be a list")
-            weights = tuple(WeightsSpec.from_dict(w) for w in weights_data)
-            manifest = cls(
-                format_version=version,
-                name=str(data.get("name", "")),
-                embedding_dim=int(data["embedding_dim"]),
-                encoder_id=str(data["encoder_id"]),
-                preprocessing=Preprocessing.from_dict(data["preprocessing"]),
-                artifacts=artifacts,
-                teacher=dict(data.get("teacher") or {}),
-                metrics=dict(data.get("metrics") or {}),
-                recipe=dict(data.get("recipe") or {}),
-                created=str(data.get("created", "")),
-                edgerec_version=str(data.get("edgerec_version", "")),
-                weights=weights,
-            )
+            manifest = cls._from_fields(data, version)
         except KeyError as exc:
             raise BundleError(
                 f"{where} lacks the field {exc}; the bundle is incomplete: export it again."
             ) from exc
         except (TypeError, ValueError) as exc:
             raise BundleError(f"{where} has an invalid value ({exc}); export it again.") from exc
-        if manifest.embedding_dim < 1:
+        manifest._check(where)
+        return manifest
+
+    @classmethod
+    def _from_fields(cls, data: dict[str, Any], version: int) -> Manifest:
+        weights_data = data.get("weights") or []
+        if not isinstance(weights_data, list):
+            raise TypeError("weights must be a list")
+        metrics = dict(data.get("metrics") or {})
+        scorer = data.get("scorer")
+        return cls(
+            format_version=version,
+            name=str(data.get("name", "")),
+            embedding_dim=int(data["embedding_dim"]),
+            encoder_id=str(data["encoder_id"]),
+            preprocessing=Preprocessing.from_dict(data["preprocessing"]),
+            artifacts=tuple(ArtifactSpec.from_dict(a) for a in data["artifacts"]),
+            teacher=dict(data.get("teacher") or {}),
+            metrics=metrics,
+            recipe=dict(data.get("recipe") or {}),
+            created=str(data.get("created", "")),
+            edgerec_version=str(data.get("edgerec_version", "")),
+            weights=tuple(WeightsSpec.from_dict(w) for w in weights_data),
+            scorer=(ScorerRecord.from_dict(scorer) if isinstance(scorer, dict)
+                    else ScorerRecord.from_legacy_metrics(metrics)),
+        )
+
+    def _check(self, where: str) -> None:
+        if self.embedding_dim < 1:
             raise BundleError(f"{where}: embedding_dim must be >= 1.")
-        if not artifacts:
+        if not self.artifacts:
             raise BundleError(f"{where} lists no artifacts; export the bundle again.")
-        keys = [a.key for a in artifacts]
+        keys = [a.key for a in self.artifacts]
         if len(set(keys)) != len(keys):
             raise BundleError(f"{where} lists the same role/engine/precision twice: {keys}.")
-        wkeys = [w.key for w in weights]
+        wkeys = [w.key for w in self.weights]
         if len(set(wkeys)) != len(wkeys):
             raise BundleError(f"{where} lists the same weights twice: {wkeys}.")
-        files = [a.file for a in artifacts] + [w.file for w in weights]
+        files = [a.file for a in self.artifacts] + [w.file for w in self.weights]
         if len(set(files)) != len(files):
             raise BundleError(f"{where} lists one file for two entries: {files}.")
-        return manifest
+
+
+def _check_version(version: Any, where: str) -> int:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise BundleError(f"{where} has no integer format_version: not an edgerec bundle.")
+    if version > FORMAT_VERSION:
+        raise BundleError(
+            f"{where} is bundle format {version}, newer than the {FORMAT_VERSION} this edgerec "
+            "reads; upgrade edgerec (`pip install -U edgerec`)."
+        )
+    if version < 1:
+        raise BundleError(f"{where} has an invalid format_version {version}.")
+    return version

@@ -27,12 +27,13 @@ from edgerec.sdk.bundle.manifest import (
     Precision,
     Preprocessing,
     Role,
+    ScorerRecord,
     WeightsSpec,
     compute_encoder_id,
     format_version_for,
 )
 from edgerec.sdk.errors import BundleError
-from edgerec.sdk.files import copy_hashed, fsync_dir
+from edgerec.sdk.files import atomic_write, copy_hashed, fsync_dir, temporary_sibling
 
 __all__ = ["NewArtifact", "NewWeights", "write_bundle"]
 
@@ -110,6 +111,62 @@ def _remove_stale_temps(out: Path) -> None:
             pass
 
 
+def _plain_name(file: str, what: str, tmp: Path) -> str:
+    if Path(file).name != file or file == MANIFEST_NAME:
+        raise BundleError(f"{what} file name {file!r} must be a plain file name.")
+    if (tmp / file).exists():
+        raise BundleError(f"Two bundle files would both be written as {file}.")
+    return file
+
+
+def _copy_artifacts(artifacts: Sequence[NewArtifact], tmp: Path) -> list[ArtifactSpec]:
+    specs = []
+    for art in artifacts:
+        engine = art.resolved_engine()
+        file = _plain_name(art.file or f"{art.role.value}.{art.precision.value}{engine.suffix}",
+                           "Artifact", tmp)
+        digest = copy_hashed(Path(art.source), tmp / file)
+        specs.append(ArtifactSpec(
+            file=file, sha256=digest, role=art.role, precision=art.precision, engine=engine,
+            inputs=tuple(art.inputs), outputs=tuple(art.outputs), output=art.output,
+            layout=art.layout, size_bytes=(tmp / file).stat().st_size))
+    return specs
+
+
+def _copy_weights(weights: Sequence[NewWeights], tmp: Path) -> list[WeightsSpec]:
+    specs = []
+    for new in weights:
+        file = _plain_name(new.file or f"{new.role.value}.{new.precision.value}"
+                           f"{Path(new.source).suffix}", "Weights", tmp)
+        digest = copy_hashed(Path(new.source), tmp / file)
+        specs.append(WeightsSpec(file=file, sha256=digest, role=new.role,
+                                 precision=new.precision, format=new.format,
+                                 size_bytes=(tmp / file).stat().st_size))
+    return specs
+
+
+def _copy_extra_files(extra_files: dict[str, PathLike], tmp: Path) -> None:
+    for rel, src in extra_files.items():
+        target = tmp / rel
+        if Path(rel).is_absolute() or ".." in Path(rel).parts or target.exists():
+            raise BundleError(f"Extra file name {rel!r} must be a new relative path.")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        copy_hashed(Path(src), target)
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Rename the finished ``tmp`` to ``out`` (moving an old ``out`` aside first)."""
+    fsync_dir(tmp, strict=False)
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    fsync_dir(out.parent, strict=False)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def write_bundle(
     out: PathLike,
     *,
@@ -123,6 +180,7 @@ def write_bundle(
     force: bool = False,
     extra_files: Optional[dict[str, PathLike]] = None,
     weights: Sequence[NewWeights] = (),
+    scorer: Optional[ScorerRecord] = None,
 ) -> Bundle:
     """Write a complete, verified bundle atomically.
 
@@ -133,6 +191,8 @@ def write_bundle(
     ``extra_files`` (``{"report/report.html": path}``) are copied in as they are, unhashed and
     unlisted: documentation for people (reports, plots), never read by the device.
     ``weights`` are hashed and listed in the manifest like artifacts (the device reads them).
+    ``scorer``: how the device must rank with the bundle's scorer (its C, user-vector recipe
+    and held-out split).
 
     Raises:
         BundleError: ``out`` exists and ``force`` is false; no artifacts; duplicate names.
@@ -147,79 +207,26 @@ def write_bundle(
         raise BundleError("A bundle needs at least one artifact.")
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = temporary_sibling(out)
     tmp.mkdir()
     try:
-        specs = []
-        for art in artifacts:
-            engine = art.resolved_engine()
-            file = art.file or f"{art.role.value}.{art.precision.value}{engine.suffix}"
-            if Path(file).name != file or file == MANIFEST_NAME:
-                raise BundleError(f"Artifact file name {file!r} must be a plain file name.")
-            if (tmp / file).exists():
-                raise BundleError(f"Two artifacts would both be written as {file}.")
-            digest = copy_hashed(Path(art.source), tmp / file)
-            specs.append(
-                ArtifactSpec(
-                    file=file,
-                    sha256=digest,
-                    role=art.role,
-                    precision=art.precision,
-                    engine=engine,
-                    inputs=tuple(art.inputs),
-                    outputs=tuple(art.outputs),
-                    output=art.output,
-                    layout=art.layout,
-                    size_bytes=(tmp / file).stat().st_size,
-                )
-            )
-        weight_specs = []
-        for new in weights:
-            file = new.file or f"{new.role.value}.{new.precision.value}{Path(new.source).suffix}"
-            if Path(file).name != file or file == MANIFEST_NAME:
-                raise BundleError(f"Weights file name {file!r} must be a plain file name.")
-            if (tmp / file).exists():
-                raise BundleError(f"Two bundle files would both be written as {file}.")
-            digest = copy_hashed(Path(new.source), tmp / file)
-            weight_specs.append(WeightsSpec(file=file, sha256=digest, role=new.role,
-                                            precision=new.precision, format=new.format,
-                                            size_bytes=(tmp / file).stat().st_size))
-        for rel, src in (extra_files or {}).items():
-            target = tmp / rel
-            if Path(rel).is_absolute() or ".." in Path(rel).parts or target.exists():
-                raise BundleError(f"Extra file name {rel!r} must be a new relative path.")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            copy_hashed(Path(src), target)
+        specs = _copy_artifacts(artifacts, tmp)
+        weight_specs = _copy_weights(weights, tmp)
+        _copy_extra_files(extra_files or {}, tmp)
         manifest = Manifest(
-            name=name,
-            embedding_dim=int(embedding_dim),
-            preprocessing=preprocessing,
+            name=name, embedding_dim=int(embedding_dim), preprocessing=preprocessing,
             artifacts=tuple(specs),
             encoder_id=compute_encoder_id(preprocessing, specs, weight_specs),
             format_version=format_version_for(weight_specs),
-            teacher=teacher or {},
-            metrics=metrics or {},
-            recipe=recipe or {},
+            teacher=teacher or {}, metrics=metrics or {}, recipe=recipe or {},
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            edgerec_version=_edgerec_version(),
-            weights=tuple(weight_specs),
+            edgerec_version=_edgerec_version(), weights=tuple(weight_specs), scorer=scorer,
         )
         Manifest.from_json(manifest.to_json())  # the reader must accept what we write
-        with open(tmp / MANIFEST_NAME, "w", encoding="utf-8") as f:
-            f.write(manifest.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        fsync_dir(tmp, strict=False)
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        fsync_dir(out.parent, strict=False)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        with atomic_write(tmp / MANIFEST_NAME, sync_dir=False) as f:
+            f.write(manifest.to_json().encode("utf-8"))
+        _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Bundle.load(out)
-

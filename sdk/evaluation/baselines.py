@@ -1,182 +1,174 @@
-"""Collaborative-filtering baselines for :mod:`edgerec.sdk.evaluation.protocol`, numpy only.
+"""The rankers the device's feed is measured against, behind one small protocol.
 
-- :func:`train_bpr`: BPR matrix factorisation on item ids (Rendle et al. 2009);
-- :func:`train_vbpr`: BPR on the items' visual vectors, ``theta_u . (E v) + beta . v`` (after
-  He & McAuley's VBPR, without the per-item factors, so cold items can be scored).
+A :class:`Ranker` scores every catalog item for an evaluated user (for the AUC) and gives its
+top-k, never one of the user's training items. Adding a baseline: write a class with ``name``,
+``description``, ``scores(user)`` and ``top(user, exclude, k)`` (subclass :class:`ScoreRanker`
+to get ``top`` from the scores), train it in its constructor from the :class:`EvalTask` and
+:class:`CatalogData`, and add it to :data:`BASELINES`.
 
-Both are seeded, use Adam on mini-batches of uniformly sampled ``(user, positive, negative)``
-triples and record their per-epoch loss.
+- ``visual_knn``: ``u . v`` (the device's ranking without a scorer);
+- ``popularity``: the item's number of positive training events;
+- ``label_popularity``: the positive training events on the item's ``label`` (catalog
+  metadata): non-personal, treats cold and warm items alike;
+- ``bpr``: BPR matrix factorisation on item ids (:func:`~.bpr.train_bpr`): items without a
+  training event get zero factors and the mean bias, so it cannot rank them;
+- ``vbpr``: BPR on the visual vectors, ``theta_u . (E v) + beta . v``
+  (:func:`~.bpr.train_vbpr`): no per-item parameter, so it scores cold items too.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Mapping
+from typing import Any, Callable, Protocol
 
 import numpy as np
+from edgerec.sdk.evaluation.bpr import train_bpr, train_vbpr
+from edgerec.sdk.evaluation.task import CatalogData, EvalTask
+from edgerec.sdk.ranking import top_rows
 
-__all__ = ["BPRModel", "VBPRModel", "train_bpr", "train_vbpr"]
-
-_BATCH = 256
-_NEGATIVE_RETRIES = 5
-
-
-class _Adam:
-    """Adam over a list of dense float64 arrays, updated in place."""
-
-    def __init__(self, params: Sequence[np.ndarray], lr: float) -> None:
-        self.params, self.lr, self.t = list(params), lr, 0
-        self.m = [np.zeros_like(p) for p in self.params]
-        self.v = [np.zeros_like(p) for p in self.params]
-
-    def step(self, grads: Sequence[np.ndarray], b1: float = 0.9, b2: float = 0.999) -> None:
-        self.t += 1
-        scale = self.lr * math.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
-        for p, g, m, v in zip(self.params, grads, self.m, self.v):
-            m *= b1
-            m += (1 - b1) * g
-            v *= b2
-            v += (1 - b2) * g * g
-            p -= scale * m / (np.sqrt(v) + 1e-8)
+__all__ = [
+    "BASELINES",
+    "Bpr",
+    "LabelPopularity",
+    "Popularity",
+    "Ranker",
+    "ScoreRanker",
+    "Vbpr",
+    "VisualKnn",
+    "make_baselines",
+]
 
 
-@dataclass(frozen=True)
-class BPRModel:
-    """BPR-MF: ``score(u, i) = P[u] . Q[i] + b[i]``; ``P`` (U, F), ``Q`` (N, F), ``b`` (N,)
-    float64; ``losses`` the mean ``-log sigmoid(x_uij)`` of each epoch."""
+class Ranker(Protocol):
+    """A model :func:`~edgerec.sdk.evaluation.evaluate` ranks with.
 
-    user_factors: np.ndarray
-    item_factors: np.ndarray
-    item_bias: np.ndarray
-    losses: tuple[float, ...]
+    ``user`` is a position in :attr:`EvalTask.users`; ``scores`` returns ``(N,)`` float64 over
+    the catalog rows; ``top`` returns its best ``k`` rows (int64), none of ``exclude``.
+    ``fit_seconds`` is its training time; ``extras`` goes into the results (e.g. losses).
+    """
+
+    name: str
+    description: str
+    fit_seconds: float
+    extras: dict[str, Any]
+
+    def scores(self, user: int) -> np.ndarray: ...
+
+    def top(self, user: int, exclude: np.ndarray, k: int) -> np.ndarray: ...
+
+
+class ScoreRanker:
+    """A ranker whose top-k is the top-k of its scores, ties broken by ``tiebreak`` (N,)."""
+
+    name = ""
+    description = ""
+
+    def __init__(self, tiebreak: np.ndarray) -> None:
+        self.tiebreak = tiebreak
+        self.fit_seconds = 0.0
+        self.extras: dict[str, Any] = {}
 
     def scores(self, user: int) -> np.ndarray:
-        """``(N,)`` float64 scores of every item for user index ``user``."""
-        return self.item_factors @ self.user_factors[user] + self.item_bias
+        raise NotImplementedError
+
+    def top(self, user: int, exclude: np.ndarray, k: int) -> np.ndarray:
+        return top_rows(self.scores(user), k, exclude=exclude, tiebreak=self.tiebreak)
 
 
-@dataclass(frozen=True)
-class VBPRModel:
-    """Visual BPR: ``score(u, i) = theta[u] . (E v_i) + beta . v_i``; ``theta`` (U, F),
-    ``E`` (F, D), ``beta`` (D,) float64; ``losses`` per epoch as in :class:`BPRModel`."""
+class VisualKnn(ScoreRanker):
+    name = "visual_knn"
+    description = "u.v, u = recency-weighted mean of the history's vectors (no scorer)"
 
-    user_factors: np.ndarray
-    projection: np.ndarray
-    visual_bias: np.ndarray
-    losses: tuple[float, ...]
+    def __init__(self, task: EvalTask, data: CatalogData, tiebreak: np.ndarray,
+                 **_: Any) -> None:
+        super().__init__(tiebreak)
+        self._u, self._v = task.u, data.vectors
 
-    def scores(self, user: int, vectors: np.ndarray) -> np.ndarray:
-        """``(N,)`` float64 scores of ``vectors`` (N, D) for user index ``user``."""
-        v = np.asarray(vectors, dtype=np.float64)
-        return v @ (self.projection.T @ self.user_factors[user] + self.visual_bias)
+    def scores(self, user: int) -> np.ndarray:
+        return (self._v @ self._u[user]).astype(np.float64)
 
 
-def _pairs(users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
-    return np.unique(users.astype(np.int64) * n_items + items.astype(np.int64))
+class Popularity(ScoreRanker):
+    name = "popularity"
+    description = "number of positive training events of the item"
+
+    def __init__(self, task: EvalTask, data: CatalogData, tiebreak: np.ndarray,
+                 **_: Any) -> None:
+        super().__init__(tiebreak)
+        self._counts = np.asarray(task.item_counts, np.float64)
+
+    def scores(self, user: int) -> np.ndarray:
+        return self._counts
 
 
-def _negatives(rng: np.random.Generator, users: np.ndarray, pool: np.ndarray,
-               positives: np.ndarray, n_items: int) -> np.ndarray:
-    """One item of ``pool`` per user, resampled (a few times) where it is a positive."""
-    j = pool[rng.integers(0, len(pool), len(users))]
-    for _ in range(_NEGATIVE_RETRIES):
-        bad = np.isin(users.astype(np.int64) * n_items + j, positives)
-        if not bad.any():
-            break
-        j[bad] = pool[rng.integers(0, len(pool), int(bad.sum()))]
-    return j
+class LabelPopularity(ScoreRanker):
+    name = "label_popularity"
+    description = "number of positive training events of the item's label"
+
+    def __init__(self, task: EvalTask, data: CatalogData, tiebreak: np.ndarray,
+                 **_: Any) -> None:
+        super().__init__(tiebreak)
+        label_ids = {lab: i for i, lab in enumerate(sorted(set(data.labels)))}
+        item_label = np.array([label_ids[lab] for lab in data.labels], np.int64)
+        per_label = np.bincount(item_label, weights=task.item_counts, minlength=len(label_ids))
+        if "" in label_ids:  # items without a label share no label's popularity
+            per_label[label_ids[""]] = 0.0
+        self._scores = per_label[item_label]  # ties (within a label): the seeded order
+
+    def scores(self, user: int) -> np.ndarray:
+        return self._scores
 
 
-def _triples(rng: np.random.Generator, users: np.ndarray, items: np.ndarray, pool: np.ndarray,
-             positives: np.ndarray, n_items: int):
-    """One epoch of shuffled mini-batches of ``(user, positive, negative)`` index arrays."""
-    for batch in np.array_split(rng.permutation(len(users)), max(1, len(users) // _BATCH)):
-        u = users[batch]
-        yield u, items[batch], _negatives(rng, u, pool, positives, n_items)
+def _timed(make: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    value = make()
+    return value, time.perf_counter() - start
 
 
-def _check_pairs(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
-    if users.ndim != 1 or users.shape != items.shape or len(users) == 0:
-        raise ValueError(f"users and items must be equal non-empty 1-D arrays, got "
-                         f"{users.shape} and {items.shape}")
-    return users, items
+class Bpr(ScoreRanker):
+    name = "bpr"
+    description = "BPR matrix factorisation on item ids (cannot rank cold items)"
+
+    def __init__(self, task: EvalTask, data: CatalogData, tiebreak: np.ndarray, *,
+                 seed: int, hyper: Mapping[str, Any], **_: Any) -> None:
+        super().__init__(tiebreak)
+        self._model, self.fit_seconds = _timed(lambda: train_bpr(
+            task.train_users, task.train_items, len(task.pair_users), len(data.ids),
+            seed=seed + 2, **hyper))
+        self._users = task.user_pairs_index
+        self.extras = {"losses": list(self._model.losses), "fit_seconds": self.fit_seconds}
+
+    def scores(self, user: int) -> np.ndarray:
+        return self._model.scores(self._users[user])
 
 
-def train_bpr(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, *,
-              factors: int = 32, epochs: int = 30, lr: float = 0.02, reg: float = 1e-3,
-              seed: int = 0) -> BPRModel:
-    """Train BPR-MF on positive ``(users[i], items[i])`` pairs (int arrays, (n,)).
+class Vbpr(ScoreRanker):
+    name = "vbpr"
+    description = "BPR on visual vectors: theta_u.(E v) + beta.v (scores cold items)"
 
-    Negatives are drawn uniformly from the items that have a training pair (the model's item
-    universe), never from the user's positives. Items without a training pair end with zero
-    factors and the mean bias. Adam on mini-batches of 256 triples; seeded.
-    """
-    users, items = _check_pairs(users, items)
-    rng = np.random.default_rng(seed)
-    p = rng.normal(0.0, 0.1, (n_users, factors))
-    q = rng.normal(0.0, 0.1, (n_items, factors))
-    b = np.zeros(n_items)
-    pool = np.unique(items)
-    positives = _pairs(users, items, n_items)
-    adam = _Adam([p, q, b], lr)
-    losses = []
-    for _ in range(epochs):
-        total = 0.0
-        for u, i, j in _triples(rng, users, items, pool, positives, n_items):
-            pu, d = p[u], q[i] - q[j]
-            x = (pu * d).sum(1) + b[i] - b[j]
-            total += float(np.logaddexp(0.0, -x).sum())
-            g = -1.0 / (1.0 + np.exp(x)) / len(u)  # d(mean loss)/dx
-            gp, gq, gb = np.zeros_like(p), np.zeros_like(q), np.zeros_like(b)
-            np.add.at(gp, u, g[:, None] * d + reg * pu / len(u))
-            np.add.at(gq, i, g[:, None] * pu + reg * q[i] / len(u))
-            np.add.at(gq, j, -g[:, None] * pu + reg * q[j] / len(u))
-            np.add.at(gb, i, g)
-            np.add.at(gb, j, -g)
-            adam.step([gp, gq, gb])
-        losses.append(total / len(users))
-    cold = np.ones(n_items, bool)
-    cold[pool] = False
-    q[cold] = 0.0
-    b[cold] = b[pool].mean()
-    return BPRModel(p, q, b, tuple(losses))
+    def __init__(self, task: EvalTask, data: CatalogData, tiebreak: np.ndarray, *,
+                 seed: int, hyper: Mapping[str, Any], **_: Any) -> None:
+        super().__init__(tiebreak)
+        self._v = data.vectors
+        self._model, self.fit_seconds = _timed(lambda: train_vbpr(
+            task.train_users, task.train_items, data.vectors, len(task.pair_users),
+            seed=seed + 3, **hyper))
+        self._users = task.user_pairs_index
+        self.extras = {"losses": list(self._model.losses), "fit_seconds": self.fit_seconds}
+
+    def scores(self, user: int) -> np.ndarray:
+        return self._model.scores(self._users[user], self._v)
 
 
-def train_vbpr(users: np.ndarray, items: np.ndarray, vectors: np.ndarray, n_users: int, *,
-               factors: int = 32, epochs: int = 30, lr: float = 0.02, reg: float = 1e-3,
-               seed: int = 0) -> VBPRModel:
-    """Train visual BPR on positive ``(users[i], items[i])`` pairs over ``vectors`` (N, D).
+BASELINES: tuple[type[ScoreRanker], ...] = (VisualKnn, Popularity, LabelPopularity, Bpr, Vbpr)
+"""Every baseline, in the order results are reported."""
 
-    Negatives are drawn uniformly from the whole catalog (the model has no per-item
-    parameter, so any item can be scored), never from the user's positives. Adam on
-    mini-batches of 256 triples; seeded.
-    """
-    users, items = _check_pairs(users, items)
-    v = np.asarray(vectors, dtype=np.float64)
-    n_items, dim = v.shape
-    rng = np.random.default_rng(seed)
-    theta = rng.normal(0.0, 0.1, (n_users, factors))
-    e = rng.normal(0.0, 1.0 / math.sqrt(dim), (factors, dim))
-    beta = np.zeros(dim)
-    pool = np.arange(n_items)
-    positives = _pairs(users, items, n_items)
-    adam = _Adam([theta, e, beta], lr)
-    losses = []
-    for _ in range(epochs):
-        total = 0.0
-        for u, i, j in _triples(rng, users, items, pool, positives, n_items):
-            d = v[i] - v[j]
-            # einsum, not BLAS: tiny products where a threaded BLAS on busy cores crawls
-            ed, tu = np.einsum("bd,fd->bf", d, e), theta[u]
-            x = (tu * ed).sum(1) + np.einsum("bd,d->b", d, beta)
-            total += float(np.logaddexp(0.0, -x).sum())
-            g = -1.0 / (1.0 + np.exp(x)) / len(u)
-            gt = np.zeros_like(theta)
-            np.add.at(gt, u, g[:, None] * ed + reg * tu / len(u))
-            ge = np.einsum("bf,bd->fd", g[:, None] * tu, d) + reg * e
-            gb = np.einsum("b,bd->d", g, d) + reg * beta
-            adam.step([gt, ge, gb])
-        losses.append(total / len(users))
-    return VBPRModel(theta, e, beta, tuple(losses))
+
+def make_baselines(task: EvalTask, data: CatalogData, tiebreak: np.ndarray, *, seed: int,
+                   hyper: Mapping[str, Any], skip: frozenset[str] = frozenset()) -> list[Ranker]:
+    """Train every baseline of :data:`BASELINES` not named in ``skip``.
+
+    ``hyper``: BPR/VBPR training (``factors``, ``epochs``, ``lr``, ``reg``)."""
+    return [cls(task, data, tiebreak, seed=seed, hyper=hyper)
+            for cls in BASELINES if cls.name not in skip]

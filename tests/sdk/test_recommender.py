@@ -6,8 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import sample_images
-from edgerec.runtimes import open_runtime
+from conftest import reversing_scorer_bundle, sample_images
 from edgerec.sdk import (
     ArtifactNotFoundError,
     Bundle,
@@ -17,7 +16,6 @@ from edgerec.sdk import (
     Event,
     EventKind,
     ModelError,
-    Precision,
     Profile,
     ProfileError,
     Recommendation,
@@ -28,8 +26,9 @@ from edgerec.sdk import (
     SourceItem,
     build_catalog,
 )
+from edgerec.sdk.bundle.manifest import ScorerRecord, UserVectorRecipe
 from edgerec.sdk.bundle.writer import NewArtifact, write_bundle
-from edgerec.sdk.recommender import NO_SCORER_NOTE, SCORER_OFF_NOTE
+from edgerec.sdk.recommender import NO_SCORER_NOTE, NOT_SHIPPED_NOTE, SCORER_OFF_NOTE
 
 DAY = 86400.0
 T0 = 1_700_000_000.0
@@ -221,37 +220,8 @@ def test_for_user_by_id_reads_the_profile_store_and_forget_erases_it(tiny_bundle
 # ------------------------------------------------------------------ the scorer seam
 
 
-def _scorer_bundle(tiny_bundle: Bundle, out, width: int) -> Bundle:
-    """The tiny encoder plus an ONNX scorer whose logit is -sum(u*v) (reverses the order)."""
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper
-
-    dim = tiny_bundle.embedding_dim
-    w = np.zeros((width, 1), np.float32)
-    w[2 * dim:3 * dim, 0] = -1.0
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["logits"])], "scorer",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, width])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 1])],
-        [numpy_helper.from_array(w, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    path = out.parent / f"scorer-{width}.onnx"
-    onnx.save(model, path)
-    runtime = open_runtime(path)
-    arts = [NewArtifact(tiny_bundle.artifact_path(a), a.role, a.precision, a.inputs,
-                        a.outputs, a.output, a.layout, a.file, a.engine)
-            for a in tiny_bundle.artifacts(Role.ENCODER)]
-    arts.append(NewArtifact(path, Role.SCORER, Precision.FP32, tuple(runtime.input_specs()),
-                            tuple(runtime.output_specs()), "logits"))
-    runtime.close()
-    return write_bundle(out, artifacts=arts, preprocessing=tiny_bundle.preprocessing,
-                        embedding_dim=dim, name="tiny+scorer")
-
-
 def test_a_bundle_scorer_re_ranks_the_candidates(tiny_bundle, shop, tmp_path):
-    bundle = _scorer_bundle(tiny_bundle, tmp_path / "b", 3 * tiny_bundle.embedding_dim)
+    bundle = reversing_scorer_bundle(tiny_bundle, tmp_path / "b", 3 * tiny_bundle.embedding_dim)
     assert bundle.encoder_id == tiny_bundle.encoder_id
     ids = _ids(shop)
     history = [Event(ids[12], "purchase", T0)]
@@ -276,7 +246,7 @@ def test_a_bundle_scorer_re_ranks_the_candidates(tiny_bundle, shop, tmp_path):
 
 
 def test_scorer_mode_and_precision_choose_how_the_scorer_runs(tiny_bundle, shop, tmp_path):
-    bundle = _scorer_bundle(tiny_bundle, tmp_path / "b", 3 * tiny_bundle.embedding_dim)
+    bundle = reversing_scorer_bundle(tiny_bundle, tmp_path / "b", 3 * tiny_bundle.embedding_dim)
     with Recommender.create(bundle, shop, RecommenderOptions(scorer_mode="engine")) as rec:
         assert rec.has_scorer and "scorer/onnx/fp32" in repr(rec)
     with pytest.raises(ArtifactNotFoundError):  # this bundle has no folded weights
@@ -289,7 +259,7 @@ def test_scorer_mode_and_precision_choose_how_the_scorer_runs(tiny_bundle, shop,
 
 
 def test_a_scorer_of_the_wrong_width_is_refused(tiny_bundle, shop, tmp_path):
-    bundle = _scorer_bundle(tiny_bundle, tmp_path / "b", 2 * tiny_bundle.embedding_dim)
+    bundle = reversing_scorer_bundle(tiny_bundle, tmp_path / "b", 2 * tiny_bundle.embedding_dim)
     with pytest.raises(ModelError, match=r"\[u, v, u\*v\]"):
         Recommender.create(bundle, shop)
 
@@ -343,3 +313,41 @@ def test_catalog_vectors_returns_the_known_ids_in_the_order_asked(rec, shop):
     assert found == (ids[3], ids[1], ids[3]) and vectors.shape == (3, 16)
     np.testing.assert_array_equal(vectors[1], _vec(rec, ids[1]))
     assert rec.catalog.vectors(["nope"])[1].shape == (0, 16)
+
+
+def test_the_bundles_scorer_record_sets_c_and_the_user_vector_recipe(tiny_bundle, shop,
+                                                                      tmp_path):
+    """The device ranks with the C and the user-vector recipe the scorer was trained and gated
+    with; options still override them."""
+    record = ScorerRecord(candidates=12, user_vector=UserVectorRecipe(
+        half_life_days=2.0, event_weights={"view": 1.5}))
+    bundle = reversing_scorer_bundle(tiny_bundle, tmp_path / "b",
+                                     3 * tiny_bundle.embedding_dim, scorer=record)
+    assert Bundle.load(bundle.path).manifest.scorer == record
+    ids = _ids(shop)
+    history = [Event(ids[3], "purchase", T0), Event(ids[40], "view", T0 + 5 * DAY)]
+    with Recommender.create(bundle, shop) as rec:
+        assert rec.candidates == 12 and rec.half_life_days == 2.0
+        assert rec.event_weights[EventKind.VIEW] == 1.5
+        recorded = rec.for_user(history, k=5)
+    explicit = RecommenderOptions(candidates=12, half_life_days=2.0,
+                                  event_weights={"view": 1.5})
+    plain = reversing_scorer_bundle(tiny_bundle, tmp_path / "plain",
+                                    3 * tiny_bundle.embedding_dim)
+    with Recommender.create(plain, shop, explicit) as rec:
+        assert rec.for_user(history, k=5).ids == recorded.ids
+    with Recommender.create(bundle, shop, RecommenderOptions(candidates=30)) as rec:
+        assert rec.candidates == 30 and rec.half_life_days == 2.0
+
+
+def test_a_scorer_the_export_left_out_is_said_so(tiny_bundle, shop, tmp_path):
+    record = ScorerRecord(shipped=False, reason="validation NDCG@10 0.012 < u.v 0.013")
+    arts = [NewArtifact(tiny_bundle.artifact_path(a), a.role, a.precision, a.inputs,
+                        a.outputs, a.output, a.layout, a.file, a.engine)
+            for a in tiny_bundle.artifacts(Role.ENCODER)]
+    bundle = write_bundle(tmp_path / "b", artifacts=arts, preprocessing=tiny_bundle.preprocessing,
+                          embedding_dim=tiny_bundle.embedding_dim, scorer=record)
+    with Recommender.create(bundle, shop) as rec:
+        recs = rec.for_user([Event(_ids(shop)[3], "purchase", T0)], k=3)
+    assert not recs.scorer_used and len(recs) == 3
+    assert recs.note.startswith(NOT_SHIPPED_NOTE) and "0.012" in recs.note

@@ -180,3 +180,38 @@ def test_two_artifacts_with_one_file_name_are_refused(tmp_path):
         write_bundle(tmp_path / "b", artifacts=arts, preprocessing=Preprocessing(input_size=32),
                      embedding_dim=16)
     assert not (tmp_path / "b").exists()
+
+
+# ------------------------------------------------------------------ the scorer record
+
+
+def test_the_scorer_record_round_trips_through_the_manifest(bundle_dir):
+    from edgerec.sdk.bundle.manifest import HoldoutRecord, ScorerRecord, UserVectorRecipe
+
+    record = ScorerRecord(candidates=300, user_vector=UserVectorRecipe(7.0, {"click": 0.75}),
+                          holdout=HoldoutRecord("leave_last_out", 3, 0.2, "ab" * 32,
+                                                train_events=90, test_events=10,
+                                                test_users=5))
+    _edit_manifest(bundle_dir, lambda d: d.update(scorer=record.to_dict()))
+    loaded = Bundle.load(bundle_dir).manifest.scorer
+    assert loaded == record
+    assert loaded.user_vector.event_weights["click"] == 0.75
+    assert loaded.user_vector.event_weights["purchase"] == 2.0  # the rest stay the defaults
+
+
+def test_a_bundle_from_before_scorer_records_reads_its_split_from_the_metrics(bundle_dir):
+    holdout = {"strategy": "random", "seed": 4, "test_fraction": 0.25, "events_sha256": "cd"}
+    _edit_manifest(bundle_dir, lambda d: d["metrics"].update(scorer={"holdout": holdout}))
+    record = Bundle.load(bundle_dir).manifest.scorer
+    assert record.candidates == 500 and record.user_vector.half_life_days == 30.0
+    assert (record.holdout.seed, record.holdout.test_fraction) == (4, 0.25)
+
+
+@pytest.mark.parametrize("scorer", [
+    {"candidates": 0}, {"candidates": "many"}, {"user_vector": {"half_life_days": -1}},
+    {"user_vector": {"event_weights": {"stare": 1.0}}}, {"holdout": {"seed": 1}},
+])
+def test_a_malformed_scorer_record_is_refused(bundle_dir, scorer):
+    _edit_manifest(bundle_dir, lambda d: d.update(scorer=scorer))
+    with pytest.raises(BundleError, match=r"invalid value|lacks the field"):
+        Bundle.load(bundle_dir)

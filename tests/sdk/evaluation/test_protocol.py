@@ -29,13 +29,13 @@ from edgerec.sdk import (
 )
 from edgerec.sdk.bundle.writer import NewArtifact, write_bundle
 from edgerec.sdk.cli.app import main
+from edgerec.sdk.evaluation.bpr import train_bpr
 from edgerec.sdk.evaluation.events import holdout_split, read_events
 from edgerec.sdk.evaluation.protocol import (
     NO_SCORER_WARNING,
     EvaluateOptions,
     EvaluationResult,
     evaluate,
-    train_bpr,
 )
 from edgerec.sdk.evaluation.ranking_metrics import ranking_report
 
