@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Callable, Optional
 
 import numpy as np
 from edgerec.sdk import load_image
+from edgerec.sdk.files import atomic_write_text
 from PIL import Image
 
 __all__ = ["FeatureCache", "build_feature_cache"]
@@ -105,9 +105,7 @@ def _key(teacher_id: str, digests: Sequence[str], teacher_size: int, student_siz
 
 
 def _write_meta(path: Path, meta: dict) -> None:
-    tmp = path / "meta.json.tmp"
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, path / "meta.json")
+    atomic_write_text(path / "meta.json", json.dumps(meta))
 
 
 def build_feature_cache(

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from edgerec.sdk.evaluation.retrieval import label_retrieval
+from edgerec.sdk.files import atomic_write
 from torch import nn
 
 __all__ = [
@@ -169,11 +169,8 @@ def _feature_mean(features: np.ndarray, chunk: int = 4096) -> np.ndarray:
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def _load(path: Path) -> dict:

@@ -58,6 +58,7 @@ from edgerec.sdk.catalog.scan import exact_top_k, mmr_select
 from edgerec.sdk.catalog.store import Header, VectorView
 from edgerec.sdk.catalog.writer import GenerationWriter
 from edgerec.sdk.errors import CatalogError, EncoderMismatchError
+from edgerec.sdk.files import fsync_dir
 
 __all__ = ["Catalog", "CatalogInfo", "CatalogItem", "VectorDType"]
 
@@ -174,10 +175,10 @@ class Catalog:
                 conn.execute("COMMIT")
             finally:
                 conn.close()
-            store.fsync_dir(tmp / store.SEGMENTS_DIR)
-            store.fsync_dir(tmp)
+            fsync_dir(tmp / store.SEGMENTS_DIR)
+            fsync_dir(tmp)
             os.rename(tmp, root)
-            store.fsync_dir(root.parent)
+            fsync_dir(root.parent)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise CatalogError(f"could not create a catalog at {root}: {exc}") from exc

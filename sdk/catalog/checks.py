@@ -16,6 +16,7 @@ import numpy as np
 from edgerec.sdk.catalog import store
 from edgerec.sdk.catalog.store import VectorView
 from edgerec.sdk.errors import CatalogError, CatalogLockedError, EncoderMismatchError
+from edgerec.sdk.files import sha256_file
 
 __all__ = [
     "check_encoder_match",
@@ -173,7 +174,7 @@ def find_problems(root: Path, conn: sqlite3.Connection, view: VectorView) -> lis
             hashes.append((f"{rec.name}.scale.npy", rec.scale_sha256))
         for name, sha in hashes:
             try:
-                if store.sha256_file(folder / name) != sha:
+                if sha256_file(folder / name) != sha:
                     problems.append(f"{name} does not match its recorded sha256")
             except OSError as exc:
                 problems.append(f"{name} is unreadable ({exc})")

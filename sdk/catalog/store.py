@@ -39,7 +39,6 @@ size against the header, so a truncated or swapped file is refused instead of ma
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import sqlite3
@@ -47,10 +46,11 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 from edgerec.sdk.errors import CatalogError
+from edgerec.sdk.files import HashingWriter, atomic_write, fsync_dir
 
 __all__ = [
     "FORMAT_VERSION",
@@ -156,52 +156,18 @@ def read_header(root: Path) -> Header:
     return Header(dim=dim, dtype=dtype, encoder_id=encoder_id, format_version=version)
 
 
-# --------------------------------------------------------------------------- durability helpers
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or unlink inside ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class _HashingWriter:
-    """A write-only file object that hashes what passes through it (for ``write_array``)."""
-
-    def __init__(self, f: BinaryIO) -> None:
-        self._f = f
-        self.sha256 = hashlib.sha256()
-
-    def write(self, data: bytes) -> int:
-        self.sha256.update(data)
-        return self._f.write(data)
+# --------------------------------------------------------------------------- durability
 
 
 def write_npy(path: Path, array: np.ndarray) -> str:
-    """Write ``array`` durably to ``path`` (via ``path.tmp`` + fsync + rename); return sha256.
-
-    The caller fsyncs the folder once after all renames of a commit.
-    """
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        writer = _HashingWriter(f)
+    """Write ``array`` durably to ``path`` (:func:`edgerec.sdk.files.atomic_write`); return the
+    sha256 of the bytes written. The caller fsyncs the folder once after all renames of a
+    commit."""
+    with atomic_write(path, sync_dir=False) as f:
+        writer = HashingWriter(f)
         np.lib.format.write_array(writer, np.ascontiguousarray(array), version=(1, 0),
                                   allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
     return writer.sha256.hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def map_npy(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:

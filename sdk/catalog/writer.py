@@ -24,6 +24,7 @@ import numpy as np
 from edgerec.sdk.catalog import store
 from edgerec.sdk.catalog.store import Generation, Header, Segment, SegmentRecord, VectorView
 from edgerec.sdk.errors import CatalogError
+from edgerec.sdk.files import fsync_dir
 
 __all__ = ["GenerationWriter"]
 
@@ -194,7 +195,7 @@ class GenerationWriter:
                 f"{self._count} items; nothing was written. Please report this as a bug."
             )
         if self.written:
-            store.fsync_dir(self._root / store.SEGMENTS_DIR)
+            fsync_dir(self._root / store.SEGMENTS_DIR)
         records = [s.record for s in self._segments]
         store.insert_generation(self._conn, self.number, self._count, records, self._dead,
                                 time.time())

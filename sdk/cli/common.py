@@ -9,10 +9,11 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from edgerec.sdk.catalog.ingest import IMAGE_SUFFIXES
 from edgerec.sdk.errors import InvalidImageError
+from edgerec.sdk.progress import ProgressBar
 
 __all__ = ["add_json", "emit", "expand_images", "progress", "stdout_to_stderr", "usage"]
 
@@ -21,18 +22,10 @@ def emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
     print(json.dumps(payload, indent=2) if getattr(args, "json", False) else text)
 
 
-def progress(total: int, desc: str) -> tuple[Optional[Callable[[int], None]], Callable[[], None]]:
-    """A tqdm bar when tqdm is installed and stderr is a terminal, else nothing."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None, lambda: None
-    bar = tqdm(total=total, desc=desc, unit="img", disable=None, file=sys.stderr)
-
-    def update(done: int) -> None:
-        bar.update(done - bar.n)
-
-    return update, bar.close
+def progress(total: int, desc: str) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """A progress bar on stderr (shown on a terminal): ``(update(done), close())``."""
+    bar = ProgressBar(total, desc)
+    return bar.update_to, bar.close
 
 
 def add_json(p: argparse.ArgumentParser) -> None:

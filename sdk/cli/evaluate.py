@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from edgerec.runtimes import Engine
 from edgerec.sdk.bundle.bundle import Bundle
@@ -18,6 +16,8 @@ from edgerec.sdk.cli.common import emit as _emit
 from edgerec.sdk.evaluation.events import read_events
 from edgerec.sdk.evaluation.protocol import EvaluateOptions, EvaluationResult, SliceResult, evaluate
 from edgerec.sdk.evaluation.ranking_metrics import ConfidenceInterval
+from edgerec.sdk.files import atomic_write_text
+from edgerec.sdk.progress import ProgressBar
 
 __all__ = ["add_evaluate_parser", "format_result"]
 
@@ -48,41 +48,6 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _progress() -> tuple[Callable[[int, int], None], Callable[[], None]]:
-    """A tqdm bar over users, made on the first call (when the total is known), shown only
-    when tqdm is installed and stderr is a terminal."""
-    state: dict[str, Any] = {}
-
-    def update(done: int, total: int) -> None:
-        if "bar" not in state:
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                state["bar"] = None
-            else:
-                state["bar"] = tqdm(total=total, desc="evaluate", unit="user", disable=None,
-                                    file=sys.stderr)
-        if state["bar"] is not None:
-            state["bar"].update(done - state["bar"].n)
-
-    def close() -> None:
-        if state.get("bar") is not None:
-            state["bar"].close()
-
-    return update, close
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     options = EvaluateOptions(
         k=args.k, test_fraction=args.test_fraction, seed=args.seed,
@@ -94,14 +59,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with Catalog.open(args.catalog, readonly=True) as catalog:
         log = read_events(args.events, known_items=set(catalog), user_column=args.user_column,
                           item_column=args.item_column)
-        update, done = _progress()
-        try:
-            result = evaluate(bundle, catalog, log, options, progress=update)
-        finally:
-            done()
+        with ProgressBar(None, "evaluate", unit="user") as bar:
+            result = evaluate(bundle, catalog, log, options, progress=bar.update_to)
     payload = result.to_dict()
     if args.out:
-        _write_json(Path(args.out), payload)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(args.out), json.dumps(payload, indent=2) + "\n")
     text = format_result(result)
     if args.out:
         text += f"\nwrote {args.out}"
