@@ -1,7 +1,8 @@
 """Step 1 of the export: scan, clean, split and augment the training images.
 
 - :func:`scan_images` reads an image folder (one sub-folder per label, images directly in the
-  root are unlabeled) or an items CSV (``item_id,path[,label]``), decodes every image with
+  root are unlabeled) or an items CSV (``item_id,path[,label]``) through the device's reader
+  (:mod:`edgerec.sdk.catalog.ingest`, so the ids match the catalog's), decodes every image with
   :func:`edgerec.sdk.load_image` (the device's decoder, so the same files fail on both sides)
   and returns a :class:`Dataset`: the usable :class:`ImageRecord` s plus every
   :class:`DataIssue` found. Nothing is dropped silently: undecodable, truncated, too small,
@@ -18,7 +19,6 @@ re-encoded, resized and lightly retouched copies, not crops.
 
 from __future__ import annotations
 
-import csv
 import enum
 import hashlib
 import io
@@ -33,11 +33,16 @@ from typing import Any, Optional, Union
 import numpy as np
 from edgerec.export.errors import ExportError
 from edgerec.sdk import ImageLimits, load_image
-from edgerec.sdk.errors import InvalidImageError
+from edgerec.sdk.catalog.ingest import (
+    ListingProblem,
+    ProblemKind,
+    listing_from_csv,
+    listing_from_folder,
+)
+from edgerec.sdk.errors import CatalogError, InvalidImageError
 from PIL import Image, UnidentifiedImageError
 
 __all__ = [
-    "IMAGE_SUFFIXES",
     "DataIssue",
     "Dataset",
     "ImageRecord",
@@ -48,9 +53,6 @@ __all__ = [
 ]
 
 PathLike = Union[str, os.PathLike]
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
-"""File suffixes (lower case) that folder mode treats as images; other files are reported."""
 
 _NEAR_DUPLICATE_COLOR = 16.0
 """Largest mean absolute difference (0..255) of two 8x8 RGB thumbnails for a near duplicate.
@@ -71,9 +73,9 @@ class IssueKind(str, enum.Enum):
     TOO_LARGE = "too_large"  # over the decoder's byte or pixel limits
     EXACT_DUPLICATE = "exact_duplicate"  # same bytes as ``duplicate_of``
     NEAR_DUPLICATE = "near_duplicate"  # looks the same as ``duplicate_of``
-    DUPLICATE_ITEM_ID = "duplicate_item_id"  # a CSV item_id seen on an earlier row
-    BAD_ROW = "bad_row"  # a CSV row without a path
-    SKIPPED = "skipped"  # a non-image file or a folder nested too deep (folder mode)
+    DUPLICATE_ITEM_ID = "duplicate_item_id"  # an item_id an earlier row or file already has
+    BAD_ROW = "bad_row"  # a CSV row without a path, or with more cells than the header
+    SKIPPED = "skipped"  # a non-image file, a broken link or an unreadable folder (folder mode)
     CONFLICTING_LABELS = "conflicting_labels"  # kept, but a duplicate of it has another label
     SINGLE_IMAGE_LABEL = "single_image_label"  # kept; the label cannot be validated
     EMPTY_LABEL = "empty_label"  # a label folder with no usable image left
@@ -89,8 +91,9 @@ class ImageRecord:
     """One usable image.
 
     Attributes:
-        item_id: the catalog id (CSV ``item_id``; in folder mode the file name without its
-            suffix, or the relative path without suffix where two files share a name).
+        item_id: the catalog id, as :mod:`edgerec.sdk.catalog.ingest` gives it (CSV
+            ``item_id``; in folder mode the file name without its suffix, or the relative path
+            without suffix where two files share a name).
         path: the image file.
         label: its label, or ``None`` when unlabeled.
         sha256: hex digest of the file's bytes.
@@ -205,10 +208,16 @@ def scan_images(
 ) -> Dataset:
     """Scan, decode and clean a set of images.
 
-    Folder mode (``items_csv`` is None): ``root/<label>/<file>`` gives ``label``; images
-    directly in ``root`` are unlabeled; deeper folders and non-image files are reported as
-    ``skipped``. CSV mode: columns ``item_id,path`` and optionally ``label`` (empty = unlabeled;
-    other columns are ignored), paths relative to ``root`` when given, else to the CSV's folder.
+    The entries (ids, files, labels) come from the device's reader,
+    :func:`edgerec.sdk.catalog.ingest.listing_from_folder` / ``listing_from_csv``, so the ids
+    are the ones ``edgerec catalog build`` gives the same folder or CSV. Folder mode
+    (``items_csv`` is None): searched recursively, ``root/<label>/...`` gives ``label`` (the
+    first-level sub-folder), images directly in ``root`` are unlabeled, id = the file stem, or
+    the relative path without suffix where stems repeat; non-image files are reported as
+    ``skipped``. CSV mode: columns ``item_id,path`` and optionally ``label`` (empty =
+    unlabeled; other columns are ignored here), an empty item_id derived from the path, paths
+    relative to ``root`` when given, else to the CSV's folder; rows without a path, missing
+    files and repeated ids are reported and skipped.
 
     Every image is decoded with :func:`edgerec.sdk.load_image`. Exact duplicates (same sha256)
     and near duplicates (perceptual hashes within ``near_duplicate_bits`` bits, confirmed on
@@ -228,16 +237,8 @@ def scan_images(
     if min_side < 1:
         raise ValueError(f"min_side must be >= 1, got {min_side}.")
     issues: list[DataIssue] = []
-    if items_csv is not None:
-        csv_path = Path(items_csv)
-        base = Path(root) if root is not None else csv_path.parent
-        entries = _read_csv(csv_path, base, issues)
-        source = str(csv_path)
-    elif root is not None:
-        entries = _walk_folder(Path(root), issues)
-        source = str(root)
-    else:
-        raise ValueError("scan_images() needs a folder (root) or an items CSV (items_csv=...).")
+    entries = _list_entries(root, items_csv, issues)
+    source = str(items_csv if items_csv is not None else root)
     if not entries:
         raise ExportError(_empty_message(source, items_csv is not None, issues))
 
@@ -269,98 +270,39 @@ def _progress(items: Sequence[Any], enabled: bool, desc: str) -> Iterable[Any]:
     return tqdm(items, desc=desc, unit="img")
 
 
-def _walk_folder(root: Path, issues: list[DataIssue]) -> list[_Entry]:
-    if not root.is_dir():
-        raise ExportError(
-            f"{root} is not a folder; pass the folder that holds the images (or an items CSV "
-            "as items_csv=...)."
-        )
+def _list_entries(root: Optional[PathLike], items_csv: Optional[PathLike],
+                  issues: list[DataIssue]) -> list[_Entry]:
+    """The entries of the device's reader (so ids match the catalog's); its problems as issues."""
     try:
-        found = _list_images(root, issues)
-    except OSError as exc:
-        raise ExportError(f"Cannot list the images under {root} ({exc}); check it.") from exc
-    stems = Counter(p.stem for p, _ in found)
-    return [
-        _Entry(p.stem if stems[p.stem] == 1 else p.relative_to(root).with_suffix("").as_posix(),
-               p, label)
-        for p, label in found
-    ]
+        if items_csv is not None:
+            listing = listing_from_csv(items_csv, base=root)
+        elif root is not None:
+            listing = listing_from_folder(root)
+        else:
+            raise ValueError("scan_images() needs a folder (root) or an items CSV "
+                             "(items_csv=...).")
+    except CatalogError as exc:
+        raise ExportError(f"{exc}.") from exc
+    issues.extend(_listing_issue(p) for p in listing.problems)
+    return [_Entry(s.item_id, s.image, s.label) for s in listing.items]
 
 
-def _list_images(root: Path, issues: list[DataIssue]) -> list[tuple[Path, Optional[str]]]:
-    found: list[tuple[Path, Optional[str]]] = []
-    for child in sorted(root.iterdir()):
-        if child.name.startswith("."):
-            continue
-        if child.is_dir():
-            for path in sorted(child.iterdir()):
-                if path.name.startswith("."):
-                    continue
-                if path.is_dir():
-                    issues.append(DataIssue(
-                        str(path), IssueKind.SKIPPED,
-                        "Folders inside a label folder are not scanned; move its images up into "
-                        f"{child} or list them in an items CSV.",
-                    ))
-                elif _is_image_name(path, issues):
-                    found.append((path, child.name))
-        elif _is_image_name(child, issues):
-            found.append((child, None))
-    return found
+_PROBLEM_KINDS = {
+    ProblemKind.NOT_AN_IMAGE: IssueKind.SKIPPED,
+    ProblemKind.UNREADABLE: IssueKind.SKIPPED,
+    ProblemKind.BAD_ROW: IssueKind.BAD_ROW,
+    ProblemKind.MISSING: IssueKind.MISSING,
+    ProblemKind.DUPLICATE_ID: IssueKind.DUPLICATE_ITEM_ID,
+}
 
 
-def _is_image_name(path: Path, issues: list[DataIssue]) -> bool:
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        return True
-    issues.append(DataIssue(
-        str(path), IssueKind.SKIPPED,
-        f"Not scanned: '{path.suffix or path.name}' is not an image suffix "
-        f"({', '.join(sorted(IMAGE_SUFFIXES))}); rename it if it is an image.",
-    ))
-    return False
-
-
-def _read_csv(csv_path: Path, base: Path, issues: list[DataIssue]) -> list[_Entry]:
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ExportError(f"Cannot read the items CSV {csv_path} ({exc}); check the path.") from exc
-    missing = [c for c in ("item_id", "path") if c not in columns]
-    if missing:
-        raise ExportError(
-            f"The items CSV {csv_path} has no {' or '.join(missing)} column (it has "
-            f"{', '.join(columns) or 'none'}); its header must read item_id,path[,label]."
-        )
-    entries: list[_Entry] = []
-    seen: dict[str, str] = {}
-    for line, raw in enumerate(rows, start=2):
-        row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
-        item_id, rel, label = row.get("item_id", ""), row.get("path", ""), row.get("label", "")
-        where = f"{csv_path}:{line}"
-        if not rel:
-            issues.append(DataIssue(where, IssueKind.BAD_ROW, "The row has no path; fill it in."))
-            continue
-        path = Path(rel) if Path(rel).is_absolute() else base / rel
-        item_id = item_id or Path(rel).stem
-        if item_id in seen:
-            issues.append(DataIssue(
-                str(path), IssueKind.DUPLICATE_ITEM_ID,
-                f"item_id {item_id!r} ({where}) was already used by {seen[item_id]}; give every "
-                "row its own item_id.", duplicate_of=seen[item_id],
-            ))
-            continue
-        seen[item_id] = str(path)
-        if not path.is_file():
-            issues.append(DataIssue(
-                str(path), IssueKind.MISSING,
-                f"No file for item {item_id!r} ({where}); fix the path (relative to {base}).",
-            ))
-            continue
-        entries.append(_Entry(item_id, path, label or None))
-    return entries
+def _listing_issue(problem: ListingProblem) -> DataIssue:
+    """A reader's problem as a data issue: about the file when there is one, else the row."""
+    detail = problem.detail
+    if problem.path is not None and problem.where != problem.path:
+        detail = f"{problem.where}: {detail}"
+    return DataIssue(problem.path or problem.where, _PROBLEM_KINDS[problem.kind], detail,
+                     duplicate_of=problem.duplicate_of)
 
 
 def _empty_message(source: str, csv_mode: bool, issues: list[DataIssue]) -> str:
@@ -375,10 +317,9 @@ def _empty_message(source: str, csv_mode: bool, issues: list[DataIssue]) -> str:
         f"({source}/<label>/<image>.jpg) or directly in it for unlabeled images, or list "
         "them in a CSV with columns item_id,path[,label] and pass items_csv"
     )
-    nested = [i for i in issues if i.kind is IssueKind.SKIPPED and Path(i.path).is_dir()]
-    if nested:
-        msg += f". Folders nested too deep were skipped (e.g. {nested[0].path}): point root at "
-        msg += "the folder whose sub-folders are the labels"
+    skipped = [i for i in issues if i.kind is IssueKind.SKIPPED]
+    if skipped:
+        msg += f" ({len(skipped)} entries skipped, e.g. {skipped[0].path}: {skipped[0].detail})"
     return msg + "."
 
 

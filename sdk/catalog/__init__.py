@@ -25,9 +25,14 @@ from edgerec.sdk.catalog.catalog import (
 )
 from edgerec.sdk.catalog.ingest import (
     IMAGE_SUFFIXES,
+    ItemListing,
+    ListingProblem,
+    ProblemKind,
     SourceItem,
     items_from_csv,
     items_from_folder,
+    listing_from_csv,
+    listing_from_folder,
     parse_value,
 )
 from edgerec.sdk.catalog.matches import (
@@ -49,8 +54,11 @@ __all__ = [
     "CatalogInfo",
     "CatalogItem",
     "IngestReport",
+    "ItemListing",
+    "ListingProblem",
     "Match",
     "Matches",
+    "ProblemKind",
     "SearchKernel",
     "SourceItem",
     "VectorDType",
@@ -58,6 +66,8 @@ __all__ = [
     "build_catalog",
     "items_from_csv",
     "items_from_folder",
+    "listing_from_csv",
+    "listing_from_folder",
     "make_matches",
     "parse_value",
     "search_kernel",

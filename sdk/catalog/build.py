@@ -2,15 +2,16 @@
 
 ::
 
-    items = items_from_folder("photos/")           # edgerec.sdk.catalog.ingest
-    report = build_catalog("bundle/", "shop.catalog", items)    # creates or resumes
-    report.added, report.skipped_existing, report.failed
+    listing = listing_from_folder("photos/")       # edgerec.sdk.catalog.ingest
+    report = build_catalog("bundle/", "shop.catalog", listing.require())  # creates or resumes
+    report.added, report.skipped_existing, report.failed, listing.problems
 
 Images are embedded in chunks of ``chunk_size``; each chunk is one catalog generation, so an
 interrupted build keeps every finished chunk and a re-run skips the ids already present.
 An image that cannot be used (missing, corrupt, too small) is skipped and listed in
 ``IngestReport.failed`` instead of aborting the build: one bad photo in 100,000 should not cost
-the other 99,999. Callers that need all-or-nothing check ``report.failed``.
+the other 99,999. Callers that need all-or-nothing check ``report.failed``. Entries the listing
+itself skipped (bad rows, missing files, repeated ids) are in ``listing.problems``.
 """
 
 from __future__ import annotations

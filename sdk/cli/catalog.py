@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Any
 
 from edgerec.runtimes import Engine
 from edgerec.sdk.bundle.manifest import Precision
 from edgerec.sdk.catalog.build import IngestReport, add_images, build_catalog
 from edgerec.sdk.catalog.catalog import Catalog, VectorDType
-from edgerec.sdk.catalog.ingest import SourceItem, items_from_csv, items_from_folder, parse_value
+from edgerec.sdk.catalog.ingest import (
+    ItemListing,
+    ListingProblem,
+    SourceItem,
+    listing_from_csv,
+    listing_from_folder,
+    parse_value,
+)
 from edgerec.sdk.cli.common import add_json, emit, expand_images, progress, usage
 from edgerec.sdk.encoder import Encoder, EncoderOptions
 from edgerec.sdk.errors import CatalogError
@@ -36,39 +44,51 @@ def _key_value(text: str) -> tuple[str, Any]:
     return key, parse_value(value)
 
 
-def _ingest_output(args: argparse.Namespace, report: IngestReport, verb: str) -> int:
-    payload = report.to_dict(max_failed=20)
+def _listing(args: argparse.Namespace) -> ItemListing:
+    """The items of ``--images`` or ``--items``; rows it skips are reported, not fatal."""
+    return listing_from_folder(args.images) if args.images else listing_from_csv(args.items)
+
+
+def _ingest_output(args: argparse.Namespace, report: IngestReport, verb: str,
+                   problems: Sequence[ListingProblem] = ()) -> int:
+    """Print what a build or add did: its report plus the listing's skipped entries."""
+    payload = {**report.to_dict(max_failed=20), "listing_problem_count": len(problems),
+               "listing_problems": [p.to_dict() for p in problems[:20]]}
     text = (f"{verb} {report.catalog}: added {report.added}, {report.skipped_existing} already "
-            f"present, {len(report.failed)} bad image(s) skipped; {report.count} items")
-    for item_id, path, why in report.failed[:5]:
-        text += f"\n  skipped {item_id} ({path}): {why}"
-    if len(report.failed) > 5:
-        text += f"\n  ... and {len(report.failed) - 5} more (--json lists 20)"
+            f"present, {len(report.failed)} bad image(s) skipped, {len(problems)} listing "
+            f"entr{'y' if len(problems) == 1 else 'ies'} skipped; {report.count} items")
+    lines = [f"skipped {i} ({p}): {why}" for i, p, why in report.failed]
+    lines += [f"skipped {p.where}: {p.detail}" for p in problems]
+    for line in lines[:5]:
+        text += f"\n  {line}"
+    if len(lines) > 5:
+        text += f"\n  ... and {len(lines) - 5} more (--json lists 20 of each)"
     emit(args, payload, text)
     return 0
 
 
 def cmd_catalog_build(args: argparse.Namespace) -> int:
-    items = items_from_folder(args.images) if args.images else items_from_csv(args.items)
+    listing = _listing(args)
+    items = listing.require()
     update, done = progress(len(items), "catalog build")
     try:
         report = build_catalog(args.bundle, args.out, items, encoder_options=encoder_options(args),
                                dtype=args.dtype, chunk_size=args.chunk_size, progress=update)
     finally:
         done()
-    return _ingest_output(args, report, "built")
+    return _ingest_output(args, report, "built", listing.problems)
 
 
 def cmd_catalog_add(args: argparse.Namespace) -> int:
     sources = [bool(args.images), bool(args.items), bool(args.files)]
     if sum(sources) != 1:
         raise CatalogError("give exactly one of --images DIR, --items CSV or image files")
-    if args.images:
-        items = items_from_folder(args.images)
-    elif args.items:
-        items = items_from_csv(args.items)
-    else:
+    problems: Sequence[ListingProblem] = ()
+    if args.files:
         items = [SourceItem(p.stem, p, {"path": str(p)}) for p in expand_images(args.files)]
+    else:
+        listing = _listing(args)
+        items, problems = listing.require(), listing.problems
     extra = dict(args.meta)
     items = [SourceItem(s.item_id, s.image, {**s.metadata, **extra}) for s in items]
     with Catalog.open(args.catalog) as catalog, \
@@ -79,7 +99,7 @@ def cmd_catalog_add(args: argparse.Namespace) -> int:
                                 chunk_size=args.chunk_size, progress=update)
         finally:
             done()
-    return _ingest_output(args, report, "added to")
+    return _ingest_output(args, report, "added to", problems)
 
 
 def cmd_catalog_remove(args: argparse.Namespace) -> int:
@@ -128,10 +148,12 @@ def add_catalog_parsers(sub: Any) -> None:
 
     build = csub.add_parser(
         "build", help="embed photos into a catalog (resumable)",
-        description="Embed a folder of photos (one sub-folder per label; id = file stem) or the "
-        "photos of an items CSV (item_id,path[,label][,...]; other columns become metadata) "
-        "into a catalog. A re-run adds only the ids not yet present; bad images are skipped "
-        "and reported, not fatal.",
+        description="Embed a folder of photos (searched recursively; label = first-level "
+        "sub-folder; id = file stem, or the relative path without suffix where stems repeat) "
+        "or the photos of an items CSV (item_id,path[,label][,...]; an empty item_id is "
+        "derived from the path; other columns become metadata) into a catalog. A re-run adds "
+        "only the ids not yet present; bad images, rows without a path, missing files and "
+        "repeated ids are skipped and reported, not fatal.",
     )
     src = build.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="folder of images, one sub-folder per label")

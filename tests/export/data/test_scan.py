@@ -19,7 +19,15 @@ from edgerec.export.data.scan import (
     split,
 )
 from edgerec.export.errors import ExportError
-from edgerec.sdk import load_image
+from edgerec.sdk import Catalog, load_image
+from edgerec.sdk.catalog.ingest import (
+    ProblemKind,
+    items_from_csv,
+    items_from_folder,
+    listing_from_csv,
+    listing_from_folder,
+)
+from edgerec.sdk.cli.app import main
 
 
 @pytest.fixture(scope="module")
@@ -164,9 +172,20 @@ def test_scan_empty_folder_raises_export_error_saying_what_to_do(tmp_path: Path)
         scan_images(tmp_path)
 
 
-def test_scan_folder_nested_too_deep_says_where_to_point(tmp_path: Path) -> None:
-    _copy(_photos(1)[0], tmp_path / "train" / "dress" / "a.jpg")
-    with pytest.raises(ExportError, match="point root at"):
+def test_scan_folder_walks_nested_folders_under_their_first_level_label(tmp_path: Path) -> None:
+    p, q, r = _photos(3)
+    _copy(p, tmp_path / "train" / "dress" / "a.jpg")
+    _copy(q, tmp_path / "train" / ".hidden.jpg")
+    _copy(r, tmp_path / ".thumbs" / "b.jpg")
+    ds = scan_images(tmp_path)
+    assert [(x.item_id, x.label) for x in ds.records] == [("a", "train")]
+    assert [i.kind for i in ds.issues] == [IssueKind.SINGLE_IMAGE_LABEL]
+
+
+def test_scan_folder_without_images_says_what_it_skipped(tmp_path: Path) -> None:
+    (tmp_path / "dress").mkdir()
+    (tmp_path / "dress" / "notes.txt").write_text("x")
+    with pytest.raises(ExportError, match=r"No images found.*1 entries skipped.*notes.txt"):
         scan_images(tmp_path)
 
 
@@ -233,3 +252,91 @@ def test_split_keeps_one_of_each_side_and_unlabeled_in_train(sample: Dataset) ->
 def test_item_seed_is_stable() -> None:
     assert item_seed("abc", 0) == item_seed("abc", 0) != item_seed("abc", 1)
     assert 0 <= item_seed("abc") < 2**63
+
+
+# --------------------------------------------------------------------------- catalog parity
+
+
+@pytest.fixture()
+def messy(tmp_path: Path) -> Path:
+    """Repeated stems in two labels, a nested folder, hidden entries, a non-image file."""
+    root = tmp_path / "photos"
+    photos = _photos(7)
+    for k, rel in enumerate(["loose.jpg", "hat/img.jpg", "shoes/img.jpg", "shoes/summer/deep.jpg",
+                             "dress/a.jpg", "hat/.hidden.jpg", ".cache/t.jpg"]):
+        _copy(photos[k], root / rel)
+    (root / "hat" / "notes.txt").write_text("not an image")
+    return root
+
+
+def _built(bundle: Path, out: Path, capsys: pytest.CaptureFixture, *source: object) -> dict:
+    """``edgerec catalog build ... --json``: its report and the catalog's {id: label}."""
+    code = main(["catalog", "build", "--bundle", str(bundle), "--out", str(out), "--json",
+                 *map(str, source)])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0, report
+    with Catalog.open(out, readonly=True) as c:
+        report["labels"] = {i: c.get(i).metadata.get("label") for i in c}
+    return report
+
+
+def test_a_folder_gives_the_export_and_the_catalog_the_same_ids_and_labels(
+    messy: Path, tiny_bundle, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    ds = scan_images(messy)
+    exported = {r.item_id: r.label for r in ds.records}
+    assert exported == {"loose": None, "hat/img": "hat", "shoes/img": "shoes", "deep": "shoes",
+                        "a": "dress"}
+    assert {s.item_id: s.label for s in items_from_folder(messy)} == exported
+    built = _built(tiny_bundle.path, tmp_path / "cat", capsys, "--images", messy)
+    assert built["labels"] == exported
+    assert _issues(ds, IssueKind.SKIPPED).keys() == {"notes.txt"}
+    assert [p["kind"] for p in built["listing_problems"]] == ["not_an_image"]
+
+
+def test_same_stem_in_one_folder_is_skipped_on_both_sides(tmp_path: Path) -> None:
+    p, q, r = _photos(3)
+    _copy(p, tmp_path / "dress" / "a.jpg")
+    _copy(q, tmp_path / "dress" / "a.png")
+    _copy(r, tmp_path / "dress" / "b.jpg")
+    ds = scan_images(tmp_path)
+    listing = listing_from_folder(tmp_path)
+    assert [r.item_id for r in ds.records] == ["b", "dress/a"]
+    assert sorted(s.item_id for s in listing) == ["b", "dress/a"]
+    (dup,) = _issues(ds, IssueKind.DUPLICATE_ITEM_ID).values()
+    assert Path(dup.path).name == "a.png" and Path(dup.duplicate_of).name == "a.jpg"
+    assert [x.kind for x in listing.problems] == [ProblemKind.DUPLICATE_ID]
+
+
+def test_a_csv_gives_the_export_and_the_catalog_the_same_ids_and_labels(
+    messy: Path, tiny_bundle, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    clean = messy / "items.csv"
+    clean.write_text(
+        "item_id,path,label,price\n"
+        ",hat/img.jpg,hat,3\n"            # the stem repeats: the path without suffix
+        ",shoes/img.jpg,42,\n"            # a label that looks like a number stays a string
+        ",loose.jpg,,\n"                  # a unique stem: the stem; no label
+        "deep,shoes/summer/deep.jpg,shoes,\n"
+    )
+    messy_csv = messy / "messy.csv"
+    messy_csv.write_text(clean.read_text() + (
+        "deep,dress/a.jpg,dress,\n"       # line 6: a repeated id
+        "nopath,,dress,\n"                # line 7: no path
+        "gone,nope.jpg,dress,\n"          # line 8: no such file
+    ))
+    expected = {"hat/img": "hat", "shoes/img": "42", "loose": None, "deep": "shoes"}
+    assert {s.item_id: s.label for s in items_from_csv(clean)} == expected
+    for n, csv_path in enumerate([clean, messy_csv]):
+        ds = scan_images(items_csv=csv_path)
+        assert {r.item_id: r.label for r in ds.records} == expected
+        assert {s.item_id: s.label for s in listing_from_csv(csv_path)} == expected
+        built = _built(tiny_bundle.path, tmp_path / f"cat{n}", capsys, "--items", csv_path)
+        assert built["labels"] == expected
+    assert [(p["where"], p["kind"]) for p in built["listing_problems"]] == [
+        (f"{messy_csv}:6", "duplicate_id"), (f"{messy_csv}:7", "bad_row"),
+        (f"{messy_csv}:8", "missing")]
+    assert sorted(i.kind.value for i in ds.issues if i.excluded) == [
+        "bad_row", "duplicate_item_id", "missing"]
+    assert _issues(ds, IssueKind.BAD_ROW).keys() == {"messy.csv:7"}
+    assert f"{messy_csv}:8" in _issues(ds, IssueKind.MISSING)["nope.jpg"].detail

@@ -108,19 +108,26 @@ def test_a_re_run_of_build_adds_only_the_missing_items(tiny_bundle, tmp_path, ca
         c.verify()
 
 
-def test_bad_images_are_skipped_and_reported(tiny_bundle, tmp_path, capsys):
+def test_bad_images_and_bad_rows_are_skipped_and_reported(tiny_bundle, tmp_path, capsys):
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
-    rows = [*_sample_rows(1)[:3], ("broken", str(tmp_path / "broken.jpg")),
-            ("missing", str(tmp_path / "nope.jpg"))]
+    good = _sample_rows(1)[:3]
+    rows = [*good, ("broken", str(tmp_path / "broken.jpg")),
+            ("missing", str(tmp_path / "nope.jpg")),  # line 6: no such file
+            (good[0][0], good[1][1]),                  # line 7: a repeated id
+            ("nopath", "")]                            # line 8: no path
     items = _write_items(tmp_path / "items.csv", rows)
     code, report, _ = _run(capsys, "catalog", "build", "--bundle", tiny_bundle.path, "--items",
                            items, "--out", tmp_path / "cat", "--json")
-    assert code == 0 and report["added"] == 3 and report["failed_count"] == 2
-    assert [f["item_id"] for f in report["failed"]] == ["broken", "missing"]
+    assert code == 0 and report["added"] == 3 and report["failed_count"] == 1
+    assert [f["item_id"] for f in report["failed"]] == ["broken"]
     assert "not a decodable image" in report["failed"][0]["error"]
+    assert report["listing_problem_count"] == 3
+    assert [(p["where"], p["kind"]) for p in report["listing_problems"]] == [
+        (f"{items}:6", "missing"), (f"{items}:7", "duplicate_id"), (f"{items}:8", "bad_row")]
     code, text, _ = _run(capsys, "catalog", "build", "--bundle", tiny_bundle.path, "--items",
                          items, "--out", tmp_path / "cat")
     assert code == 0 and "skipped broken" in text and "3 already present" in text
+    assert "3 listing entries skipped" in text and f"skipped {items}:6: No file" in text
 
 
 def test_build_from_a_folder_uses_stems_as_ids_and_sub_folders_as_labels(tiny_bundle, tmp_path,
@@ -203,18 +210,21 @@ def test_filter_arguments_become_catalog_filters():
             == [42, "0042", -1.5, 1000.0, True, "nan", "x", 1.0])
 
 
-def test_item_sources_reject_repeated_and_missing_columns(tmp_path):
+def test_item_sources_are_all_or_nothing_and_the_cli_says_why(tmp_path, capsys):
     (tmp_path / "bad.csv").write_text("id,path\na,b.jpg\n")
     with pytest.raises(CatalogError, match="item_id"):
         items_from_csv(tmp_path / "bad.csv")
-    (tmp_path / "dup.csv").write_text("item_id,path\na,x.jpg\na,y.jpg\n")
-    with pytest.raises(CatalogError, match="ids repeat"):
+    shutil.copy(sample_images(1)[0][0], tmp_path / "x.jpg")
+    (tmp_path / "dup.csv").write_text("item_id,path\na,x.jpg\na,x.jpg\n")
+    with pytest.raises(CatalogError, match=r"dup.csv:3: The id 'a' already belongs"):
         items_from_csv(tmp_path / "dup.csv")
-    for sub in ("x", "y"):
+    for sub in ("x", "y"):  # the same stem in two folders: path ids, not an error
         (tmp_path / "imgs" / sub).mkdir(parents=True)
         shutil.copy(sample_images(1)[0][0], tmp_path / "imgs" / sub / "same.jpg")
-    with pytest.raises(CatalogError, match="ids repeat"):
-        items_from_folder(tmp_path / "imgs")
+    assert [s.item_id for s in items_from_folder(tmp_path / "imgs")] == ["x/same", "y/same"]
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CatalogError, match="holds no image files"):
+    with pytest.raises(CatalogError, match="lists no usable items"):
         items_from_folder(tmp_path / "empty")
+    code, err, _ = _run(capsys, "catalog", "build", "--bundle", "b", "--images",
+                        tmp_path / "empty", "--out", tmp_path / "cat", "--json")
+    assert code == 1 and "lists no usable items" in err["message"]
