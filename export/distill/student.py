@@ -1,6 +1,8 @@
 """Student encoders: torchvision MobileNetV3 bodies with an embedding head, built exportable.
 
-A small registry of named recipes, as in timm: ``create_student("mobilenet_v3_small")``.
+A small registry of named recipes, as in timm: ``create_student("mobilenet_v3_small")``;
+:func:`resolve_student` is the one place a name and the caller's overrides become a
+:class:`StudentConfig` (None keeps the registry's value).
 Students start from random weights (nothing is downloaded) and are built for export:
 
 - every ``nn.AdaptiveAvgPool2d(1)`` (squeeze-excitation blocks and the final pool) becomes a
@@ -15,13 +17,20 @@ Students start from random weights (nothing is downloaded) and are built for exp
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
 from torchvision.models import mobilenet_v3_large, mobilenet_v3_small
 
-__all__ = ["STUDENTS", "SpatialMean", "StudentConfig", "StudentEncoder", "create_student"]
+__all__ = [
+    "STUDENTS",
+    "SpatialMean",
+    "StudentConfig",
+    "StudentEncoder",
+    "create_student",
+    "resolve_student",
+]
 
 
 class SpatialMean(nn.Module):
@@ -56,7 +65,7 @@ class StudentConfig:
     arch: str = "mobilenet_v3_small"
     width: float = 1.0
     dim: int = 128
-    image_size: int = 224
+    image_size: int = 192
     hidden: int = 1024
     dropout: float = 0.1
     bn_momentum: float = 0.1
@@ -73,7 +82,18 @@ STUDENTS: dict[str, StudentConfig] = {
     "mobilenet_v3_small_075": StudentConfig(width=0.75),
     "mobilenet_v3_large": StudentConfig(arch="mobilenet_v3_large"),
 }
-"""Named recipes; :func:`create_student` accepts a name plus field overrides."""
+"""Named recipes (the first is the export's default: 192 px, 128-d, width 1.0)."""
+
+
+def resolve_student(name: str = "mobilenet_v3_small", **overrides: Any) -> StudentConfig:
+    """The registered recipe ``name`` with the ``overrides`` that are not None.
+
+    Raises:
+        ValueError: an unknown name or field.
+    """
+    if name not in STUDENTS:
+        raise ValueError(f"unknown student {name!r}; registered: {sorted(STUDENTS)}")
+    return replace(STUDENTS[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
 class StudentEncoder(nn.Module):
@@ -109,8 +129,7 @@ class StudentEncoder(nn.Module):
         return self.head(torch.flatten(self.pool(self.features(x)), 1))
 
 
-def create_student(name: str = "mobilenet_v3_small", **overrides) -> StudentEncoder:
-    """Build a registered student recipe with optional field overrides (e.g. ``dim=64``)."""
-    if name not in STUDENTS:
-        raise ValueError(f"unknown student {name!r}; registered: {sorted(STUDENTS)}")
-    return StudentEncoder(replace(STUDENTS[name], **overrides))
+def create_student(name: str = "mobilenet_v3_small", **overrides: Any) -> StudentEncoder:
+    """Build a registered student recipe with optional field overrides (e.g. ``dim=64``;
+    None keeps the registry's value)."""
+    return StudentEncoder(resolve_student(name, **overrides))
