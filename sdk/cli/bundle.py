@@ -12,7 +12,7 @@ from edgerec.runtimes import Engine, engine_versions
 from edgerec.sdk.bundle.bundle import Bundle
 from edgerec.sdk.bundle.importer import ImportOptions, import_model
 from edgerec.sdk.bundle.manifest import Interpolation, Layout, Precision, ResizeMode
-from edgerec.sdk.cli.common import add_json, emit, expand_images, progress, usage
+from edgerec.sdk.cli.common import add_json, emit, expand_images, option, progress, usage
 from edgerec.sdk.encoder import Encoder, EncoderOptions
 from edgerec.sdk.files import atomic_write
 
@@ -130,12 +130,12 @@ def add_bundle_parsers(sub: Any) -> None:
                      help="per-channel std on [0,1] pixels, e.g. 0.229 0.224 0.225")
     imp.add_argument("--raw-pixels", action="store_true",
                      help="the model takes raw 0..255 pixels (e.g. uint8 Coral MobileNets)")
-    imp.add_argument("--crop-pct", type=float, default=1.0,
-                     help="shorter side -> size/crop_pct before the centre crop (default 1.0)")
-    imp.add_argument("--resize", choices=[m.value for m in ResizeMode],
-                     default=ResizeMode.SHORTER_CENTER_CROP.value, help="resize rule")
-    imp.add_argument("--interpolation", choices=[m.value for m in Interpolation],
-                     default=Interpolation.BILINEAR.value, help="resampling filter")
+    option(imp, "--crop-pct", type=float, source=ImportOptions, name="crop_pct",
+           help="shorter side -> size/crop_pct before the centre crop")
+    option(imp, "--resize", choices=[m.value for m in ResizeMode], source=ImportOptions,
+           name="resize", help="resize rule")
+    option(imp, "--interpolation", choices=[m.value for m in Interpolation],
+           source=ImportOptions, name="interpolation", help="resampling filter")
     imp.add_argument("--layout", choices=[m.value for m in Layout],
                      help="input layout (default: inferred from the 3-channel axis)")
     imp.add_argument("--output", help="name of the output holding the embedding")
@@ -174,7 +174,8 @@ def add_embed_parser(sub: Any) -> None:
     emb.add_argument("--precision", choices=[p.value for p in Precision],
                      help="precision (default: fp32 when the bundle has it)")
     emb.add_argument("--threads", type=int, help="engine threads (default: engine's)")
-    emb.add_argument("--batch-size", type=int, default=32, help="images per engine call")
+    option(emb, "--batch-size", type=int, source=EncoderOptions, name="batch_size",
+           help="images per engine call")
     add_json(emb)
     emb.set_defaults(func=cmd_embed)
 

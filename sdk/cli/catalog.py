@@ -18,7 +18,7 @@ from edgerec.sdk.catalog.ingest import (
     listing_from_folder,
     parse_value,
 )
-from edgerec.sdk.cli.common import add_json, emit, expand_images, progress, usage
+from edgerec.sdk.cli.common import add_json, emit, expand_images, option, progress, usage
 from edgerec.sdk.encoder import Encoder, EncoderOptions
 from edgerec.sdk.errors import CatalogError
 
@@ -136,7 +136,8 @@ def add_encoder_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=[x.value for x in Precision],
                    help="encoder precision (default: fp32 when the bundle has it)")
     p.add_argument("--threads", type=int, help="engine threads (default: engine's)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per engine call")
+    option(p, "--batch-size", type=int, source=EncoderOptions, name="batch_size",
+           help="images per engine call")
 
 
 def add_catalog_parsers(sub: Any) -> None:
@@ -163,8 +164,8 @@ def add_catalog_parsers(sub: Any) -> None:
     build.add_argument("--dtype", choices=[d.value for d in VectorDType],
                        help="vector storage of a new catalog (default int8; a resumed catalog "
                        "keeps its own)")
-    build.add_argument("--chunk-size", type=int, default=256,
-                       help="images per catalog commit (the unit of resumption)")
+    option(build, "--chunk-size", type=int, source=build_catalog, name="chunk_size",
+           help="images per catalog commit (the unit of resumption)")
     add_encoder_arguments(build)
     add_json(build)
     build.set_defaults(func=cmd_catalog_build)
@@ -179,7 +180,8 @@ def add_catalog_parsers(sub: Any) -> None:
     add.add_argument("--items", help="CSV item_id,path[,label][,...] (paths relative to it)")
     add.add_argument("--meta", type=_key_value, action="append", default=[],
                      metavar="KEY=VALUE", help="metadata for every added item (repeatable)")
-    add.add_argument("--chunk-size", type=int, default=256, help="images per catalog commit")
+    option(add, "--chunk-size", type=int, source=add_images, name="chunk_size",
+           help="images per catalog commit")
     add_encoder_arguments(add)
     add_json(add)
     add.set_defaults(func=cmd_catalog_add)

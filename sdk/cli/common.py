@@ -4,18 +4,33 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import enum
+import inspect
 import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from edgerec.sdk.catalog.ingest import IMAGE_SUFFIXES
 from edgerec.sdk.errors import InvalidImageError
 from edgerec.sdk.progress import ProgressBar
 
-__all__ = ["add_json", "emit", "expand_images", "progress", "stdout_to_stderr", "usage"]
+__all__ = [
+    "add_json",
+    "default_of",
+    "emit",
+    "expand_images",
+    "option",
+    "progress",
+    "stdout_to_stderr",
+    "usage",
+]
+
+SOURCES_ATTR = "_edgerec_default_sources"
+"""Parser attribute: ``{dest: (source, name)}`` of options whose default comes from code."""
 
 
 def emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
@@ -65,3 +80,50 @@ def stdout_to_stderr() -> Iterator[None]:
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
+
+
+def default_of(source: Any, name: str) -> Any:
+    """The default of field ``name`` of dataclass ``source``, or of parameter ``name`` of the
+    function ``source``: the one place a CLI default is read from."""
+    if dataclasses.is_dataclass(source):
+        for f in dataclasses.fields(source):
+            if f.name == name:
+                if f.default is not dataclasses.MISSING:
+                    return f.default
+                if f.default_factory is not dataclasses.MISSING:
+                    return f.default_factory()
+        raise KeyError(f"{source.__name__} has no defaulted field {name!r}")
+    value = inspect.signature(source).parameters[name].default
+    if value is inspect.Parameter.empty:
+        raise KeyError(f"{source.__name__} has no default for {name!r}")
+    return value
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, (tuple, list)):
+        return " ".join(_shown(v) for v in value)
+    return str(value)
+
+
+def option(parser: argparse.ArgumentParser, *flags: str, source: Any, name: str, help: str,
+           none_means: Optional[str] = None, **kwargs: Any) -> argparse.Action:
+    """An option whose default is :func:`default_of` ``(source, name)``, stated in its help as
+    ``(default: VALUE)``; a None default is described by ``none_means`` instead. Enum defaults
+    become their values. The parser records the source, so a test can check help and code
+    agree."""
+    value = default_of(source, name)
+    if value is None:
+        if none_means is None:
+            raise ValueError(f"{flags[0]}: a None default needs none_means")
+        text = f"{help} (default: {none_means})"
+    else:
+        text = f"{help} (default: {_shown(value).replace('%', '%%')})"
+    if isinstance(value, enum.Enum):
+        value = value.value
+    action = parser.add_argument(*flags, default=value, help=text, **kwargs)
+    if not hasattr(parser, SOURCES_ATTR):
+        setattr(parser, SOURCES_ATTR, {})
+    getattr(parser, SOURCES_ATTR)[action.dest] = (source, name)
+    return action

@@ -13,8 +13,10 @@ from edgerec.sdk.bundle.manifest import Precision
 from edgerec.sdk.catalog.catalog import Catalog
 from edgerec.sdk.cli.common import add_json as _add_json
 from edgerec.sdk.cli.common import emit as _emit
+from edgerec.sdk.cli.common import option
 from edgerec.sdk.evaluation.events import read_events
 from edgerec.sdk.evaluation.protocol import EvaluateOptions, EvaluationResult, SliceResult, evaluate
+from edgerec.sdk.evaluation.provenance import DEFAULT_SEED, DEFAULT_TEST_FRACTION
 from edgerec.sdk.evaluation.ranking_metrics import ConfidenceInterval
 from edgerec.sdk.files import atomic_write_text
 from edgerec.sdk.progress import ProgressBar
@@ -155,18 +157,23 @@ def add_evaluate_parser(sub: Any) -> None:
     ev.add_argument("--catalog", required=True, help="catalog directory built with the bundle")
     ev.add_argument("--events", required=True,
                     help="events CSV: user_id,item_id[,event][,timestamp][,weight]")
-    ev.add_argument("--user-column", default="user_id", help="column of the user ids")
-    ev.add_argument("--item-column", default="item_id", help="column of the item ids")
-    ev.add_argument("-k", "--k", type=_positive_int, default=10, help="metric cut-off")
-    ev.add_argument("--test-fraction", type=_fraction,
-                    help="share of each user's items held out (default: the scorer's recorded "
-                    "split, else 0.2)")
-    ev.add_argument("--seed", type=_non_negative_int,
-                    help="holdout and baseline seed (default: the scorer's recorded, else 0)")
-    ev.add_argument("--candidates", type=_positive_int, default=500,
-                    help="candidates by inner product that the scorer re-ranks (device's C)")
-    ev.add_argument("--resamples", type=_positive_int, default=1000,
-                    help="bootstrap resamples over users")
+    option(ev, "--user-column", source=read_events, name="user_column",
+           help="column of the user ids")
+    option(ev, "--item-column", source=read_events, name="item_column",
+           help="column of the item ids")
+    option(ev, "-k", "--k", type=_positive_int, source=EvaluateOptions, name="k",
+           help="metric cut-off")
+    option(ev, "--test-fraction", type=_fraction, source=EvaluateOptions, name="test_fraction",
+           help="share of each user's items held out",
+           none_means=f"the scorer's recorded split, else {DEFAULT_TEST_FRACTION}")
+    option(ev, "--seed", type=_non_negative_int, source=EvaluateOptions, name="seed",
+           help="holdout and baseline seed",
+           none_means=f"the scorer's recorded seed, else {DEFAULT_SEED}")
+    option(ev, "--candidates", type=_positive_int, source=EvaluateOptions, name="candidates",
+           help="candidates by inner product that the scorer re-ranks (the device's C)",
+           none_means="the C the bundle's scorer records, as on the device")
+    option(ev, "--resamples", type=_positive_int, source=EvaluateOptions, name="resamples",
+           help="bootstrap resamples over users")
     ev.add_argument("--no-vbpr", action="store_true", help="skip the VBPR baseline")
     ev.add_argument("--engine", choices=[e.value for e in Engine],
                     help="scorer engine (default: any)")

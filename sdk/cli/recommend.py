@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from edgerec.sdk.catalog.ingest import parse_value
 from edgerec.sdk.cli.catalog import add_encoder_arguments, encoder_options
-from edgerec.sdk.cli.common import add_json, emit
+from edgerec.sdk.cli.common import add_json, emit, option
 from edgerec.sdk.errors import CatalogError, ProfileError
 from edgerec.sdk.profile import Event, EventKind
 from edgerec.sdk.recommender import Recommender, RecommenderOptions
@@ -68,7 +68,8 @@ def _history_arg(text: str) -> list[Event]:
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     filters = filters_from_args(args.filter)
-    options = RecommenderOptions(candidates=max(args.candidates, args.k),
+    candidates = None if args.candidates is None else max(args.candidates, args.k)
+    options = RecommenderOptions(candidates=candidates,
                                  use_scorer=not args.no_scorer)
     with Recommender.create(args.bundle, args.catalog, options, encoder_options(args)) as rec:
         if args.history is not None:
@@ -110,7 +111,8 @@ def add_recommend_parser(sub: Any) -> None:
                        help="the person's items, each with an event kind "
                        f"({', '.join(k.value for k in EventKind)}; default purchase); all "
                        "count as equally recent")
-    rec.add_argument("-k", "--k", type=int, default=10, help="number of results")
+    option(rec, "-k", "--k", type=int, source=Recommender.for_user, name="k",
+           help="number of results")
     rec.add_argument("--filter", type=_filter_arg, action="append", default=[],
                      metavar="KEY=VALUE",
                      help="metadata condition, repeatable: key=v (repeat for any of several), "
@@ -119,8 +121,9 @@ def add_recommend_parser(sub: Any) -> None:
                      help="item id never to return (repeatable)")
     rec.add_argument("--diversity", type=float,
                      help="MMR trade-off in [0, 1] for --image/--item (default: none)")
-    rec.add_argument("--candidates", type=int, default=500,
-                     help="candidates the scorer re-ranks for --history (default 500)")
+    option(rec, "--candidates", type=int, source=RecommenderOptions, name="candidates",
+           help="candidates the scorer re-ranks for --history",
+           none_means="the C the bundle's scorer records")
     rec.add_argument("--no-scorer", action="store_true",
                      help="rank --history by inner product even if the bundle has a scorer")
     add_encoder_arguments(rec)

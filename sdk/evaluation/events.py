@@ -188,6 +188,75 @@ def _parse_time(text: str) -> Optional[float]:
     return value
 
 
+def _read_text(path: Path) -> tuple[bytes, str]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ProfileError(f"cannot read the events file {path}: {exc.strerror or exc}; "
+                           "pass a CSV with user_id,item_id columns") from exc
+    try:
+        return data, data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"{path} is not UTF-8 text (byte {exc.start}); save the events as "
+                           "a UTF-8 CSV") from None
+
+
+class _RowChecker:
+    """Turns CSV rows into :class:`Interaction` s, counting what it drops and why."""
+
+    KINDS = ("unknown_items", "blank_users", "bad_rows", "duplicates", "missing_timestamps",
+             "out_of_order")
+
+    def __init__(self, known: Optional[set[str]], default: EventKind, user_column: str,
+                 item_column: str, has_time_column: bool) -> None:
+        self.known, self.default = known, default
+        self.user_column, self.item_column = user_column, item_column
+        self.has_time_column = has_time_column
+        self.counts = dict.fromkeys(self.KINDS, 0)
+        self.examples: dict[str, list[int]] = {}
+        self.seen: set[tuple] = set()
+        self.last_time: dict[str, float] = {}
+
+    def note(self, kind: str, line: int) -> None:
+        self.counts[kind] += 1
+        where = self.examples.setdefault(kind, [])
+        if len(where) < _EXAMPLES:
+            where.append(line)
+
+    def check(self, row: Mapping[str, Optional[str]], line: int) -> Optional[Interaction]:
+        """The row's interaction, or None (and a count) when it is dropped."""
+        user = (row.get(self.user_column) or "").strip()
+        item = (row.get(self.item_column) or "").strip()
+        if not user or not item:
+            self.note("blank_users" if not user else "bad_rows", line)
+            return None
+        try:
+            kind = EventKind((row.get("event") or "").strip() or self.default)
+            ts = _parse_time(row.get("timestamp") or "")
+            weight = float((row.get("weight") or "").strip() or 1.0)
+            if not (math.isfinite(weight) and weight > 0):
+                raise ValueError("weight must be > 0")
+        except ValueError:
+            self.note("bad_rows", line)
+            return None
+        if self.known is not None and item not in self.known:
+            self.note("unknown_items", line)
+            return None
+        key = (user, item, kind, ts)
+        if key in self.seen:
+            self.note("duplicates", line)
+            return None
+        self.seen.add(key)
+        if ts is None:
+            if self.has_time_column:
+                self.note("missing_timestamps", line)
+        else:
+            if ts < self.last_time.get(user, -math.inf):
+                self.note("out_of_order", line)
+            self.last_time[user] = max(ts, self.last_time.get(user, -math.inf))
+        return Interaction(user, item, kind, ts, weight, line)
+
+
 def read_events(
     path: Union[str, os.PathLike],
     *,
@@ -206,16 +275,7 @@ def read_events(
         ProfileError: the file is missing, unreadable, empty or lacks the id columns.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ProfileError(f"cannot read the events file {path}: {exc.strerror or exc}; "
-                           "pass a CSV with user_id,item_id columns") from exc
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ProfileError(f"{path} is not UTF-8 text (byte {exc.start}); save the events as "
-                           "a UTF-8 CSV") from None
+    data, text = _read_text(path)
     reader = csv.DictReader(text.splitlines())
     columns = reader.fieldnames or []
     missing = [c for c in (user_column, item_column) if c not in columns]
@@ -225,60 +285,22 @@ def read_events(
             f"{path} {what}; an events CSV needs a header with {user_column!r} and "
             f"{item_column!r} (optional: event, timestamp, weight)"
         )
-    default = EventKind(default_kind)
-    known = None if known_items is None else set(known_items)
-    counts = dict.fromkeys(("unknown_items", "blank_users", "bad_rows", "duplicates",
-                            "missing_timestamps", "out_of_order"), 0)
-    examples: dict[str, list[int]] = {}
-
-    def note(kind: str, line: int) -> None:
-        counts[kind] += 1
-        where = examples.setdefault(kind, [])
-        if len(where) < _EXAMPLES:
-            where.append(line)
-
-    kept: list[Interaction] = []
-    seen: set[tuple] = set()
-    last_time: dict[str, float] = {}
-    rows = 0
+    checker = _RowChecker(None if known_items is None else set(known_items),
+                          EventKind(default_kind), user_column, item_column,
+                          "timestamp" in columns)
+    kept, rows = [], 0
     for row in reader:
         rows += 1
-        line = reader.line_num
-        user = (row.get(user_column) or "").strip()
-        item = (row.get(item_column) or "").strip()
-        if not user:
-            note("blank_users", line)
-            continue
-        if not item:
-            note("bad_rows", line)
-            continue
-        try:
-            kind = EventKind((row.get("event") or "").strip() or default)
-            ts = _parse_time(row.get("timestamp") or "")
-            weight = float((row.get("weight") or "").strip() or 1.0)
-            if not (math.isfinite(weight) and weight > 0):
-                raise ValueError("weight must be > 0")
-        except ValueError:
-            note("bad_rows", line)
-            continue
-        if known is not None and item not in known:
-            note("unknown_items", line)
-            continue
-        key = (user, item, kind, ts)
-        if key in seen:
-            note("duplicates", line)
-            continue
-        seen.add(key)
-        if ts is None:
-            if "timestamp" in columns:
-                note("missing_timestamps", line)
-        else:
-            if ts < last_time.get(user, -math.inf):
-                note("out_of_order", line)
-            last_time[user] = max(ts, last_time.get(user, -math.inf))
-        kept.append(Interaction(user, item, kind, ts, weight, line))
+        interaction = checker.check(row, reader.line_num)
+        if interaction is not None:
+            kept.append(interaction)
     if rows == 0:
         raise ProfileError(f"{path} has a header but no events; add rows user_id,item_id,...")
+    return _event_log(path, data, rows, kept, checker)
+
+
+def _event_log(path: Path, data: bytes, rows: int, kept: list[Interaction],
+               checker: _RowChecker) -> EventLog:
     has_ts = bool(kept) and all(i.timestamp is not None for i in kept)
     if not has_ts:  # a partial timestamp column cannot order a user's history
         kept = [Interaction(i.user_id, i.item_id, i.kind, None, i.weight, i.line) for i in kept]
@@ -290,7 +312,7 @@ def read_events(
         items=len({i.item_id for i in kept}),
         single_event_users=sum(1 for n in per_user.values() if n == 1),
         sha256=hashlib.sha256(data).hexdigest(),
-        examples={k: tuple(v) for k, v in examples.items()}, **counts,
+        examples={k: tuple(v) for k, v in checker.examples.items()}, **checker.counts,
     )
     return EventLog(tuple(kept), report, has_ts)
 
