@@ -139,32 +139,13 @@ def build_feature_cache(
     key = _key(teacher_id, digests, teacher_size, student_size, views_per_item, seed,
                view_recipe)
     path = Path(cache_dir) / f"views-{key}"
-    n, v = len(item_ids), views_per_item
-    meta_path = path / "meta.json"
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        mode = "r+"
-    else:
-        path.mkdir(parents=True, exist_ok=True)
-        meta = {"key": key, "item_ids": list(item_ids), "views_per_item": v,
-                "teacher_size": teacher_size, "student_size": student_size,
-                "teacher_id": teacher_id, "done": 0}
-        np.lib.format.open_memmap(path / "views.npy", "w+", np.uint8,
-                                  (n * v, student_size, student_size, 3)).flush()
-        np.lib.format.open_memmap(path / "features.npy", "w+", np.float16,
-                                  (n * v, teacher_dim)).flush()
-        _write_meta(path, meta)
-        mode = "r+"
-    done = int(meta["done"])
+    meta = _open_or_create(path, {"key": key, "item_ids": list(item_ids),
+                                  "views_per_item": views_per_item,
+                                  "teacher_size": teacher_size, "student_size": student_size,
+                                  "teacher_id": teacher_id, "done": 0}, teacher_dim)
     if progress is not None:
-        progress(done)
-    if done < n:
-        views = np.load(path / "views.npy", mmap_mode=mode)
-        feats = np.load(path / "features.npy", mmap_mode=mode)
-        starts = list(range(done, n, chunk))
-        tasks = [([str(p) for p in paths[s : s + chunk]],
-                  [seed * 1_000_003 + i for i in range(s, min(s + chunk, n))],
-                  v, teacher_size, student_size) for s in starts]
+        progress(int(meta["done"]))
+    if int(meta["done"]) < len(item_ids):
         # spawn, not fork: the parent may hold torch/JAX threads, and a forked child can
         # deadlock on their locks
         with ProcessPoolExecutor(
@@ -173,15 +154,42 @@ def build_feature_cache(
             initargs=(str(teacher_source), str(Path(cache_dir)), teacher_mean, teacher_std,
                       view_fn),
         ) as pool:
-            for s, (vw, ft) in zip(starts, pool.map(_work, tasks)):
-                e = min(s + chunk, n)
-                views[s * v : e * v] = vw
-                feats[s * v : e * v] = ft
-                views.flush()
-                feats.flush()
-                meta["done"] = e
-                _write_meta(path, meta)
-                if progress is not None:
-                    progress(e)
-        del views, feats
+            _fill(path, meta, paths, seed, chunk, pool, progress)
     return FeatureCache.open(path)
+
+
+def _open_or_create(path: Path, meta: dict, teacher_dim: int) -> dict:
+    """The cache's ``meta.json`` (resumed where it exists, else a new empty cache)."""
+    if (path / "meta.json").is_file():
+        return json.loads((path / "meta.json").read_text())
+    path.mkdir(parents=True, exist_ok=True)
+    n, v, s = len(meta["item_ids"]), meta["views_per_item"], meta["student_size"]
+    np.lib.format.open_memmap(path / "views.npy", "w+", np.uint8, (n * v, s, s, 3)).flush()
+    np.lib.format.open_memmap(path / "features.npy", "w+", np.float16,
+                              (n * v, teacher_dim)).flush()
+    _write_meta(path, meta)
+    return meta
+
+
+def _fill(path: Path, meta: dict, paths: Sequence[Path], seed: int, chunk: int,
+          pool: ProcessPoolExecutor, progress: Optional[Callable[[int], None]]) -> None:
+    """Compute the items from ``meta["done"]`` on, a chunk per task; ``done`` is written after
+    each chunk's arrays are flushed (the resume point)."""
+    n, v = len(meta["item_ids"]), meta["views_per_item"]
+    views = np.load(path / "views.npy", mmap_mode="r+")
+    feats = np.load(path / "features.npy", mmap_mode="r+")
+    starts = list(range(int(meta["done"]), n, chunk))
+    tasks = [([str(p) for p in paths[s : s + chunk]],
+              [seed * 1_000_003 + i for i in range(s, min(s + chunk, n))],
+              v, meta["teacher_size"], meta["student_size"]) for s in starts]
+    for s, (vw, ft) in zip(starts, pool.map(_work, tasks)):
+        e = min(s + chunk, n)
+        views[s * v : e * v] = vw
+        feats[s * v : e * v] = ft
+        views.flush()
+        feats.flush()
+        meta["done"] = e
+        _write_meta(path, meta)
+        if progress is not None:
+            progress(e)
+    del views, feats

@@ -117,6 +117,68 @@ def _probe(rt: Runtime, spec: TensorSpec, layout: Layout, size: int, output: str
     return int(np.prod(y.shape[1:]))
 
 
+@dataclass(frozen=True)
+class _Inspected:
+    """One model file as an encoder: its artifact, square input side, output size and the
+    normalisation its quantized input implies."""
+
+    artifact: NewArtifact
+    size: int
+    dim: int
+    raw_norm: tuple[float, float]
+
+
+def _input_size(hw: tuple, asked: Optional[int], where: str) -> int:
+    if asked is None:
+        if hw[0] is None or hw[0] != hw[1]:
+            raise ModelError(f"{where}: input is {hw}; pass --size for the square side.")
+        return int(hw[0])
+    if any(d is not None and d != asked for d in hw):
+        raise ModelError(f"{where} takes {hw[0]}x{hw[1]} images, not {asked}; fix --size.")
+    return asked
+
+
+def _inspect(path: Path, options: ImportOptions) -> _Inspected:
+    """Open ``path`` on its engine and check it is an image encoder (one 4-D image input, an
+    embedding output); probe it once for the embedding size."""
+    engine_for_path(path)
+    with open_runtime(path) as rt:
+        where = path.name
+        inputs, outputs = rt.input_specs(), rt.output_specs()
+        if len(inputs) != 1:
+            raise ModelError(f"{where} takes {len(inputs)} inputs; an image encoder takes one.")
+        spec = inputs[0]
+        layout = _layout(spec, options.layout, where)
+        hw = spec.shape[2:4] if layout is Layout.NCHW else spec.shape[1:3]
+        size = _input_size(hw, options.input_size, where)
+        names = [o.name for o in outputs]
+        output = options.output or (names[0] if len(names) == 1 else None)
+        if output not in names:
+            raise ModelError(f"{where} has outputs {names}; pass --output with the embedding's "
+                             "name.")
+        dim = _probe(rt, spec, layout, size, output)
+        precision = options.precision or _precision(path, rt)
+        artifact = NewArtifact(source=path, role=Role.ENCODER, precision=Precision(precision),
+                               inputs=tuple(inputs), outputs=tuple(outputs), output=output,
+                               layout=layout)
+    return _Inspected(artifact, size, dim, raw_pixel_normalization(spec))
+
+
+def _normalisation(options: ImportOptions, models: Sequence[_Inspected]
+                   ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    if options.raw_pixels:
+        norms = {m.raw_norm for m in models}
+        if len(norms) > 1:
+            raise ModelError("--raw-pixels means different scalings for these models; import "
+                             "them separately or give --mean/--std.")
+        mean, std = norms.pop()
+        return (mean,) * 3, (std,) * 3
+    if options.mean is not None and options.std is not None:
+        return tuple(options.mean), tuple(options.std)
+    raise ModelError("State the model's pixel normalisation: --mean and --std (on [0, 1] "
+                     "pixels), or --raw-pixels for models that take 0..255 pixel values.")
+
+
 def import_model(
     models: Sequence[PathLike], out: PathLike, options: ImportOptions, *, force: bool = False
 ) -> Bundle:
@@ -131,61 +193,16 @@ def import_model(
     """
     if not models:
         raise ModelError("Give at least one .onnx or .tflite model to import.")
-    artifacts: list[NewArtifact] = []
-    sizes, dims, norms, sources = set(), set(), set(), []
-    for model in models:
-        path = Path(model)
-        engine_for_path(path)
-        with open_runtime(path) as rt:
-            where = path.name
-            inputs, outputs = rt.input_specs(), rt.output_specs()
-            if len(inputs) != 1:
-                raise ModelError(f"{where} takes {len(inputs)} inputs; an image encoder takes one.")
-            spec = inputs[0]
-            layout = _layout(spec, options.layout, where)
-            hw = spec.shape[2:4] if layout is Layout.NCHW else spec.shape[1:3]
-            size = options.input_size
-            if size is None:
-                if hw[0] is None or hw[0] != hw[1]:
-                    raise ModelError(f"{where}: input is {hw}; pass --size for the square side.")
-                size = int(hw[0])
-            elif any(d is not None and d != size for d in hw):
-                raise ModelError(f"{where} takes {hw[0]}x{hw[1]} images, not {size}; fix --size.")
-            names = [o.name for o in outputs]
-            output = options.output or (names[0] if len(names) == 1 else None)
-            if output not in names:
-                raise ModelError(
-                    f"{where} has outputs {names}; pass --output with the embedding's name."
-                )
-            dims.add(_probe(rt, spec, layout, size, output))
-            sizes.add(size)
-            if options.raw_pixels:
-                norms.add(raw_pixel_normalization(spec))
-            precision = options.precision or _precision(path, rt)
-            artifacts.append(NewArtifact(
-                source=path, role=Role.ENCODER, precision=Precision(precision),
-                inputs=tuple(inputs), outputs=tuple(outputs), output=output, layout=layout,
-            ))
-            sources.append({"file": path.name, "sha256": sha256_file(path)})
+    inspected = [_inspect(Path(m), options) for m in models]
+    sizes, dims = {m.size for m in inspected}, {m.dim for m in inspected}
     if len(sizes) > 1 or len(dims) > 1:
         raise ModelError(f"The models disagree: input sizes {sizes}, embedding sizes {dims}.")
-    if options.raw_pixels:
-        if len(norms) > 1:
-            raise ModelError("--raw-pixels means different scalings for these models; import "
-                             "them separately or give --mean/--std.")
-        mean, std = norms.pop()
-        mean3, std3 = (mean,) * 3, (std,) * 3
-    elif options.mean is not None and options.std is not None:
-        mean3, std3 = tuple(options.mean), tuple(options.std)
-    else:
-        raise ModelError("State the model's pixel normalisation: --mean and --std (on [0, 1] "
-                         "pixels), or --raw-pixels for models that take 0..255 pixel values.")
-    pre = Preprocessing(
-        input_size=sizes.pop(), crop_pct=options.crop_pct, resize=options.resize,
-        interpolation=options.interpolation, mean=mean3, std=std3,
-    )
+    mean, std = _normalisation(options, inspected)
+    pre = Preprocessing(input_size=sizes.pop(), crop_pct=options.crop_pct, resize=options.resize,
+                        interpolation=options.interpolation, mean=mean, std=std)
+    sources = [{"file": Path(m).name, "sha256": sha256_file(m)} for m in models]
     return write_bundle(
-        out, artifacts=artifacts, preprocessing=pre, embedding_dim=dims.pop(),
-        name=options.name or Path(models[0]).stem,
+        out, artifacts=[m.artifact for m in inspected], preprocessing=pre,
+        embedding_dim=dims.pop(), name=options.name or Path(models[0]).stem,
         recipe={"kind": "imported", "sources": sources}, force=force,
     )

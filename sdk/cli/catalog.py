@@ -141,12 +141,18 @@ def add_encoder_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_catalog_parsers(sub: Any) -> None:
+    """``edgerec catalog build|add|remove|info|verify``."""
     cat = sub.add_parser("catalog", help="build, update, inspect and verify catalogs",
                          description="Build, update, inspect and verify on-device catalogs "
                          "(item vectors + metadata).")
     csub = cat.add_subparsers(dest="catalog_command", metavar="ACTION")
     cat.set_defaults(func=lambda _args: usage(cat))
+    _add_build_parser(csub)
+    _add_add_parser(csub)
+    _add_small_parsers(csub)
 
+
+def _add_build_parser(csub: Any) -> None:
     build = csub.add_parser(
         "build", help="embed photos into a catalog (resumable)",
         description="Embed a folder of photos (searched recursively; label = first-level "
@@ -170,6 +176,8 @@ def add_catalog_parsers(sub: Any) -> None:
     add_json(build)
     build.set_defaults(func=cmd_catalog_build)
 
+
+def _add_add_parser(csub: Any) -> None:
     add = csub.add_parser("add", help="add new items to a catalog",
                           description="Embed new photos and add them to an existing catalog; "
                           "ids already present are refused before any work.")
@@ -186,6 +194,8 @@ def add_catalog_parsers(sub: Any) -> None:
     add_json(add)
     add.set_defaults(func=cmd_catalog_add)
 
+
+def _add_small_parsers(csub: Any) -> None:
     rem = csub.add_parser("remove", help="remove items by id",
                           description="Remove items by id, all or nothing (unknown ids fail).")
     rem.add_argument("catalog", help="catalog directory")
