@@ -1,13 +1,13 @@
 """Whitening of embeddings: the encoder's last, numpy-only step on the device.
 
 A student trained with labels spends most of its embedding variance on the few directions that
-separate those labels (on the clothing data the top 5 of 128 principal directions hold ~65% of
-it); what it knows beyond its labels lives in the weaker directions, which cosine similarity
-then barely hears. Whitening ``y = normalize((z - mean) @ V diag(eig ** (-power / 2)))`` with
-the principal directions ``V`` and variances ``eig`` of training embeddings ``z`` equalises
-them: ``power`` 0 only centres and rotates, 1 makes the training covariance the identity, and
-values between trade retrieval on the trained labels (which falls as power grows) for retrieval
-of what was never labelled (which rises); see README "Distillation recipe".
+separate those labels; what it knows beyond its labels lives in the weaker directions, which
+cosine similarity then barely hears. Whitening
+``y = normalize((z - mean) @ V diag(eig ** (-power / 2)))``, with the principal directions ``V``
+and variances ``eig`` of training embeddings ``z``, equalises them: ``power`` 0 only centres
+and rotates, 1 makes the training covariance the identity, and values between trade retrieval
+on the trained labels (which falls as power grows) for retrieval of what was never labelled
+(which rises); see README "Distillation recipe".
 
 Fitted with ``labels``, the variances are those *within* each label (pooled over labels:
 within-class covariance normalisation, WCCN, Hatch et al. 2006, long used in speaker

@@ -1,16 +1,15 @@
 """A faster exact scan for int8 catalogs on ONNX Runtime's integer matrix product (optional).
 
-numpy has no int8 matrix product, so :mod:`edgerec.sdk.catalog.scan` decodes int8 codes to float32
-and calls BLAS (30-47 ms per query over 1M x 128 on one Zen 3 core; faiss ``IndexFlatIP`` on
-the float32 vectors: 29-37 ms). ONNX Runtime's ``MatMulInteger`` (MLAS) runs a one-row
-``uint8 (1, D) x int8 (D, N)`` product near memory speed (~7 ms per 1M x 128) but needs the
-codes transposed, and it is 4x slower on ``(N, D) x (D, 1)`` or with a zero point. So this
-kernel keeps, per mapped segment and in memory, a **transposed copy of the codes** (one more
-byte per dimension and item, plus 4 bytes per item), built on the first search (~13 ms per
-100k x 128) and dropped with the mapping. The whole query then takes ~13 ms per 1M x 128
-(``benchmarks/catalog_targets.py``). The kernel answers with a short list of candidate rows
-that :func:`edgerec.sdk.catalog.scan.exact_top_k` then scores exactly with the numpy kernel, so the
-results are the numpy kernel's:
+numpy has no int8 matrix product, so :mod:`edgerec.sdk.catalog.scan` decodes int8 codes to
+float32 and calls BLAS. ONNX Runtime's ``MatMulInteger`` (MLAS;
+:mod:`edgerec.runtimes.int8_matmul`) runs a one-row ``uint8 (1, D) x int8 (D, N)`` product
+near memory speed but needs the codes transposed, and takes a much slower path on
+``(N, D) x (D, 1)`` or with a zero point. So this kernel keeps, per mapped segment and in
+memory, a **transposed copy of the codes** (one more byte per dimension and item, plus 4 bytes
+per item), built on the first search and dropped with the mapping (timings:
+``benchmarks/results/catalog_targets.md``). The kernel answers with a short list of candidate
+rows that :func:`edgerec.sdk.catalog.scan.exact_top_k` then scores exactly with the numpy
+kernel, so the results are the numpy kernel's:
 
 1. The query is quantized: ``s = max|q| / 63``, ``q^ = rint(q / s)`` in [-63, 63], fed as
    ``u = q^ + 64`` in [1, 127]. Codes are in [-128, 127], so any pair ``u*c + u*c`` fits int16:

@@ -1,18 +1,17 @@
-"""Exact top-K search over a catalog's int8 or float16 vectors, metadata filters, MMR, results.
+"""Exact top-k search over a catalog's int8 or float16 vectors, and MMR re-ranking.
 
 The kernel never makes a float32 copy of the catalog. It walks each segment in chunks of
 ``CHUNK_ROWS`` rows (the unit of top-k selection) and, inside a chunk, in sub-blocks of about
 2 MiB of float32 (the unit of decoding, sized to stay in cache):
 
-- int8: ``codes -> float32`` into a reused buffer (``np.copyto``), ``block @ q.T``, then times
-  the per-item scale. Cache-resident blocks measured 2-4x faster than converting 64k-row
-  blocks; on a Zen 3 core this is about as fast as numpy's float32 ``X @ q`` (~35-45 ms per
-  1M x 128, one thread) while reading a quarter of the bytes. int8 -> int16/int32 products
-  have no BLAS in numpy and are slower.
-- float16: numpy's float16 cast is slow (~290 ms per 1M x 128 here). The kernel decodes the bits
-  instead: ``(int32(h) << 13) & 0x8FFFFFFF`` read as float32 is the half value times 2**-112
-  (exact for normal and subnormal halves), so the query is pre-scaled by 2**112 (after dividing
-  by its max |q| so nothing overflows) and the scores are exact, about 3-4x faster.
+- int8: ``codes -> float32`` into a reused, cache-sized buffer (``np.copyto``),
+  ``block @ q.T``, then times the per-item scale (numpy has no BLAS for integer products);
+- float16: numpy's float16 cast is slow, so the kernel decodes the bits instead:
+  ``(int32(h) << 13) & 0x8FFFFFFF`` read as float32 is the half value times 2**-112 (exact for
+  normal and subnormal halves), so the query is pre-scaled by 2**112 (after dividing by its
+  max |q| so nothing overflows) and the scores are exact.
+
+Timings per storage type and kernel: ``benchmarks/results/catalog_targets.md``.
 
 The first chunk's ``np.argpartition`` gives each query k candidates; later chunks only add the
 entries above each query's current k-th best score (one vectorised comparison), and the merged

@@ -2,8 +2,8 @@
 
 Same-label retrieval: every vector queries all the others; a neighbour is relevant when it
 has the query's label. ``mAP@k`` averages, over queries, ``AP@k = sum_i P@i * rel_i /
-min(n_relevant, k)`` (the definition behind the teacher figures in ``../shared``: teacher
-mAP@10 0.422, P@10 0.530 on clothing-extra/unseen, reproduced by the tests when it is there).
+min(n_relevant, k)``, the definition the teacher models' published figures use (a test
+reproduces them when the shared data is beside the checkout).
 """
 
 from __future__ import annotations
