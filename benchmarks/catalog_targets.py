@@ -97,13 +97,13 @@ def prepare() -> dict[str, Path]:
         import_model([TEACHER], bundles["teacher"], ImportOptions(raw_pixels=True), force=True)
     if not (bundles["student160"] / "manifest.json").exists():
         import torch
-        from edgerec.export.artifacts.convert import to_onnx, to_tflite
+        from edgerec.export.artifacts.convert import ModelIO, to_onnx, to_tflite
         from edgerec.export.distill.student import create_student
 
         torch.manual_seed(0)
         model = create_student("mobilenet_v3_small_160").eval()
-        onnx_path = to_onnx(model, WORK / "student160.onnx", 160)
-        tflite_path = to_tflite(model, WORK / "student160.tflite", 160)
+        onnx_path = to_onnx(model, WORK / "student160.onnx", ModelIO.image(160))
+        tflite_path = to_tflite(model, WORK / "student160.tflite", ModelIO.image(160))
         import_model([onnx_path, tflite_path], bundles["student160"], ImportOptions(
             mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), name="student-arch-160"),
             force=True)

@@ -51,14 +51,14 @@ def prepare(exported: Path = EXPORTED) -> dict[str, Path]:
         import_model([TEACHER], bundles["teacher"], ImportOptions(raw_pixels=True), force=True)
     if not (bundles["student"] / "manifest.json").exists():
         import torch
-        from edgerec.export.artifacts.convert import to_onnx, to_tflite
+        from edgerec.export.artifacts.convert import ModelIO, to_onnx, to_tflite
         from edgerec.export.distill.student import create_student
 
         torch.manual_seed(0)
         model = create_student("mobilenet_v3_small").eval()
         WORK.mkdir(parents=True, exist_ok=True)
-        onnx_path = to_onnx(model, WORK / "student.onnx", 224)
-        tflite_path = to_tflite(model, WORK / "student.tflite", 224)
+        onnx_path = to_onnx(model, WORK / "student.onnx", ModelIO.image(224))
+        tflite_path = to_tflite(model, WORK / "student.tflite", ModelIO.image(224))
         import_model([onnx_path, tflite_path], bundles["student"], ImportOptions(
             mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), name="student-arch"),
             force=True)

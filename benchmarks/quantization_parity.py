@@ -2,8 +2,8 @@
 
 An untrained MobileNetV3-Small student (BatchNorm statistics re-estimated on the calibration
 photos, so that images do not all map to one vector) is quantized with each ONNX Runtime and
-LiteRT configuration of ``edgerec.export.artifacts.quantize``, calibrated on half of the sample
-photos
+LiteRT configuration of ``edgerec.export.artifacts.quantize_onnx`` and ``.quantize_tflite``,
+calibrated on half of the sample photos
 and compared on the other half (cosine mean/min, top-10 neighbour overlap, file size, time).
 Untrained weights make this a test of the quantizers, not of retrieval: its mAP is at chance.
 
@@ -55,15 +55,16 @@ def _student(seed: int, size: int, width: float, dim: int, calibration):
 
 
 def configs(tflite: bool):
-    from edgerec.export.artifacts.quantize import OnnxQuantOptions, TfliteQuantOptions
+    from edgerec.export.artifacts.quantize_onnx import OnnxQuantOptions
+    from edgerec.export.artifacts.quantize_tflite import TfliteQuantOptions
 
     onnx = {
         "onnx u8s8 7-bit weights, minmax": OnnxQuantOptions(),
-        "onnx u8s8 8-bit weights, minmax": OnnxQuantOptions(reduce_range=False),
-        "onnx s8s8 (arm target), minmax": OnnxQuantOptions.for_target("arm"),
+        "onnx u8s8 8-bit weights (x86-vnni target), minmax": OnnxQuantOptions(target="x86-vnni"),
+        "onnx s8s8 (arm target), minmax": OnnxQuantOptions(target="arm"),
         "onnx u8s8 7-bit, percentile": OnnxQuantOptions(calibration="percentile"),
         "onnx u8s8 7-bit, entropy": OnnxQuantOptions(calibration="entropy"),
-        "onnx u8s8 7-bit, minmax, 16 images": OnnxQuantOptions(max_images=16),
+        "onnx u8s8 7-bit, minmax, 16 images": OnnxQuantOptions(max_samples=16),
         "onnx u8s8 7-bit, minmax, keep_float": "keep",
     }
     lite = {
@@ -78,15 +79,11 @@ def run(seed: int, size: int, width: float, dim: int, per_label: int, tflite: bo
     """One student: every configuration's parity with torch fp32 on held-out photos."""
     from dataclasses import replace
 
-    from edgerec.export.artifacts.convert import to_onnx
+    from edgerec.export.artifacts.convert import ModelIO, to_onnx
+    from edgerec.export.artifacts.encoder import sensitive_layers
     from edgerec.export.artifacts.parity import artifact_embeddings, parity, torch_embeddings
-    from edgerec.export.artifacts.quantize import (
-        OnnxQuantOptions,
-        TfliteQuantOptions,
-        quantize_onnx,
-        quantize_tflite,
-        sensitive_layers,
-    )
+    from edgerec.export.artifacts.quantize_onnx import OnnxQuantOptions, quantize_onnx
+    from edgerec.export.artifacts.quantize_tflite import TfliteQuantOptions, quantize_tflite
 
     cal, held = _photos(size, per_label)
     model = _student(seed, size, width, dim, cal)
@@ -96,7 +93,7 @@ def run(seed: int, size: int, width: float, dim: int, per_label: int, tflite: bo
     onnx_cfgs, lite_cfgs = configs(tflite)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = to_onnx(model, Path(tmp) / "fp32.onnx", size)
+        fp32 = to_onnx(model, Path(tmp) / "fp32.onnx", ModelIO.image(size))
         jobs = [(n, o, "onnx") for n, o in onnx_cfgs.items()]
         jobs += [(n, o, "tflite") for n, o in lite_cfgs.items()]
         for i, (name, options, kind) in enumerate(jobs):
@@ -108,7 +105,7 @@ def run(seed: int, size: int, width: float, dim: int, per_label: int, tflite: bo
             if kind == "onnx":
                 quantize_onnx(fp32, out, batches, options)
             else:
-                quantize_tflite(model, out, batches, size, options)
+                quantize_tflite(model, out, batches, ModelIO.image(size), options)
             seconds = time.perf_counter() - t
             report = parity(reference, artifact_embeddings(out, held))
             rows.append({"seed": seed, "config": name, "cosine_mean": report.cosine_mean,

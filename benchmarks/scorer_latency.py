@@ -51,11 +51,13 @@ def synthetic_bundle(dim: int = 128) -> Path:
     if (out / "manifest.json").is_file():
         return out
     import torch
+    from edgerec.export.artifacts.convert import ModelIO, to_onnx, to_tflite
+    from edgerec.export.artifacts.quantize_onnx import quantize_onnx
+    from edgerec.export.artifacts.quantize_tflite import quantize_tflite
     from edgerec.export.scorer.artifacts import (
-        quantize_scorer_onnx,
-        quantize_scorer_tflite,
-        scorer_to_onnx,
-        scorer_to_tflite,
+        CALIBRATION_BATCH,
+        onnx_remedies,
+        tflite_remedies,
     )
     from edgerec.export.scorer.train import ScorerConfig, ScorerNet
     from edgerec.runtimes import open_runtime
@@ -73,14 +75,18 @@ def synthetic_bundle(dim: int = 128) -> Path:
     with torch.no_grad():
         model.head.weight.normal_(0, 0.1)
     WORK.mkdir(parents=True, exist_ok=True)
+    io = ModelIO.rows(3 * dim)
     files = {
-        (Precision.FP32, "onnx"): scorer_to_onnx(model, WORK / "scorer.fp32.onnx"),
-        (Precision.FP32, "tflite"): scorer_to_tflite(model, WORK / "scorer.fp32.tflite"),
+        (Precision.FP32, "onnx"): to_onnx(model, WORK / "scorer.fp32.onnx", io),
+        (Precision.FP32, "tflite"): to_tflite(model, WORK / "scorer.fp32.tflite", io),
     }
-    files[(Precision.INT8, "onnx")] = quantize_scorer_onnx(files[(Precision.FP32, "onnx")],
-                                                           WORK / "scorer.int8.onnx", rows)
-    files[(Precision.INT8, "tflite")] = quantize_scorer_tflite(model, WORK / "scorer.int8.tflite",
-                                                               rows)
+    batches = [rows[i : i + CALIBRATION_BATCH] for i in range(0, len(rows), CALIBRATION_BATCH)]
+    # the first rung of the export's ladders: what a bundle ships when it passes its gate
+    files[(Precision.INT8, "onnx")] = quantize_onnx(
+        files[(Precision.FP32, "onnx")], WORK / "scorer.int8.onnx", batches,
+        onnx_remedies()[0].options)
+    files[(Precision.INT8, "tflite")] = quantize_tflite(
+        model, WORK / "scorer.int8.tflite", batches, io, tflite_remedies()[0].options)
     model.to_weights().save(WORK / "scorer.fp32.npz")
     artifacts = []  # a scorer-only bundle: enough for Scorer, not for an Encoder
     for (precision, _), path in files.items():

@@ -14,7 +14,6 @@ directory (default ``<out>.work`` beside the bundle) and ``resume=True`` continu
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
-from edgerec.export.artifacts.build import build_artifacts
+from edgerec.export.artifacts.encoder import build_artifacts
 from edgerec.export.artifacts.macs import tflite_macs, torch_macs
 from edgerec.export.artifacts.parity import artifact_embeddings
 from edgerec.export.data.scan import Dataset, ImageRecord, scan_images, split
@@ -50,6 +49,7 @@ from edgerec.runtimes import Engine
 from edgerec.sdk import Bundle, Precision, Preprocessing, Role, preprocess
 from edgerec.sdk.bundle.manifest import WHITENING_FORMAT
 from edgerec.sdk.bundle.writer import NewWeights, write_bundle
+from edgerec.sdk.catalog.ingest import listing_from_csv
 from edgerec.sdk.evaluation.retrieval import label_retrieval
 
 __all__ = ["ExportResult", "export_bundle", "selection_split"]
@@ -68,16 +68,16 @@ class ExportResult:
     seconds: float
 
 
-def _split_column(items: Optional[Path]) -> dict[str, str]:
+def _split_column(items: Optional[Path], root: Optional[Path]) -> dict[str, str]:
+    """item_id -> the CSV's ``split`` cell, ids as the one reader gives them (as scan_images)."""
     if items is None:
         return {}
-    with open(items, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    return {r["item_id"]: r["split"].strip().lower() for r in rows if r.get("split")}
+    listing = listing_from_csv(items, base=root)
+    return {s.item_id: str(s.metadata["split"]).lower() for s in listing if "split" in s.metadata}
 
 
 def _train_val(ds: Dataset, options: ExportOptions) -> tuple[list[ImageRecord], list[ImageRecord]]:
-    given = _split_column(options.items)
+    given = _split_column(options.items, options.images)
     if given:
         train = [r for r in ds.records if given.get(r.item_id, "train") == "train"]
         val = [r for r in ds.records if given.get(r.item_id) in ("validation", "val", "test")]

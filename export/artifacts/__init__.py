@@ -1,5 +1,14 @@
-"""Model files for a bundle: conversion (:mod:`.convert`), int8 quantization and its gated
-ladder (:mod:`.quantize`), the encoder's build driver (:mod:`.build`), parity
-(:mod:`.parity`) and MAC counts (:mod:`.macs`)."""
+"""Model files for a bundle, one copy of each step for every model role (encoder, scorer):
+
+- :mod:`.convert`: torch -> fp32 ONNX and TFLite (:class:`~.convert.ModelIO` names a role's
+  tensors and sample shape);
+- :mod:`.calibration`, :mod:`.quantize_onnx` (ONNX Runtime static QDQ, per quantization
+  target), :mod:`.quantize_tflite` (PT2E -> LiteRT): int8 quantization;
+- :mod:`.ladder`: the gated ladder of remedies and the ``Gate`` protocol;
+- :mod:`.build`: the driver (fp32 files checked against torch, int8 ladders per engine);
+- :mod:`.encoder`: the encoder's gate, ladders and build wrapper (the scorer's live in
+  :mod:`edgerec.export.scorer.artifacts`);
+- :mod:`.parity` (embedding parity) and :mod:`.macs` (MAC counts).
+"""
 
 __all__: list[str] = []

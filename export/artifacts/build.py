@@ -1,165 +1,172 @@
-"""Export step 6: fp32 ONNX + TFLite, int8 ONNX + TFLite through the gated ladders, parity.
+"""The one build driver for a model role's bundle files (encoder, scorer).
 
-Every artifact is compared with the torch fp32 student on the same preprocessed held-out
-images (:func:`.parity.parity`). fp32 artifacts must match the student (cosine >= 0.999);
-int8 artifacts climb :func:`.quantize.quantize_with_ladder` until they pass the gate
-(int8/fp32 mAP@10 >= 0.99, mean cosine >= 0.98) or the export fails, unless
-``allow_gate_failure``, which leaves the failing int8 artifact out and records why. With a
-``transform`` (the bundle's whitening) every comparison is made on the vectors the device ends
-with, after it.
+:func:`build_model_files` converts the torch model to fp32 ONNX and TFLite
+(:mod:`.convert`), checks each fp32 file against torch with the role's check (which raises
+``ExportError`` on a conversion bug), then climbs one int8 ladder per engine
+(:func:`~.ladder.quantize_with_ladder` over :func:`~.quantize_onnx.quantize_onnx` and
+:func:`~.quantize_tflite.quantize_tflite`) until a rung passes the role's gate. An int8 file
+that never passes fails the build, or with ``fail_on_gate=False`` is left out and the reason
+recorded. The roles' wrappers are :func:`edgerec.export.artifacts.encoder.build_artifacts`
+and :func:`edgerec.export.scorer.artifacts.build_scorer_artifacts`.
+
+Files in ``out_dir``: ``<role>.fp32.onnx``, ``<role>.fp32.tflite``, ``<role>.int8.onnx``,
+``<role>.int8.tflite`` and each rung's ``int8-<remedy>.<suffix>``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Generic, TypeVar
 
-import numpy as np
-from edgerec.export.artifacts.convert import to_onnx, to_tflite
-from edgerec.export.artifacts.parity import (
-    ParityReport,
-    artifact_embeddings,
-    parity,
-    torch_embeddings,
-)
-from edgerec.export.artifacts.quantize import (
-    Gate,
-    float_head_first,
-    onnx_remedies,
-    quantize_onnx,
-    quantize_tflite,
-    quantize_with_ladder,
-    sensitive_layers,
-    tflite_remedies,
-)
+from edgerec.export.artifacts.convert import ModelIO, to_onnx, to_tflite
+from edgerec.export.artifacts.ladder import Gate, Remedy, Report, quantize_with_ladder
+from edgerec.export.artifacts.quantize_onnx import quantize_onnx
+from edgerec.export.artifacts.quantize_tflite import quantize_tflite
 from edgerec.export.errors import ExportError
 from edgerec.runtimes import Engine, RuntimeOptions, open_runtime
-from edgerec.sdk import Layout, Precision, Preprocessing, Role, l2_normalize
+from edgerec.sdk import Layout, Precision, Role
 from edgerec.sdk.bundle.writer import NewArtifact
+from torch import nn
 
-__all__ = ["BuiltArtifacts", "build_artifacts"]
+__all__ = ["BuiltFiles", "build_model_files"]
 
-FP32_MIN_COSINE = 0.999
+Log = Callable[[str], None]
+R = TypeVar("R", bound=Report)
 
 
 @dataclass
-class BuiltArtifacts:
-    """The artifacts, their parity with the torch student, and the ladders' records."""
+class BuiltFiles:
+    """One role's model files and what was measured on the way.
+
+    Attributes:
+        artifacts: the files for the bundle: fp32 ONNX and TFLite, then each int8 that passed.
+        parity: artifact key (e.g. ``"scorer/onnx/int8"``) -> the role's parity report.
+        ladder_records: int8 key -> :meth:`~.ladder.LadderResult.to_dict` (the manifest's
+            ``metrics["quantization"]``).
+        gate_failures: int8 key -> why that file was left out.
+        sizes: artifact key -> file size in bytes.
+    """
 
     artifacts: list[NewArtifact] = field(default_factory=list)
-    parity: dict[str, ParityReport] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)
     ladder_records: dict[str, Any] = field(default_factory=dict)
     gate_failures: dict[str, str] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
-    transform: Optional[Callable[[np.ndarray], np.ndarray]] = None
 
-    def embed(self, artifact: NewArtifact, x: np.ndarray) -> np.ndarray:
-        """Unit embeddings of NCHW float32 ``x`` through the artifact on its engine (and the
-        ``transform``, as the device computes them)."""
-        vectors = l2_normalize(artifact_embeddings(artifact.source, x, num_threads=2))
-        return vectors if self.transform is None else self.transform(vectors)
+    def add(self, artifact: NewArtifact, report: Any) -> None:
+        """Record a checked file: its artifact, parity report and size."""
+        self.artifacts.append(artifact)
+        self.parity[artifact.key] = report
+        self.sizes[artifact.key] = artifact.source.stat().st_size
 
 
-def _describe(path: Path, precision: Precision) -> NewArtifact:
+def _describe(path: Path, role: Role, precision: Precision) -> NewArtifact:
+    """The bundle entry of a model file, its tensors read by its engine; image inputs get
+    their layout (NHWC when the last axis holds the 3 channels)."""
     with open_runtime(path, options=RuntimeOptions(num_threads=1)) as rt:
-        inputs, outputs = tuple(rt.input_specs()), tuple(rt.output_specs())
-        engine = rt.engine
+        inputs, outputs, engine = tuple(rt.input_specs()), tuple(rt.output_specs()), rt.engine
     shape = inputs[0].shape
-    layout = Layout.NHWC if shape[-1] == 3 and shape[1] != 3 else Layout.NCHW
-    return NewArtifact(source=path, role=Role.ENCODER, precision=precision, inputs=inputs,
+    layout = None
+    if len(shape) == 4:
+        layout = Layout.NHWC if shape[-1] == 3 and shape[1] != 3 else Layout.NCHW
+    return NewArtifact(source=path, role=role, precision=precision, inputs=inputs,
                        outputs=outputs, output=outputs[0].name, layout=layout, engine=engine)
 
 
-def build_artifacts(
-    model: Any,
-    pre: Preprocessing,
+@dataclass
+class _Build(Generic[R]):
+    """The state of one :func:`build_model_files` run."""
+
+    model: nn.Module
+    out_dir: Path
+    role: Role
+    io: ModelIO
+    calibration: Iterable
+    log: Log
+    built: BuiltFiles = field(default_factory=BuiltFiles)
+
+    def fp32(self, engine: Engine, check: Callable[[NewArtifact], R]) -> None:
+        """Convert, describe and check the fp32 file of ``engine``."""
+        convert = to_onnx if engine is Engine.ONNX else to_tflite
+        path = convert(self.model, self.out_dir / f"{self.role.value}.fp32{engine.suffix}",
+                       self.io)
+        art = _describe(path, self.role, Precision.FP32)
+        report = check(art)
+        self.built.add(art, report)
+        self.log(f"  {art.key}: {report}")
+
+    def quantize(self, engine: Engine, remedy: Remedy) -> Path:
+        """The int8 file of one rung: ONNX from the fp32 ONNX file, TFLite from torch."""
+        out = self.out_dir / f"int8-{remedy.name}{engine.suffix}"
+        if engine is Engine.ONNX:
+            fp32 = self.out_dir / f"{self.role.value}.fp32.onnx"
+            return quantize_onnx(fp32, out, self.calibration, remedy.options)
+        return quantize_tflite(self.model, out, self.calibration, self.io, remedy.options)
+
+    def int8(self, engine: Engine, remedies: Sequence[Remedy], evaluate: Callable[[Path], R],
+             gate: Gate[R], fail_on_gate: bool) -> None:
+        """Climb ``engine``'s ladder; keep the passing file or record why there is none."""
+        name = f"{self.role.value}.int8{engine.suffix}"
+        key = f"{self.role.value}/{engine.value}/int8"
+        self.log(f"quantizing {name} ...")
+        try:
+            result = quantize_with_ladder(remedies, lambda r: self.quantize(engine, r),
+                                          evaluate, gate, artifact=name)
+        except ExportError as exc:
+            if fail_on_gate:
+                raise
+            self.built.gate_failures[key] = str(exc)
+            self.log(f"  left out: {exc}")
+            return
+        final = self.out_dir / name
+        result.artifact.replace(final)
+        self.built.ladder_records[key] = result.to_dict()
+        self.built.add(_describe(final, self.role, Precision.INT8), result.report)
+        self.log(f"  {key}: {result.report} (remedy {result.remedy!r})")
+
+
+def build_model_files(
+    model: nn.Module,
     out_dir: Path,
     *,
-    x_val: np.ndarray,
-    val_labels: np.ndarray,
-    x_cal: np.ndarray,
-    allow_gate_failure: bool = False,
-    first_remedy_only: bool = False,
-    gate: Optional[Gate] = None,
-    transform: Optional[Callable[[np.ndarray], np.ndarray]] = None,
-    log: Callable[[str], None] = print,
-) -> BuiltArtifacts:
-    """Write and check all four encoder artifacts into ``out_dir``.
+    role: Role,
+    io: ModelIO,
+    check_fp32: Callable[[NewArtifact], R],
+    evaluate: Callable[[Path], R],
+    gate: Gate[R],
+    ladders: Mapping[Engine, Sequence[Remedy]],
+    calibration: Iterable,
+    fail_on_gate: bool = True,
+    log: Log = print,
+) -> BuiltFiles:
+    """Write and check one role's fp32 ONNX + TFLite and int8 files into ``out_dir``.
 
     Args:
-        model: the trained torch student (eval mode), (N, 3, S, S) -> (N, D).
-        pre: the bundle's preprocessing (S = ``pre.input_size``).
-        x_val: (N, 3, S, S) float32 held-out images, preprocessed; ``val_labels`` (N,).
-        x_cal: (M, 3, S, S) float32 calibration images (training images), preprocessed.
-        first_remedy_only: try only the cheapest rung of each ladder (quick exports).
-        transform: unit (N, D) -> unit (N, D) vectors, applied to the student's and every
-            artifact's embeddings before they are compared (the bundle's whitening).
+        model: the trained torch model (eval mode), float32 ``(N, *io.sample_shape)`` in.
+        role: names the files and keys (``encoder.fp32.onnx``, ``encoder/onnx/fp32``).
+        io: the model's input and output (:class:`~.convert.ModelIO`).
+        check_fp32: an fp32 artifact -> its parity report; raises ``ExportError`` when the
+            file disagrees with torch (a conversion bug).
+        evaluate: an int8 file -> its parity report against torch, for ``gate``.
+        gate: what an int8 file must reach (:class:`~.ladder.Gate`).
+        ladders: the engines to build int8 files for, each with its rungs (their options
+            carry the ONNX quantization target), cheapest first.
+        calibration: re-iterable of float32 batches ``(n, *io.sample_shape)`` for both
+            quantizers.
+        fail_on_gate: raise when an int8 file fails its gate (else leave it out and record).
 
     Raises:
-        ExportError: an fp32 artifact disagrees with torch, or an int8 artifact fails its gate
-            (unless ``allow_gate_failure``).
+        ExportError: an fp32 file disagrees with torch, or an int8 file fails its gate and
+            ``fail_on_gate``.
     """
-    gate = gate or Gate()
-    size = int(pre.input_size)
     out_dir = Path(out_dir)
-    built = BuiltArtifacts(transform=transform)
-
-    def device(vectors: np.ndarray) -> np.ndarray:
-        return l2_normalize(vectors) if transform is None else transform(l2_normalize(vectors))
-
-    reference = device(torch_embeddings(model, x_val))
-    calibration = [x_cal[i : i + 16] for i in range(0, len(x_cal), 16)]
-
-    def evaluate(path: Path) -> ParityReport:
-        return parity(reference, device(artifact_embeddings(path, x_val, num_threads=2)),
-                      val_labels)
-
-    def add(path: Path, precision: Precision, report: ParityReport) -> None:
-        art = _describe(path, precision)
-        built.artifacts.append(art)
-        built.parity[art.key] = report
-        built.sizes[art.key] = path.stat().st_size
-        log(f"  {art.key}: {report}")
-
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run: _Build = _Build(model, out_dir, role, io, calibration, log)
     log("converting fp32 ONNX and TFLite ...")
-    for engine, convert in ((Engine.ONNX, to_onnx), (Engine.TFLITE, to_tflite)):
-        path = convert(model, out_dir / f"encoder.fp32{engine.suffix}", size)
-        report = evaluate(path)
-        if report.cosine_min < FP32_MIN_COSINE:
-            raise ExportError(
-                f"encoder.fp32{engine.suffix} disagrees with the torch student (min cosine "
-                f"{report.cosine_min:.5f} < {FP32_MIN_COSINE}): a conversion bug; please report it."
-            )
-        add(path, Precision.FP32, report)
-
-    keep = sensitive_layers(model)
-    fp32_onnx = out_dir / "encoder.fp32.onnx"
-    ladders = {
-        Engine.ONNX: (onnx_remedies(keep, images=min(256, len(x_cal))),
-                      lambda r: quantize_onnx(fp32_onnx, out_dir / f"int8-{r.name}.onnx",
-                                              calibration, r.options)),
-        Engine.TFLITE: (tflite_remedies(keep, images=min(256, len(x_cal))),
-                        lambda r: quantize_tflite(model, out_dir / f"int8-{r.name}.tflite",
-                                                  calibration, size, r.options)),
-    }
-    for engine, (remedies, quantize) in ladders.items():
-        if transform is not None:
-            remedies = float_head_first(remedies)
-        remedies = remedies[:1] if first_remedy_only else remedies
-        name = f"encoder.int8{engine.suffix}"
-        log(f"quantizing {name} ...")
-        try:
-            result = quantize_with_ladder(remedies, quantize, evaluate, gate, artifact=name)
-        except ExportError as exc:
-            if not allow_gate_failure:
-                raise
-            built.gate_failures[f"encoder/{engine.value}/int8"] = str(exc)
-            log(f"  left out: {exc}")
-            continue
-        final = out_dir / name
-        result.artifact.replace(final)
-        built.ladder_records[f"encoder/{engine.value}/int8"] = result.to_dict()
-        add(final, Precision.INT8, result.report)
-    return built
-
+    for engine in (Engine.ONNX, Engine.TFLITE):
+        run.fp32(engine, check_fp32)
+    for engine, remedies in ladders.items():
+        run.int8(Engine(engine), remedies, evaluate, gate, fail_on_gate)
+    return run.built

@@ -114,14 +114,14 @@ def torchvision_teacher(
         raise ExportError(f"{weights.name} does not fit torchvision {arch}: {first} Pass the "
                           "weights saved from that architecture.") from exc
     model = _drop_classifier(model).eval()
-    from edgerec.export.artifacts.convert import to_onnx
+    from edgerec.export.artifacts.convert import ModelIO, to_onnx
 
     Path(work_dir).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".teacher-tv-", dir=work_dir))
     try:
         with torch.no_grad():
             dim = model(torch.zeros(1, 3, image_size, image_size)).shape[-1]
-        onnx_path = to_onnx(model, tmp / f"{arch}.onnx", image_size, output_name="embedding")
+        onnx_path = to_onnx(model, tmp / f"{arch}.onnx", ModelIO.image(image_size))
         import_model([onnx_path], out, ImportOptions(
             mean=tuple(mean), std=tuple(std), input_size=image_size,
             name=f"torchvision-{arch}-{dim}d"), force=True)

@@ -8,49 +8,49 @@ of the re-ranked candidates against the held-out items, for the candidate and th
 
 - fp32 ONNX / TFLite and the folded ``.npz`` must match torch (largest logit difference
   <= :data:`FP32_MAX_ABS_DIFF`), else the export fails: a conversion bug.
-- int8 files climb a ladder of remedies (:func:`~.quantize.quantize_with_ladder`) until they
-  pass :class:`ScorerGate`; a file that never passes is left out and the reason recorded
+- int8 files climb :func:`onnx_remedies` / :func:`tflite_remedies`
+  (:func:`~edgerec.export.artifacts.ladder.quantize_with_ladder`) until they pass
+  :class:`ScorerGate`; a file that never passes is left out and the reason recorded
   (``fail_on_gate``: the export fails instead).
 
-Both engines keep float32 input and output, and three small parts of the network always stay
-float (:data:`FLOAT_LAYERS`): the standardisation at the start, so that the first quantized
-tensor is the standardised rows, where ``u``, ``v`` and ``u*v`` have comparable ranges
-(quantizing the raw ``u*v`` block, ~1e-2, on the scale of ``u`` would erase it); and the output
-layer and the skip path, because an 8-bit logit has 256 levels for the whole score range, too
-coarse to order 200 close candidates. They are ~1/50 of the compute. ONNX quantizes only the
-Gemm/MatMul nodes (U8S8, 7-bit weights on x86 without VNNI, as for the encoder).
+The files are built by the shared driver (:func:`~edgerec.export.artifacts.build.build_model_files`)
+with float32 ``(C, 3D)`` input ``rows`` and ``(C, 1)`` output ``logits``. Both engines keep
+float32 input and output, and three small parts of the network always stay float
+(:data:`FLOAT_LAYERS`): the standardisation at the start, so that the first quantized tensor is
+the standardised rows, where ``u``, ``v`` and ``u*v`` have comparable ranges (quantizing the
+raw ``u*v`` block, ~1e-2, on the scale of ``u`` would erase it); and the output layer and the
+skip path, because an 8-bit logit has 256 levels for the whole score range, too coarse to order
+200 close candidates. They are ~1/50 of the compute. ONNX quantizes only the Gemm/MatMul
+nodes, with the activation type and weight range of the quantization target (as the encoder).
 """
 
 from __future__ import annotations
 
-import copy
-import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
-from edgerec.export.artifacts.quantize import (
-    ActivationType,
-    Calibration,
-    OnnxQuantOptions,
-    Remedy,
-    TfliteQuantOptions,
-    _onnx_nodes_for,
-    _pt2e_quantizer,
-    quantize_with_ladder,
-)
+from edgerec.export.artifacts.build import BuiltFiles, build_model_files
+from edgerec.export.artifacts.calibration import Calibration
+from edgerec.export.artifacts.convert import ModelIO
+from edgerec.export.artifacts.ladder import Remedy, remedies_from
+from edgerec.export.artifacts.quantize_onnx import OnnxQuantOptions, QuantTarget
+from edgerec.export.artifacts.quantize_tflite import TfliteQuantOptions
 from edgerec.export.errors import ExportError
 from edgerec.export.scorer.data import Examples, RankingSet, hits_at_k, mean_ndcg
 from edgerec.export.scorer.train import ScorerNet
 from edgerec.runtimes import Engine, RuntimeOptions, open_runtime
 from edgerec.sdk import Precision, Role
-from edgerec.sdk.bundle.writer import NewArtifact, NewWeights
+from edgerec.sdk.bundle.writer import NewWeights
 from edgerec.sdk.scorer import MLP_WEIGHTS_FORMAT, MlpWeights
 
 __all__ = [
+    "CALIBRATION_BATCH",
+    "FIRST_LAYERS",
+    "FLOAT_LAYERS",
     "FP32_MAX_ABS_DIFF",
     "BuiltScorer",
     "ParitySets",
@@ -58,14 +58,19 @@ __all__ = [
     "ScorerParity",
     "build_scorer_artifacts",
     "calibration_rows",
+    "folded_logits",
+    "onnx_remedies",
     "parity_sets",
+    "scorer_logits",
     "scorer_parity",
+    "tflite_remedies",
+    "torch_logits",
 ]
 
 FP32_MAX_ABS_DIFF = 1e-3  # logits; fp32 files agree with torch to ~1e-5 in practice
 FLOAT_LAYERS = ("standardize", "head", "skip")  # float in every rung (module docstring)
 FIRST_LAYERS = ("deep.0", *FLOAT_LAYERS)  # the first hidden block too, in the last rung
-INPUT_NAME, OUTPUT_NAME = "rows", "logits"
+CALIBRATION_BATCH = 512  # rows per calibration batch
 
 
 # --------------------------------------------------------------------------- candidate sets
@@ -210,7 +215,9 @@ def scorer_parity(reference: np.ndarray, candidate: np.ndarray, sets: ParitySets
 
 @dataclass(frozen=True)
 class ScorerGate:
-    """What an int8 scorer must reach against torch fp32; ``None`` skips a check.
+    """What an int8 scorer must reach against torch fp32 (a
+    :class:`~edgerec.export.artifacts.ladder.Gate` over :class:`ScorerParity`); ``None``
+    skips a check.
 
     The NDCG ratio is checked only when the reference's top-k holds at least ``min_hits``
     held-out items: below that one hit more or less moves the ratio by more than the 1% the
@@ -270,157 +277,53 @@ def folded_logits(weights: MlpWeights, sets: ParitySets, vectors: np.ndarray) ->
     return np.stack([score(sets.u[b], vectors[sets.candidates[b]]) for b in range(len(sets.u))])
 
 
-def scorer_to_onnx(model: ScorerNet, path: Path) -> Path:
-    """fp32 ONNX, input ``rows`` ``(C, 3D)`` with a dynamic C, output ``logits`` ``(C, 1)``."""
-    x = torch.zeros(2, 3 * model.dim)
-    c = torch.export.Dim("candidates", min=1, max=1 << 20)
-    torch.onnx.export(model.eval(), (x,), str(path), dynamo=True, opset_version=18,
-                      external_data=False, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                      dynamic_shapes={"x": {0: c}}, verbose=False)
-    return path
+def onnx_remedies(target: Union[QuantTarget, str] = QuantTarget.X86_AVX2) -> list[Remedy]:
+    """minmax -> percentile -> first layer kept float too (percentile): Gemm/MatMul nodes
+    only, with ``target``'s activation type and weight range; the standardisation, the output
+    layer and the skip path always stay float (:data:`FLOAT_LAYERS`)."""
+    base = OnnxQuantOptions(target=QuantTarget(target), keep_float=FLOAT_LAYERS,
+                            op_types=("Gemm", "MatMul"))
+    return remedies_from(base, [
+        ("minmax", {"calibration": Calibration.MINMAX}),
+        ("percentile", {"calibration": Calibration.PERCENTILE}),
+        ("keep_first_float", {"calibration": Calibration.PERCENTILE,
+                              "keep_float": FIRST_LAYERS}),
+    ])
 
 
-def scorer_to_tflite(model: ScorerNet, path: Path) -> Path:
-    """fp32 TFLite saved with C = 1 (LiteRT resizes it to the batch it is given)."""
-    import litert_torch
-
-    litert_torch.convert(model.eval(), (torch.zeros(1, 3 * model.dim),)).export(str(path))
-    return path
-
-
-class _Rows:
-    """An onnxruntime CalibrationDataReader over float32 ``(M, 3D)`` rows."""
-
-    def __init__(self, name: str, rows: np.ndarray) -> None:
-        self._feeds = [{name: rows}]  # one batch: the histogram calibrators need equal batches
-
-    def get_next(self) -> Optional[dict[str, np.ndarray]]:
-        return self._feeds.pop(0) if self._feeds else None
-
-
-def _float_inputs(path: Path, nodes: Sequence[str]) -> None:
-    """Feed the float ``nodes`` the float tensors again: ORT's QDQ quantizer gives every
-    consumer of a quantized activation the dequantized copy (8-bit), the excluded ones too."""
-    import onnx
-
-    model = onnx.load(str(path))
-    graph = model.graph
-    quantized_from = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
-    original = {n.output[0]: quantized_from[n.input[0]] for n in graph.node
-                if n.op_type == "DequantizeLinear" and n.input[0] in quantized_from}
-    keep = set(nodes)
-    for node in graph.node:
-        if node.name in keep:
-            for i, name in enumerate(node.input):
-                node.input[i] = original.get(name, name)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-
-
-def quantize_scorer_onnx(fp32: Path, out: Path, rows: np.ndarray,
-                         options: Optional[OnnxQuantOptions] = None) -> Path:
-    """Static int8 QDQ of the Gemm/MatMul nodes, per-channel weights, calibrated on ``rows``
-    (``options.keep_float``: torch module names, e.g. :data:`FIRST_LAYERS`, stay float)."""
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quant_pre_process,
-        quantize_static,
-    )
-
-    options = options or OnnxQuantOptions()
-    method = {Calibration.MINMAX: CalibrationMethod.MinMax,
-              Calibration.PERCENTILE: CalibrationMethod.Percentile,
-              Calibration.ENTROPY: CalibrationMethod.Entropy}[options.calibration]
-    extra = {CalibrationMethod.Percentile: {"percentile": options.percentile},
-             CalibrationMethod.Entropy: {"num_bins": options.entropy_bins}}.get(method, {})
-    keep = _onnx_nodes_for(onnx.load(str(fp32)), options.keep_float)
-    with tempfile.TemporaryDirectory(prefix="edgerec-scorer-quant-") as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-        quantize_static(
-            str(pre), str(out), _Rows(INPUT_NAME, rows[: options.max_images]),
-            quant_format=QuantFormat.QDQ, per_channel=options.per_channel,
-            reduce_range=options.reduce_range,
-            activation_type=(QuantType.QUInt8 if options.activation is ActivationType.UINT8
-                             else QuantType.QInt8),
-            weight_type=QuantType.QInt8, op_types_to_quantize=["Gemm", "MatMul"],
-            nodes_to_exclude=keep, calibrate_method=method, extra_options=extra,
-        )
-    _float_inputs(out, keep)
-    return out
-
-
-def quantize_scorer_tflite(model: ScorerNet, out: Path, rows: np.ndarray,
-                           options: Optional[TfliteQuantOptions] = None) -> Path:
-    """PT2E int8 (litert-torch's symmetric per-channel quantizer) calibrated on ``rows``; the
-    standardisation stays float, so the input tensor stays float32."""
-    import litert_torch
-    from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    options = options or TfliteQuantOptions()
-    width = 3 * model.dim
-    quantizer = _pt2e_quantizer(options)
-    c = torch.export.Dim("candidates", min=1, max=1 << 20)
-    graph = torch.export.export(copy.deepcopy(model).eval(), (torch.zeros(2, width),),
-                                dynamic_shapes=({0: c},)).module()
-    prepared = prepare_pt2e(graph, quantizer)
-    with torch.no_grad():
-        for start in range(0, len(rows[: options.max_images]), 512):
-            prepared(torch.from_numpy(np.ascontiguousarray(rows[start : start + 512])))
-    converted = convert_pt2e(prepared, fold_quantize=False)
-    edge = litert_torch.convert(converted, (torch.zeros(1, width),),
-                                quant_config=QuantConfig(pt2e_quantizer=quantizer))
-    edge.export(str(out))
-    return out
-
-
-def onnx_ladder(base: Optional[OnnxQuantOptions] = None) -> list[Remedy]:
-    """minmax -> percentile -> first layer kept float too (percentile); the output layer and
-    the skip path always stay float. ``base`` defaults to U8S8 with 7-bit weights (x86
-    without VNNI, like the encoder)."""
-    base = replace(base or OnnxQuantOptions(), keep_float=FLOAT_LAYERS)
-    return [Remedy("minmax", replace(base, calibration=Calibration.MINMAX)),
-            Remedy("percentile", replace(base, calibration=Calibration.PERCENTILE)),
-            Remedy("keep_first_float", replace(base, calibration=Calibration.PERCENTILE,
-                                               keep_float=FIRST_LAYERS))]
-
-
-def tflite_ladder(base: Optional[TfliteQuantOptions] = None) -> list[Remedy]:
-    """histogram -> minmax -> first layer kept float too (histogram); the output layer and
-    the skip path always stay float."""
-    base = replace(base or TfliteQuantOptions(), keep_float=FLOAT_LAYERS)
-    return [Remedy("histogram", replace(base, calibration=Calibration.HISTOGRAM)),
-            Remedy("minmax", replace(base, calibration=Calibration.MINMAX)),
-            Remedy("keep_first_float", replace(base, calibration=Calibration.HISTOGRAM,
-                                               keep_float=FIRST_LAYERS))]
+def tflite_remedies() -> list[Remedy]:
+    """histogram -> minmax -> first layer kept float too (histogram); the standardisation,
+    the output layer and the skip path always stay float (:data:`FLOAT_LAYERS`)."""
+    return remedies_from(TfliteQuantOptions(keep_float=FLOAT_LAYERS), [
+        ("histogram", {"calibration": Calibration.HISTOGRAM}),
+        ("minmax", {"calibration": Calibration.MINMAX}),
+        ("keep_first_float", {"calibration": Calibration.HISTOGRAM,
+                              "keep_float": FIRST_LAYERS}),
+    ])
 
 
 @dataclass
-class BuiltScorer:
-    """The scorer's bundle files and what was measured on the way."""
+class BuiltScorer(BuiltFiles):
+    """The scorer's bundle files and what was measured on the way
+    (:class:`~edgerec.export.artifacts.build.BuiltFiles`), with the folded weights."""
 
-    artifacts: list[NewArtifact] = field(default_factory=list)
     weights: list[NewWeights] = field(default_factory=list)
-    parity: dict[str, ScorerParity] = field(default_factory=dict)
-    quantization: dict[str, Any] = field(default_factory=dict)
-    gate_failures: dict[str, str] = field(default_factory=dict)
-    sizes: dict[str, int] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, Any]:
+        """JSON-ready ``parity``, ``quantization``, ``gate_failures`` and ``sizes``."""
         return {"parity": {k: v.to_dict() for k, v in self.parity.items()},
-                "quantization": self.quantization, "gate_failures": self.gate_failures,
+                "quantization": self.ladder_records, "gate_failures": self.gate_failures,
                 "sizes": self.sizes}
 
 
-def _describe(path: Path, precision: Precision) -> NewArtifact:
-    with open_runtime(path, options=RuntimeOptions(num_threads=1)) as rt:
-        inputs, outputs, engine = tuple(rt.input_specs()), tuple(rt.output_specs()), rt.engine
-    return NewArtifact(source=path, role=Role.SCORER, precision=precision, inputs=inputs,
-                       outputs=outputs, output=outputs[0].name, engine=engine)
+def _folded(model: ScorerNet, out_dir: Path, check: Callable[[str, np.ndarray], ScorerParity],
+            sets: ParitySets, vectors: np.ndarray) -> tuple[NewWeights, ScorerParity]:
+    """Write the folded weights ``scorer.fp32.npz`` and check them against torch."""
+    npz = out_dir / "scorer.fp32.npz"
+    model.to_weights().save(npz)
+    report = check("scorer/folded/fp32", folded_logits(MlpWeights.from_npz(npz.read_bytes()),
+                                                       sets, vectors))
+    return NewWeights(npz, Role.SCORER, Precision.FP32, MLP_WEIGHTS_FORMAT), report
 
 
 def build_scorer_artifacts(
@@ -434,6 +337,7 @@ def build_scorer_artifacts(
     gate: ScorerGate = ScorerGate(),
     fail_on_gate: bool = False,
     int8: Sequence[Engine] = (Engine.ONNX, Engine.TFLITE),
+    target: Union[QuantTarget, str] = QuantTarget.X86_AVX2,
     log: Callable[[str], None] = print,
 ) -> BuiltScorer:
     """Write and check the folded weights, fp32 ONNX + TFLite and int8 ONNX + TFLite.
@@ -445,6 +349,7 @@ def build_scorer_artifacts(
         vectors: float32 ``(N, D)`` catalog vectors the sets index.
         calibration: float32 ``(M, 3D)`` real rows (:func:`calibration_rows`).
         int8: the engines to build int8 files for.
+        target: the CPU family the int8 ONNX file is made for (:class:`QuantTarget`).
 
     Raises:
         ExportError: an fp32 file or the folded weights disagree with torch; an int8 file
@@ -452,60 +357,29 @@ def build_scorer_artifacts(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    built = BuiltScorer()
     reference = torch_logits(model, sets, vectors)
 
-    def check_fp32(key: str, logits: np.ndarray) -> ScorerParity:
+    def check(key: str, logits: np.ndarray) -> ScorerParity:
         report = scorer_parity(reference, logits, sets, k)
         if not report.max_abs_diff <= FP32_MAX_ABS_DIFF:
             raise ExportError(f"{key} disagrees with the torch scorer (max |logit difference| "
                               f"{report.max_abs_diff:.2e} > {FP32_MAX_ABS_DIFF}): a conversion "
                               "bug; please report it")
-        built.parity[key] = report
-        log(f"  {key}: {report}")
         return report
 
-    weights = model.to_weights()
-    npz = out_dir / "scorer.fp32.npz"
-    weights.save(npz)
-    check_fp32("scorer/folded/fp32", folded_logits(MlpWeights.from_npz(npz.read_bytes()),
-                                                   sets, vectors))
-    built.weights.append(NewWeights(npz, Role.SCORER, Precision.FP32, MLP_WEIGHTS_FORMAT))
-    built.sizes["scorer/weights/fp32"] = npz.stat().st_size
-    for engine, convert in ((Engine.ONNX, scorer_to_onnx), (Engine.TFLITE, scorer_to_tflite)):
-        path = convert(model, out_dir / f"scorer.fp32{engine.suffix}")
-        art = _describe(path, Precision.FP32)
-        check_fp32(art.key, scorer_logits(path, sets, vectors))
-        built.artifacts.append(art)
-        built.sizes[art.key] = path.stat().st_size
-
-    fp32_onnx = out_dir / "scorer.fp32.onnx"
-    ladders = {
-        Engine.ONNX: (onnx_ladder(), lambda r: quantize_scorer_onnx(
-            fp32_onnx, out_dir / f"int8-{r.name}.onnx", calibration, r.options)),
-        Engine.TFLITE: (tflite_ladder(), lambda r: quantize_scorer_tflite(
-            model, out_dir / f"int8-{r.name}.tflite", calibration, r.options)),
-    }
-    for engine in int8:
-        remedies, quantize = ladders[Engine(engine)]
-        name, key = f"scorer.int8{engine.suffix}", f"scorer/{engine.value}/int8"
-        log(f"quantizing {name} ...")
-        try:
-            result = quantize_with_ladder(
-                remedies, quantize,
-                lambda p: scorer_parity(reference, scorer_logits(p, sets, vectors), sets, k),
-                gate, artifact=name)  # type: ignore[arg-type]  # duck-typed gate and report
-        except ExportError as exc:
-            if fail_on_gate:
-                raise
-            built.gate_failures[key] = str(exc)
-            log(f"  left out: {exc}")
-            continue
-        final = out_dir / name
-        result.artifact.replace(final)
-        built.quantization[key] = result.to_dict()
-        built.parity[key] = result.report
-        built.artifacts.append(_describe(final, Precision.INT8))
-        built.sizes[key] = final.stat().st_size
-        log(f"  {key}: {result.report} (remedy {result.remedy!r})")
-    return built
+    weights, folded = _folded(model, out_dir, check, sets, vectors)
+    log(f"  scorer/folded/fp32: {folded}")
+    ladders = {Engine.ONNX: onnx_remedies(target), Engine.TFLITE: tflite_remedies()}
+    files = build_model_files(
+        model, out_dir, role=Role.SCORER, io=ModelIO.rows(3 * model.dim),
+        check_fp32=lambda art: check(art.key, scorer_logits(art.source, sets, vectors)),
+        evaluate=lambda p: scorer_parity(reference, scorer_logits(p, sets, vectors), sets, k),
+        gate=gate, ladders={Engine(e): ladders[Engine(e)] for e in int8},
+        calibration=[calibration[i : i + CALIBRATION_BATCH]
+                     for i in range(0, len(calibration), CALIBRATION_BATCH)],
+        fail_on_gate=fail_on_gate, log=log)
+    return BuiltScorer(
+        artifacts=files.artifacts, parity={"scorer/folded/fp32": folded, **files.parity},
+        ladder_records=files.ladder_records, gate_failures=files.gate_failures,
+        sizes={"scorer/weights/fp32": weights.source.stat().st_size, **files.sizes},
+        weights=[weights])

@@ -145,9 +145,8 @@ def test_distill_overrides_parse_every_field_type_and_refuse_unknown_keys(tmp_pa
     from edgerec.export.distill.train import DistillConfig
 
     config = _distill_overrides(DistillConfig(), ["ema_decay=0.995", "epochs=7",
-                                                  "max_minutes=2.5", "select_on=agree@10"])
-    assert (config.ema_decay, config.epochs, config.max_minutes, config.select_on) == (
-        0.995, 7, 2.5, "agree@10")
+                                                  "max_minutes=2.5"])
+    assert (config.ema_decay, config.epochs, config.max_minutes) == (0.995, 7, 2.5)
     code = main(["export", "--images", str(SAMPLE / "images"), "--out", str(tmp_path / "b"),
                  "--quick", "--distill", "warp_speed=9", "--json"])
     assert code == 1 and "warp_speed" in json.loads(capsys.readouterr().out)["message"]
