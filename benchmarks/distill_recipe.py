@@ -94,7 +94,8 @@ def main() -> None:
 
     import torch
     from edgerec.export.distill.student import create_student
-    from edgerec.export.distill.train import DistillConfig, embed_views, train_student
+    from edgerec.export.distill.train import embed_views, train_student
+    from edgerec.export.options import DistillConfig
     from edgerec.sdk.evaluation.retrieval import label_retrieval
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -43,8 +43,9 @@ def _run_line(tag: str) -> dict:
 def measure(tag: str) -> dict:
     import torch
     from edgerec.export.distill.student import create_student
-    from edgerec.export.distill.train import DistillConfig, embed_views, recalibrate_batchnorm
+    from edgerec.export.distill.train import embed_views, recalibrate_batchnorm
     from edgerec.export.distill.whiten import DEFAULT_POWERS, choose_whitening
+    from edgerec.export.options import DistillConfig
     from edgerec.sdk import Whitening
     from edgerec.sdk.evaluation.retrieval import label_retrieval
 

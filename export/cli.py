@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from edgerec.export.errors import ExportError
-from edgerec.sdk.cli.common import add_json, emit, stdout_to_stderr, usage
+from edgerec.sdk.cli.common import add_json, emit, option, stdout_to_stderr, usage
 from edgerec.sdk.errors import RuntimeUnavailableError
 
 __all__ = ["add_scorer_arguments", "register", "scorer_options"]
@@ -28,8 +29,6 @@ def register(sub: Any) -> None:
 
 def _distill_overrides(config: Any, items: Sequence[str]) -> Any:
     """``config`` (a DistillConfig) with ``key=value`` overrides; numbers parsed."""
-    from dataclasses import fields, replace
-
     names = {f.name: f for f in fields(config)}
     for item in items:
         key, sep, text = item.partition("=")
@@ -52,39 +51,55 @@ def _distill_overrides(config: Any, items: Sequence[str]) -> Any:
 
 
 
+def _path(value: Optional[str]) -> Optional[Path]:
+    return Path(value) if value else None
+
+
+def _export_options(args: argparse.Namespace) -> Any:
+    """:class:`~edgerec.export.options.ExportOptions` from the flags, group by group."""
+    from edgerec.export.options import (
+        DataOptions,
+        DistillConfig,
+        ExportOptions,
+        QuantizationOptions,
+        StudentOptions,
+        TeacherOptions,
+    )
+
+    distill = DistillConfig(views=args.views)
+    if args.epochs is not None:
+        distill = replace(distill, epochs=args.epochs)
+    if args.max_minutes is not None:
+        distill = replace(distill, max_minutes=args.max_minutes)
+    return ExportOptions(
+        images=Path(args.images), out=Path(args.out),
+        data=DataOptions(items=_path(args.items),
+                         extra_images=tuple(Path(p) for p in args.extra_images),
+                         eval_unseen=_path(args.eval_unseen),
+                         select_fraction=args.select_fraction),
+        teacher=TeacherOptions(source=_path(args.teacher), weights=_path(args.teacher_weights),
+                               mean=tuple(args.teacher_mean) if args.teacher_mean else None,
+                               std=tuple(args.teacher_std) if args.teacher_std else None),
+        student=StudentOptions(name=args.student, width=args.width,
+                               image_size=args.image_size, dim=args.dim,
+                               whiten=_whiten_value(args.whiten)),
+        distill=_distill_overrides(distill, args.distill),
+        quantization=QuantizationOptions(target=args.int8_target,
+                                         allow_gate_failure=args.allow_gate_failure),
+        quick=args.quick, resume=args.resume, force=args.force, work_dir=_path(args.work_dir),
+        events=_path(args.events), scorer=scorer_options(args),
+    )
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     try:
-        from dataclasses import replace
-
-        from edgerec.export.distill.train import DistillConfig
-        from edgerec.export.pipeline import ExportOptions, export_bundle
+        from edgerec.export.pipeline import export_bundle
     except ImportError as exc:
         raise RuntimeUnavailableError(
             f"`edgerec export` needs the export extra ({exc.name} is missing): "
             "pip install 'edgerec[export]'"
         ) from exc
-    distill = DistillConfig()
-    if args.epochs is not None:
-        distill = replace(distill, epochs=args.epochs)
-    if args.max_minutes is not None:
-        distill = replace(distill, max_minutes=args.max_minutes)
-    distill = _distill_overrides(distill, args.distill)
-    options = ExportOptions(
-        images=Path(args.images), out=Path(args.out),
-        items=Path(args.items) if args.items else None,
-        extra_images=tuple(Path(p) for p in args.extra_images),
-        eval_unseen=Path(args.eval_unseen) if args.eval_unseen else None,
-        teacher=Path(args.teacher) if args.teacher else None,
-        teacher_weights=Path(args.teacher_weights) if args.teacher_weights else None,
-        teacher_mean=tuple(args.teacher_mean) if args.teacher_mean else None,
-        teacher_std=tuple(args.teacher_std) if args.teacher_std else None, student=args.student,
-        width=args.width, image_size=args.image_size, dim=args.dim, views=args.views,
-        distill=distill, quick=args.quick, resume=args.resume, force=args.force,
-        select_fraction=args.select_fraction, whiten=_whiten_value(args.whiten),
-        allow_gate_failure=args.allow_gate_failure,
-        work_dir=Path(args.work_dir) if args.work_dir else None,
-        events=Path(args.events) if args.events else None, scorer=scorer_options(args),
-    )
+    options = _export_options(args)
     log = (lambda _msg: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
     with stdout_to_stderr():  # converters print progress to stdout; keep it for the result
         result = export_bundle(options, log=log)
@@ -92,7 +107,6 @@ def cmd_export(args: argparse.Namespace) -> int:
                "metrics": result.metrics}
     emit(args, payload, f"wrote {result.bundle.path}; report {result.report}")
     return 0
-
 
 
 def _whiten_value(text: str):
@@ -116,6 +130,16 @@ def add_export_parser(sub: Any) -> None:
         "int8-quantize it with parity gates, convert to ONNX and TFLite and write a verified "
         "bundle with an HTML report. Needs `pip install 'edgerec[export]'`.",
     )
+    from edgerec.export.artifacts.quantize_onnx import QuantTarget
+    from edgerec.export.options import (
+        STUDENTS,
+        DataOptions,
+        DistillConfig,
+        ExportOptions,
+        QuantizationOptions,
+        StudentOptions,
+    )
+
     exp.add_argument("--images", required=True,
                      help="folder with one sub-folder per label (or the root of --items paths)")
     exp.add_argument("--out", required=True, help="bundle directory to create")
@@ -131,30 +155,43 @@ def add_export_parser(sub: Any) -> None:
                      help="mean of a float-input teacher on [0,1] pixels")
     exp.add_argument("--teacher-std", type=float, nargs=3, metavar=("R", "G", "B"),
                      help="std of a float-input teacher on [0,1] pixels")
-    exp.add_argument("--student", default="mobilenet_v3_small", help="student recipe name")
-    exp.add_argument("--width", type=float, default=1.0, help="student width multiplier")
-    exp.add_argument("--image-size", type=int, default=192, help="student input size (px)")
-    exp.add_argument("--dim", type=int, default=128, help="embedding dimension")
-    exp.add_argument("--views", type=int, default=4, help="augmented views per training image")
-    exp.add_argument("--epochs", type=int, help="maximum epochs (default: recipe's)")
-    exp.add_argument("--max-minutes", type=float, help="training time budget in minutes")
+    option(exp, "--student", choices=sorted(STUDENTS), source=StudentOptions, name="name",
+           help="student recipe")
+    option(exp, "--width", type=float, source=StudentOptions, name="width",
+           help="student width multiplier", none_means="the recipe's")
+    option(exp, "--image-size", type=int, source=StudentOptions, name="image_size",
+           help="student input size (px)", none_means="the recipe's")
+    option(exp, "--dim", type=int, source=StudentOptions, name="dim",
+           help="embedding dimension", none_means="the recipe's")
+    option(exp, "--views", type=int, source=DistillConfig, name="views",
+           help="augmented views per training image")
+    option(exp, "--epochs", type=int, source=DistillConfig, name="epochs",
+           help="maximum epochs")
+    option(exp, "--max-minutes", type=float, source=DistillConfig, name="max_minutes",
+           help="training time budget in minutes", none_means="none")
     exp.add_argument("--distill", nargs="*", default=[], metavar="KEY=VALUE",
                      help="distillation recipe overrides, e.g. ema_decay=0.995 "
                      "label_decay_from=0.6 w_label_end=0 (fields of DistillConfig)")
-    exp.add_argument("--select-fraction", type=float, default=0.1,
-                     help="share of the training images held out to pick the kept epoch on "
-                     "(default 0.1; 0: the validation images, where seen quality is reported)")
-    exp.add_argument("--whiten", default="auto", metavar="auto|off|POWER",
-                     help="the encoder's whitening (within-label when the images have labels, "
-                     "else PCA): auto (default) picks its power on the epoch-selection images "
-                     "(within-label: the best mAP@10; PCA: the largest that keeps 99%%); off; "
-                     "or a power in (0, 1]")
-    exp.add_argument("--quick", action="store_true", help="tiny configuration (minutes)")
+    option(exp, "--select-fraction", type=float, source=DataOptions, name="select_fraction",
+           help="share of the training images held out to pick the kept epoch on (0: the "
+           "validation images, where seen quality is reported)")
+    option(exp, "--whiten", metavar="auto|off|POWER", source=StudentOptions, name="whiten",
+           help="the encoder's whitening (within-label when the images have labels, else PCA): "
+           "auto picks its power on the epoch-selection images (within-label: the best "
+           "mAP@10; PCA: the largest that keeps 99%%); off; or a power in (0, 1]")
+    option(exp, "--int8-target", choices=[t.value for t in QuantTarget],
+           source=QuantizationOptions, name="target",
+           help="the CPU the int8 ONNX files are built for (x86 without VNNI, x86 with "
+           "VNNI, ARM); LiteRT files are the same for all")
+    exp.add_argument("--quick", action="store_true",
+                     help="a smoke configuration (minutes): 96 px, 2 epochs, a few images per "
+                     "label; not a model to ship")
     exp.add_argument("--resume", action="store_true", help="continue an interrupted export")
     exp.add_argument("--force", action="store_true", help="replace --out if it exists")
     exp.add_argument("--allow-gate-failure", action="store_true",
                      help="drop an int8 artifact that fails its gate instead of failing")
-    exp.add_argument("--work-dir", help="caches and checkpoints (default: <out>.work)")
+    option(exp, "--work-dir", source=ExportOptions, name="work_dir",
+           help="caches and checkpoints", none_means="<out>.work")
     add_scorer_arguments(exp, events_required=False)
     add_json(exp)
     exp.set_defaults(func=cmd_export)
@@ -229,6 +266,11 @@ def cmd_scorer_train(args: argparse.Namespace) -> int:
                             force=args.force, log=log)
     m = result.metrics
     training = m["training"]
+    if not m.get("shipped", True):
+        emit(args, {"bundle": str(result.bundle.path), "metrics": m},
+             f"wrote {result.bundle.path} without a scorer: {m['reason']}; "
+             f"{result.seconds:.0f} s")
+        return 0
     keys = sorted(m["parity"])
     text = (f"wrote {result.bundle.path}: {', '.join(keys)}; best epoch "
             f"{training['best_epoch']}, validation NDCG@10 {_fmt(training['best_val_ndcg'])} "

@@ -1,18 +1,42 @@
-"""What ``edgerec export`` does: :class:`ExportOptions` and the shipped default teacher."""
+"""What ``edgerec export`` does, as option groups that compose.
+
+:class:`ExportOptions` holds what to read and write and one group per concern: the data
+(:class:`DataOptions`), the teacher (:class:`TeacherOptions`), the student
+(:class:`StudentOptions`, resolved against the :data:`STUDENTS` registry once), the
+distillation recipe (:class:`DistillConfig`), int8 quantization (:class:`QuantizationOptions`,
+with the CPU :class:`~edgerec.export.artifacts.quantize_onnx.QuantTarget`) and the scorer
+(:class:`~edgerec.export.scorer.bundle.ScorerExportOptions`).
+The CLI's defaults are read from these dataclasses. Nothing here imports torch.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
-from edgerec.export.distill.teacher import DEFAULT_TEACHER
-from edgerec.export.distill.train import DistillConfig
+from edgerec.export.artifacts.quantize_onnx import QuantTarget
 from edgerec.export.errors import ExportError
-from edgerec.export.scorer.bundle import ScorerExportOptions
 
-__all__ = ["ExportOptions", "default_teacher"]
+if TYPE_CHECKING:
+    from edgerec.export.scorer.bundle import ScorerExportOptions
+
+__all__ = [
+    "DEFAULT_TEACHER",
+    "STUDENTS",
+    "DataOptions",
+    "DistillConfig",
+    "ExportOptions",
+    "QuantizationOptions",
+    "StudentConfig",
+    "StudentOptions",
+    "TeacherOptions",
+    "default_teacher",
+    "resolve_student",
+]
+
+DEFAULT_TEACHER = "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
 
 
 def default_teacher() -> Optional[Path]:
@@ -25,89 +49,238 @@ def default_teacher() -> Optional[Path]:
     return candidate if candidate.is_file() else None
 
 
+# --------------------------------------------------------------------------- the student
+
+
 @dataclass(frozen=True)
-class ExportOptions:
-    """What to export and how (the CLI's flags, one to one).
+class StudentConfig:
+    """A student recipe (:class:`edgerec.export.distill.student.StudentEncoder`).
 
     Attributes:
-        images: image folder (one sub-folder per label) or the root for ``items`` paths.
-        out: bundle directory to create.
-        items: optional CSV ``item_id,path[,label][,split]``; a ``split`` column
-            (train/validation) is honoured, else a deterministic split is made.
+        arch: ``"mobilenet_v3_small"`` or ``"mobilenet_v3_large"``.
+        width: width multiplier of the torchvision body.
+        dim: embedding dimension D.
+        image_size: square input side the student is trained and served at, in pixels.
+        hidden: width of the head's hidden layer (0: a single linear layer).
+        dropout: dropout before the embedding layer (training only).
+        bn_momentum: BatchNorm momentum for every BatchNorm layer.
+    """
+
+    arch: str = "mobilenet_v3_small"
+    width: float = 1.0
+    dim: int = 128
+    image_size: int = 192
+    hidden: int = 1024
+    dropout: float = 0.1
+    bn_momentum: float = 0.1
+
+
+STUDENTS: dict[str, StudentConfig] = {
+    "mobilenet_v3_small": StudentConfig(),
+    "mobilenet_v3_small_160": StudentConfig(image_size=160),
+    "mobilenet_v3_small_075": StudentConfig(width=0.75),
+    "mobilenet_v3_large": StudentConfig(arch="mobilenet_v3_large"),
+}
+"""Named recipes (the first is the export's default: 192 px, 128-d, width 1.0)."""
+
+
+def resolve_student(name: str = "mobilenet_v3_small", **overrides: Any) -> StudentConfig:
+    """The registered recipe ``name`` with the ``overrides`` that are not None.
+
+    Raises:
+        ValueError: an unknown name or field.
+    """
+    if name not in STUDENTS:
+        raise ValueError(f"unknown student {name!r}; registered: {sorted(STUDENTS)}")
+    return replace(STUDENTS[name], **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class StudentOptions:
+    """The encoder the export ships.
+
+    Attributes:
+        name: a :data:`STUDENTS` recipe.
+        width, image_size, dim: overrides of the recipe (None: the recipe's).
+        whiten: the encoder's whitening (within-label when the training images have labels,
+            else PCA): ``"auto"`` picks the power on the epoch-selection images, ``"off"``
+            ships none, a number in (0, 1] forces it.
+    """
+
+    name: str = "mobilenet_v3_small"
+    width: Optional[float] = None
+    image_size: Optional[int] = None
+    dim: Optional[int] = None
+    whiten: Union[str, float] = "auto"
+
+    def config(self) -> StudentConfig:
+        """The recipe with the overrides applied (:func:`resolve_student`)."""
+        try:
+            return resolve_student(self.name, width=self.width, image_size=self.image_size,
+                                   dim=self.dim)
+        except ValueError as exc:
+            raise ExportError(f"{exc}; choose --student from {sorted(STUDENTS)}.") from None
+
+
+# --------------------------------------------------------------------------- the others
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Which photos train, select, validate and report.
+
+    Attributes:
+        items: an optional CSV ``item_id,path[,label][,split]`` (paths relative to the images
+            folder); a ``split`` column (train/validation) is honoured, else a deterministic
+            stratified split is made.
         extra_images: folders of extra photos used for distillation only (labels ignored).
         eval_unseen: a labelled folder never trained on, measured in the report.
-        teacher: teacher model file or bundle, or ``torchvision:ARCH`` (e.g.
-            ``torchvision:resnet50``) with ``teacher_weights``; default: the shipped MobileNetV1.
-        teacher_weights: the ``state_dict`` file of a ``torchvision:`` teacher (loaded with
-            ``weights_only=True``; its classification layer is dropped).
-        teacher_mean, teacher_std: normalisation of a float-input teacher file (on [0, 1]
-            pixels); a quantized-input teacher gets raw pixels without them.
-        student, width, image_size, dim: the student recipe (see :data:`STUDENTS`).
-        views: cached augmented views per training image (view 0 = centre crop).
-        distill: training recipe.
+        val_fraction: share of each label held out for validation.
         select_fraction: share of the training images held out to pick the kept epoch on
-            (default 0.1; 0: pick on the validation images, which are also where seen-label
-            quality is reported, so that figure is then slightly optimistic).
-        whiten: the encoder's whitening (:mod:`.whiten_step`; within-label when the training
-            images have labels, else total): ``"auto"`` picks the power on the epoch selection
-            images, ``"off"`` ships none, a number in (0, 1] forces it.
-        quick: a tiny configuration (minutes) for tests and demos: 96 px, 2 views, 2 epochs,
-            at most 8 images per label, one quantization remedy, gate failures allowed.
+            (0: pick on the validation images, which are also where seen-label quality is
+            reported, so that figure is then slightly optimistic).
+        max_per_label: at most this many training images per label (None: all).
+    """
+
+    items: Optional[Path] = None
+    extra_images: tuple[Path, ...] = ()
+    eval_unseen: Optional[Path] = None
+    val_fraction: float = 0.1
+    select_fraction: float = 0.1
+    max_per_label: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class TeacherOptions:
+    """The model the student learns from.
+
+    Attributes:
+        source: a ``.tflite``/``.onnx`` model or a bundle, or ``torchvision:ARCH`` (e.g.
+            ``torchvision:resnet50``) with ``weights``; None: the shipped MobileNetV1.
+        weights: the ``state_dict`` file of a ``torchvision:`` teacher (loaded with
+            ``weights_only=True``; its classification layer is dropped; never downloaded).
+        mean, std: normalisation of a float-input teacher (on [0, 1] pixels); a
+            quantized-input teacher gets raw pixels without them.
+    """
+
+    source: Optional[Path] = None
+    weights: Optional[Path] = None
+    mean: Optional[tuple[float, float, float]] = None
+    std: Optional[tuple[float, float, float]] = None
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """The distillation recipe (the loss terms: :mod:`edgerec.export.distill.train`).
+
+    ``views``: cached augmented views per training image (view 0 = the device's centre crop).
+    """
+
+    epochs: int = 24
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    w_relational: float = 1.0
+    w_cosine: float = 0.5
+    w_label: float = 1.0
+    tau_teacher: float = 0.05
+    tau_student: float = 0.05
+    queue_size: int = 4096
+    label_scale: float = 16.0
+    label_smoothing: float = 0.1
+    label_decay_from: float = 0.6  # training progress (0..1) after which w_label ramps ...
+    w_label_end: float = 0.5  # ... linearly down to this weight at the end
+    ema_decay: float = 0.995  # > 0: evaluate and keep an exponential moving average of weights
+    patience: int = 8
+    max_minutes: Optional[float] = None
+    seed: int = 0
+    threads: int = 2
+    views: int = 4
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class QuantizationOptions:
+    """int8 files and their gates.
+
+    Attributes:
+        target: the CPU the int8 ONNX files are built for (activation type and weight range);
+            the LiteRT files are the same for every target.
         calibration_images: training images for int8 calibration; the first rungs of each
             ladder use 256 of them, the "more images" rungs all.
-        allow_gate_failure: ship without an int8 artifact whose gate fails (recorded in the
+        allow_gate_failure: ship without an int8 file whose gate fails (recorded in the
             manifest) instead of failing the export.
-        resume: continue from the work directory; force: replace ``out``.
+    """
+
+    target: QuantTarget = QuantTarget.X86_AVX2
+    calibration_images: int = 768
+    allow_gate_failure: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target", QuantTarget(self.target))
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What ``edgerec export`` reads and writes, and how (the CLI's flags map onto the groups).
+
+    Attributes:
+        images: image folder (one sub-folder per label) or the root for ``data.items`` paths.
+        out: bundle directory to create.
+        data, teacher, student, distill, quantization, scorer: the groups.
         events: an events CSV ``user_id,item_id[,...]`` (ids of ``images``' items): also
             train the personalised scorer (read and checked before anything slow starts).
-        scorer: how the scorer is split, trained and gated (``quick`` caps its epochs at 3).
+        quick: a tiny configuration (minutes) for tests and demos: 96 px, 2 views, 2 epochs,
+            at most 8 images per label, one quantization remedy, gate failures allowed; a
+            smoke test, not a model to ship.
+        resume: continue from the work directory; force: replace ``out``.
+        work_dir: caches and checkpoints (None: ``<out>.work`` beside the bundle).
+        workers: processes computing the teacher's features.
+        seed: the splits' and the caches' seed.
     """
 
     images: Path
     out: Path
-    items: Optional[Path] = None
-    extra_images: tuple[Path, ...] = ()
-    eval_unseen: Optional[Path] = None
-    teacher: Optional[Path] = None
-    teacher_mean: Optional[tuple[float, float, float]] = None
-    teacher_std: Optional[tuple[float, float, float]] = None
-    teacher_weights: Optional[Path] = None
-    student: str = "mobilenet_v3_small"
-    width: float = 1.0
-    image_size: int = 192
-    dim: int = 128
-    views: int = 4
+    data: DataOptions = field(default_factory=DataOptions)
+    teacher: TeacherOptions = field(default_factory=TeacherOptions)
+    student: StudentOptions = field(default_factory=StudentOptions)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    quantization: QuantizationOptions = field(default_factory=QuantizationOptions)
+    scorer: ScorerExportOptions = field(default_factory=lambda: _scorer_defaults())
+    events: Optional[Path] = None
     quick: bool = False
-    calibration_images: int = 768
-    val_fraction: float = 0.1
-    select_fraction: float = 0.1
-    whiten: Union[str, float] = "auto"
-    allow_gate_failure: bool = False
     resume: bool = False
     force: bool = False
     work_dir: Optional[Path] = None
     workers: int = 2
     seed: int = 0
-    max_per_label: Optional[int] = None
-    events: Optional[Path] = None
-    scorer: ScorerExportOptions = field(default_factory=ScorerExportOptions)
 
     def resolved(self) -> ExportOptions:
-        """Apply ``quick`` and defaults; check ``whiten``."""
-        opts = self
-        if self.whiten not in ("auto", "off") and not (
-                isinstance(self.whiten, (int, float)) and 0 < self.whiten <= 1):
+        """Apply ``quick``; check ``student.whiten`` and the student's name."""
+        whiten = self.student.whiten
+        if whiten not in ("auto", "off") and not (
+                isinstance(whiten, (int, float)) and 0 < whiten <= 1):
             raise ExportError(f"whiten must be 'auto', 'off' or a power in (0, 1]; got "
-                              f"{self.whiten!r}.")
-        if self.quick:
-            opts = replace(opts, image_size=min(opts.image_size, 96), views=min(opts.views, 2),
-                           calibration_images=min(opts.calibration_images, 32),
-                           max_per_label=opts.max_per_label or 8, allow_gate_failure=True,
-                           distill=replace(opts.distill, epochs=min(opts.distill.epochs, 2),
-                                           batch_size=16, patience=2, queue_size=256),
-                           scorer=replace(opts.scorer, config=replace(
-                               opts.scorer.config, epochs=min(opts.scorer.config.epochs, 3))))
-        return opts
+                              f"{whiten!r}.")
+        config = self.student.config()
+        if not self.quick:
+            return self
+        return replace(
+            self,
+            student=replace(self.student, image_size=min(config.image_size, 96)),
+            data=replace(self.data, max_per_label=self.data.max_per_label or 8),
+            distill=replace(self.distill, epochs=min(self.distill.epochs, 2), batch_size=16,
+                            patience=2, queue_size=256, views=min(self.distill.views, 2)),
+            quantization=replace(self.quantization, allow_gate_failure=True,
+                                 calibration_images=min(self.quantization.calibration_images,
+                                                        32)),
+            scorer=replace(self.scorer, config=replace(
+                self.scorer.config, epochs=min(self.scorer.config.epochs, 3))))
 
 
+def _scorer_defaults() -> ScorerExportOptions:
+    from edgerec.export.scorer.bundle import ScorerExportOptions
+
+    return ScorerExportOptions()

@@ -1,12 +1,13 @@
 """``edgerec export``: photos -> a verified bundle with fp32 and int8 encoders.
 
-Steps, each in its own module: scan and clean (:mod:`.data`), teacher (:mod:`.teacher`),
-cached teacher features per view (:mod:`.cache`, :mod:`.views`), student
-(:mod:`.student`), distillation (:mod:`.distill`), fp32 conversion (:mod:`.convert`), int8
-quantization with gates (:mod:`.quantize`), parity and quality (:mod:`.parity`), report
-(:mod:`.report`), bundle (:func:`edgerec.sdk.write_bundle`, atomic). With ``events``, the
-personalised scorer too (:mod:`.scorer_bundle`), trained on the exported fp32 encoder's vectors
-of the dataset's images.
+:func:`export_bundle` runs the steps, one function each, each over its own module: the data
+(:mod:`.data.scan`: scan, clean, split), the teacher and its cached features per view
+(:mod:`.distill.teacher`, :mod:`.distill.cache`, :mod:`.data.views`), the student and its
+distillation (:mod:`.distill.student`, :mod:`.distill.train`) and whitening
+(:mod:`.distill.whiten`), the fp32 and int8 files with their gates (:mod:`.artifacts`), the
+quality of each next to the teacher, with ``events`` the personalised scorer
+(:mod:`.scorer.bundle`, trained on the exported fp32 encoder's vectors of the dataset's images),
+the report (:mod:`.report`) and the bundle (:func:`edgerec.sdk.bundle.write_bundle`, atomic).
 
 Everything slow is resumable: the feature cache and the training checkpoints live in the work
 directory (default ``<out>.work`` beside the bundle) and ``resume=True`` continues from them.
@@ -26,13 +27,13 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
-from edgerec.export.artifacts.encoder import build_artifacts
+from edgerec.export.artifacts.encoder import BuiltArtifacts, build_artifacts
 from edgerec.export.artifacts.macs import tflite_macs, torch_macs
 from edgerec.export.artifacts.parity import artifact_embeddings
 from edgerec.export.data.scan import Dataset, ImageRecord, scan_images, split
 from edgerec.export.data.views import VIEW_RECIPE, make_views
 from edgerec.export.distill.cache import FeatureCache, build_feature_cache
-from edgerec.export.distill.student import STUDENTS, StudentEncoder, create_student
+from edgerec.export.distill.student import StudentEncoder
 from edgerec.export.distill.teacher import Teacher
 from edgerec.export.distill.teacher_torchvision import (
     IMAGENET_MEAN,
@@ -44,13 +45,16 @@ from edgerec.export.distill.train import TrainResult, embed_views, train_student
 from edgerec.export.distill.whiten import DEFAULT_POWERS, WhiteningChoice, choose_whitening
 from edgerec.export.errors import ExportError
 from edgerec.export.options import ExportOptions, default_teacher
-from edgerec.export.scorer.bundle import read_scorer_events, train_and_export_scorer
+from edgerec.export.scorer.bundle import ScorerBuild, read_scorer_events, train_and_export_scorer
 from edgerec.runtimes import Engine
 from edgerec.sdk import Bundle, Precision, Preprocessing, Role, preprocess
 from edgerec.sdk.bundle.manifest import WHITENING_FORMAT
 from edgerec.sdk.bundle.writer import NewWeights, write_bundle
 from edgerec.sdk.catalog.ingest import listing_from_csv
+from edgerec.sdk.evaluation.events import EventLog
 from edgerec.sdk.evaluation.retrieval import label_retrieval
+from edgerec.sdk.files import atomic_write_text
+from edgerec.sdk.progress import ProgressBar
 
 __all__ = ["ExportResult", "export_bundle", "selection_split"]
 
@@ -77,13 +81,14 @@ def _split_column(items: Optional[Path], root: Optional[Path]) -> dict[str, str]
 
 
 def _train_val(ds: Dataset, options: ExportOptions) -> tuple[list[ImageRecord], list[ImageRecord]]:
-    given = _split_column(options.items, options.images)
+    given = _split_column(options.data.items, options.images)
     if given:
         train = [r for r in ds.records if given.get(r.item_id, "train") == "train"]
         val = [r for r in ds.records if given.get(r.item_id) in ("validation", "val", "test")]
     else:
-        train, val = split(ds, val_fraction=options.val_fraction, seed=options.seed)
-    if options.max_per_label:
+        train, val = split(ds, val_fraction=options.data.val_fraction, seed=options.seed)
+    cap_n = options.data.max_per_label
+    if cap_n:
         rng = np.random.default_rng(options.seed)
 
         def cap(records: list[ImageRecord], n: int) -> list[ImageRecord]:
@@ -96,8 +101,8 @@ def _train_val(ds: Dataset, options: ExportOptions) -> tuple[list[ImageRecord], 
                 out += [group[i] for i in sorted(idx)]
             return sorted(out, key=lambda r: r.item_id)
 
-        train = cap(train, options.max_per_label)
-        val = cap(val, max(2, options.max_per_label // 2))
+        train = cap(train, cap_n)
+        val = cap(val, max(2, cap_n // 2))
     labelled_val = [r for r in val if r.label is not None]
     if len({r.label for r in labelled_val}) < 2 or len(labelled_val) < 4:
         raise ExportError(
@@ -112,19 +117,12 @@ def _train_val(ds: Dataset, options: ExportOptions) -> tuple[list[ImageRecord], 
 
 def _pre(options: ExportOptions) -> Preprocessing:
     d = options.distill
-    return Preprocessing(input_size=options.image_size, mean=d.mean, std=d.std)
+    return Preprocessing(input_size=options.student.config().image_size, mean=d.mean, std=d.std)
 
 
 def _feature_cache(records: Sequence[ImageRecord], views: int, teacher: Teacher,
                    options: ExportOptions, work: Path, what: str) -> FeatureCache:
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(records), desc=f"teacher features ({what})", unit="img", disable=None)
-
-    def progress(done: int) -> None:
-        bar.update(done - bar.n)
-
-    try:
+    with ProgressBar(len(records), f"teacher features ({what})") as bar:
         return build_feature_cache(
             work / "cache", item_ids=[r.item_id for r in records],
             paths=[r.path for r in records], digests=[r.sha256 for r in records],
@@ -132,13 +130,11 @@ def _feature_cache(records: Sequence[ImageRecord], views: int, teacher: Teacher,
             # instead of each wrapping the model file again
             teacher_source=teacher.bundle.path, teacher_id=teacher.identity,
             teacher_dim=teacher.dim, teacher_size=teacher.input_size,
-            student_size=options.image_size, views_per_item=views, view_fn=make_views,
-            view_recipe=VIEW_RECIPE, seed=options.seed, workers=options.workers,
-            teacher_mean=options.teacher_mean, teacher_std=options.teacher_std,
-            progress=progress,
+            student_size=options.student.config().image_size, views_per_item=views,
+            view_fn=make_views, view_recipe=VIEW_RECIPE, seed=options.seed,
+            workers=options.workers, teacher_mean=options.teacher.mean,
+            teacher_std=options.teacher.std, progress=bar.update_to,
         )
-    finally:
-        bar.close()
 
 
 def _torch_embed(model: StudentEncoder, x: np.ndarray, batch: int = 128) -> np.ndarray:
@@ -168,15 +164,16 @@ def _whitening(model: StudentEncoder, tr: FeatureCache, train_labels: np.ndarray
     """Fit the encoder's whitening on the training images' device crops (view 0; within their
     labels ``train_labels`` (N,), -1 unlabelled, when there are any) and pick its power on the
     selection images (:mod:`.whiten_step`); None when ``whiten="off"``."""
-    if options.whiten == "off":
+    whiten = options.student.whiten
+    if whiten == "off":
         return None
     config = options.distill
     train_vectors = embed_views(model, tr.views[:: tr.views_per_item], config)
     select_vectors = embed_views(model, select_views, config)
-    forced = options.whiten != "auto"
+    forced = whiten != "auto"
     choice = choose_whitening(train_vectors, select_vectors, select_labels,
                               train_labels=train_labels,
-                              powers=(float(options.whiten),) if forced else DEFAULT_POWERS,
+                              powers=(float(whiten),) if forced else DEFAULT_POWERS,
                               keep=0.0 if forced else None)
     tried = ", ".join(f"{p:g}: {m:.3f}" for p, m in choice.maps.items())
     log(f"whitening ({choice.covariance}): power "
@@ -205,6 +202,272 @@ def selection_split(train: list[ImageRecord], fraction: float, seed: int,
     return kept, held
 
 
+@dataclass
+class _Data:
+    """Step 1's records: the splits, the extra and unseen images, and their labels."""
+
+    dataset: Dataset
+    train: list[ImageRecord]
+    select: list[ImageRecord]
+    val: list[ImageRecord]
+    extra: list[ImageRecord]
+    unseen: list[ImageRecord]
+    label_names: list[str]
+
+    @property
+    def pool(self) -> list[ImageRecord]:
+        """The images the student trains on (labelled train + unlabelled extra)."""
+        return self.train + self.extra
+
+    def pool_labels(self) -> np.ndarray:
+        """(N,) label index of each pool image, -1 for unlabelled."""
+        names = self.label_names
+        return np.array([names.index(r.label) if r.label in names else -1 for r in self.pool])
+
+    def labels(self, records: Sequence[ImageRecord]) -> np.ndarray:
+        return np.array([r.label for r in records])
+
+    def counts(self) -> dict[str, int]:
+        return {"train": len(self.train), "validation": len(self.val), "extra": len(self.extra),
+                "epoch_selection": len(self.select), "unseen": len(self.unseen),
+                "issues": len(self.dataset.issues)}
+
+
+@dataclass
+class _Teacher:
+    """Steps 2-3: the teacher's cached features (train views, validation, selection,
+    unseen) and what the manifest says of it."""
+
+    train: FeatureCache
+    val: FeatureCache
+    select: FeatureCache
+    unseen: Optional[FeatureCache]
+    info: dict[str, Any]
+    macs: Optional[int]
+
+
+@dataclass
+class _Student:
+    """Steps 4-5b: the trained student, its training record and its whitening."""
+
+    model: StudentEncoder
+    result: TrainResult
+    choice: Optional[WhiteningChoice]
+
+    @property
+    def transform(self) -> Optional[Callable[[np.ndarray], np.ndarray]]:
+        choice = self.choice
+        return choice.whitening.apply if choice is not None and choice.whitening else None
+
+    def device(self, vectors: np.ndarray) -> np.ndarray:
+        """Unit vectors as the device ends with them (after the whitening)."""
+        transform = self.transform
+        return vectors if transform is None else transform(vectors)
+
+
+def _read_data(options: ExportOptions, log: Log) -> tuple[_Data, Optional[EventLog]]:
+    log(f"scanning {options.images} ...")
+    ds = scan_images(options.images, items_csv=options.data.items, progress=True)
+    events = None
+    if options.events is not None:  # fail fast: before anything slow
+        events = read_scorer_events(options.events, [r.item_id for r in ds.records],
+                                    options.scorer)
+        log(f"events: {events.report.summary()}")
+    train, val = _train_val(ds, options)
+    extra = [replace(r, label=None) for folder in options.data.extra_images
+             for r in scan_images(folder, progress=True).records]
+    unseen = (scan_images(options.data.eval_unseen, progress=True).records
+              if options.data.eval_unseen else [])
+    train, select = selection_split(train, options.data.select_fraction, options.seed + 1, log)
+    data = _Data(ds, train, select, val, extra, unseen,
+                 sorted({r.label for r in train if r.label is not None}))
+    log(f"data: {len(train)} train, {len(select)} epoch selection, {len(val)} validation, "
+        f"{len(extra)} extra, {len(unseen)} unseen; {len(ds.issues)} issue(s) reported")
+    return data, events
+
+
+def _teacher_source(options: ExportOptions, work: Path, log: Log) -> Path:
+    source = options.teacher.source or default_teacher()
+    if source is None:
+        raise ExportError("No teacher given and no shipped teacher found; pass --teacher MODEL.")
+    if not str(source).startswith(TORCHVISION_PREFIX):
+        return Path(source)
+    weights = options.teacher.weights
+    if weights is None:
+        raise ExportError(f"--teacher {source} needs --teacher-weights FILE (the "
+                          "architecture's pretrained state_dict; nothing is downloaded).")
+    log(f"building the {source} teacher from {weights} ...")
+    return torchvision_teacher(str(source), weights, work,
+                               mean=options.teacher.mean or IMAGENET_MEAN,
+                               std=options.teacher.std or IMAGENET_STD)
+
+
+def _teacher_features(options: ExportOptions, data: _Data, work: Path, log: Log) -> _Teacher:
+    teacher = Teacher.load(_teacher_source(options, work, log), work, mean=options.teacher.mean,
+                           std=options.teacher.std)
+    try:
+        tr = _feature_cache(data.pool, options.distill.views, teacher, options, work, "train")
+        va = _feature_cache(data.val, 1, teacher, options, work, "validation")
+        se = (_feature_cache(data.select, 1, teacher, options, work, "selection")
+              if data.select else va)
+        un = (_feature_cache(data.unseen, 1, teacher, options, work, "unseen")
+              if data.unseen else None)
+        macs = (tflite_macs(teacher.bundle.artifact_path(teacher.encoder.artifact))
+                if teacher.engine is Engine.TFLITE else None)
+        return _Teacher(tr, va, se, un, teacher.describe(), macs)
+    finally:
+        teacher.close()
+
+
+def _train(options: ExportOptions, data: _Data, feats: _Teacher, work: Path,
+           log: Log) -> _Student:
+    config = options.student.config()
+    model = StudentEncoder(config)
+    labels = data.pool_labels()
+    select_labels = data.labels(data.select) if data.select else data.labels(data.val)
+    log(f"training {options.student.name} ({config.image_size}px, {config.dim}-d) for up to "
+        f"{options.distill.epochs} epochs ...")
+    result = train_student(
+        model, views=feats.train.views, features=feats.train.features,
+        views_per_item=feats.train.views_per_item, labels=labels,
+        val_views=np.asarray(feats.select.views), val_labels=select_labels,
+        config=options.distill, checkpoint_dir=work / "checkpoints", resume=options.resume,
+        log=lambda row: log(
+            f"  epoch {row['epoch'] + 1}: loss {row['loss']:.3f}  val mAP@10 "
+            f"{row['val_map@10']:.3f}  ({row['seconds']:.0f} s)"),
+    )
+    # the whitening, fitted on training images, its power picked on the selection images
+    choice = _whitening(model, feats.train, labels, np.asarray(feats.select.views),
+                        select_labels, options, log)
+    return _Student(model, result, choice)
+
+
+def _build(options: ExportOptions, data: _Data, student: _Student, work: Path,
+           log: Log) -> BuiltArtifacts:
+    """fp32 and int8 files, gated against the torch student (after the whitening)."""
+    pre = _pre(options)
+    rng = np.random.default_rng(options.seed)
+    pick = sorted(rng.permutation(len(data.train))[: options.quantization.calibration_images])
+    x_cal = preprocess([data.train[i].path for i in pick], pre)
+    folder = work / "artifacts"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir()
+    return build_artifacts(student.model, pre, folder,
+                           x_val=preprocess([r.path for r in data.val], pre),
+                           val_labels=data.labels(data.val), x_cal=x_cal,
+                           allow_gate_failure=options.quantization.allow_gate_failure,
+                           first_remedy_only=options.quick, transform=student.transform,
+                           target=options.quantization.target, log=log)
+
+
+def _quality(options: ExportOptions, data: _Data, feats: _Teacher, student: _Student,
+             built: BuiltArtifacts) -> dict[str, Any]:
+    """Same-label mAP@10 of the teacher, the torch student (whitened as on the device, and
+    without the whitening) and every file, on seen and unseen labels."""
+    pre = _pre(options)
+    sets = {"seen": (data.val, feats.val)}
+    if data.unseen and feats.unseen is not None:
+        sets["unseen"] = (data.unseen, feats.unseen)
+    quality: dict[str, Any] = {"teacher": {}, "student_torch_fp32": {}}
+    if student.transform is not None:
+        quality["student_torch_fp32_unwhitened"] = {}
+    for name, (records, cache) in sets.items():
+        key, labels = f"{name}_map@10", data.labels(records)
+        x = preprocess([r.path for r in records], pre)
+        raw = _torch_embed(student.model, x)
+        quality["teacher"][key] = label_retrieval(np.asarray(cache.features, np.float32),
+                                                  labels).map_at_k
+        quality["student_torch_fp32"][key] = label_retrieval(student.device(raw),
+                                                             labels).map_at_k
+        if student.transform is not None:
+            quality["student_torch_fp32_unwhitened"][key] = label_retrieval(raw,
+                                                                            labels).map_at_k
+        for art in built.artifacts:
+            value = (built.parity[art.key].map_candidate if name == "seen"
+                     else label_retrieval(built.embed(art, x), labels).map_at_k)
+            quality.setdefault(art.key, {})[key] = value
+    return quality
+
+
+def _scorer(options: ExportOptions, events: Optional[EventLog], data: _Data, student: _Student,
+            built: BuiltArtifacts, work: Path, log: Log) -> Optional[ScorerBuild]:
+    """The personalised scorer, on the vectors a catalog built with the bundle will hold."""
+    if events is None:
+        return None
+    records = data.dataset.records
+    ids = [r.item_id for r in records]
+    fp32 = next(a for a in built.artifacts if a.precision is Precision.FP32)
+    log(f"embedding {len(ids)} items with {fp32.key} for the scorer ...")
+    vectors = student.device(_item_vectors([r.path for r in records], fp32.source,
+                                           _pre(options)))
+    return train_and_export_scorer(events, ids, vectors, work / "scorer", options.scorer,
+                                   log=log, vectors_source={"source": fp32.key,
+                                                            "items": len(ids)})
+
+
+def _records(options: ExportOptions, data: _Data, feats: _Teacher, student: _Student,
+             built: BuiltArtifacts, quality: dict[str, Any], scorer: Optional[ScorerBuild],
+             t0: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The manifest's ``metrics`` and ``recipe``."""
+    config, result, choice = options.student.config(), student.result, student.choice
+    student_macs = torch_macs(student.model, config.image_size)
+    teacher_macs = feats.macs
+    metrics = {
+        "quality": quality,
+        "parity": {k: v.to_dict() for k, v in built.parity.items()},
+        "quantization": built.ladder_records,
+        "gate_failures": built.gate_failures,
+        "whitening": choice.to_dict() if choice is not None else {"power": None},
+        "macs": {"student": student_macs, "teacher": teacher_macs,
+                 "ratio": (teacher_macs / student_macs) if teacher_macs else None},
+        "training": {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                     "stopped": result.stopped, "minutes": result.seconds / 60},
+        "data": data.counts(),
+        "export_minutes": (time.perf_counter() - t0) / 60,
+    }
+    recipe = {"student": options.student.name, "width": config.width,
+              "image_size": config.image_size, "dim": config.dim,
+              "views": options.distill.views, "view_recipe": VIEW_RECIPE,
+              "distill": asdict(options.distill), "whiten": options.student.whiten,
+              "int8_target": options.quantization.target.value,
+              "labels": data.label_names, "quick": options.quick, "seed": options.seed}
+    if scorer is not None:
+        metrics["scorer"] = scorer.metrics
+        recipe["scorer"] = scorer.recipe
+    return metrics, recipe
+
+
+def _report(options: ExportOptions, work: Path, data: _Data, feats: _Teacher,
+            student: _Student, built: BuiltArtifacts, metrics: dict[str, Any],
+            recipe: dict[str, Any]) -> dict[str, Path]:
+    """The HTML report and its pictures; returns the files the bundle carries for people."""
+    from edgerec.export.report import plot_curves, plot_neighbours, write_html_report
+
+    folder = work / "report"
+    folder.mkdir(exist_ok=True)
+    val_labels = data.labels(data.val)
+    curves = plot_curves(student.result.history, folder / "curves.png")
+    reference = student.device(_torch_embed(student.model, preprocess(
+        [r.path for r in data.val], _pre(options))))
+    grid = plot_neighbours(np.asarray(feats.val.views), reference, val_labels,
+                           folder / "neighbours.png")
+    parity_rows = [{"artifact": k, **v.to_dict(), "size_kb": round(built.sizes[k] / 1024)}
+                   for k, v in built.parity.items()]
+    choice = student.choice
+    report = write_html_report(
+        folder / "report.html", title=f"edgerec export: {Path(options.out).name}",
+        summary=[{"model": k, **v} for k, v in metrics["quality"].items()],
+        artifacts=parity_rows,
+        data={"counts": data.dataset.to_report().get("counts", {}),
+              "issues": [i.to_dict() for i in data.dataset.issues]},
+        curves=curves, neighbours=grid, recipe=recipe,
+        whitening=choice.to_dict() if choice is not None else None)
+    atomic_write_text(folder / "history.json", json.dumps(student.result.history, indent=1))
+    return {"report/report.html": report, "report/curves.png": curves,
+            "report/neighbours.png": grid, "report/history.json": folder / "history.json"}
+
+
 def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
     """Run the whole export (see the module docstring); returns the verified bundle.
 
@@ -218,197 +481,42 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
     out = Path(options.out)
     if out.exists() and not (options.force or options.resume):
         raise ExportError(f"{out} already exists; pass --force to replace it (or --resume).")
-    if options.student not in STUDENTS:
-        raise ExportError(f"Unknown student {options.student!r}; choose from {sorted(STUDENTS)}.")
+    if options.quick:
+        log("--quick: a smoke configuration (96 px, 2 epochs, 8 images per label), not a model "
+            "to ship")
     work = Path(options.work_dir) if options.work_dir else out.parent / f"{out.name}.work"
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(options.seed)
-
-    # 1. data
-    log(f"scanning {options.images} ...")
-    ds = scan_images(options.images, items_csv=options.items, progress=True)
-    events = None
-    if options.events is not None:  # fail fast: before anything slow
-        events = read_scorer_events(options.events, [r.item_id for r in ds.records],
-                                    options.scorer)
-        log(f"events: {events.report.summary()}")
-    train, val = _train_val(ds, options)
-    extra: list[ImageRecord] = []
-    extra_reports = []
-    for folder in options.extra_images:
-        eds = scan_images(folder, progress=True)
-        extra += [replace(r, label=None) for r in eds.records]
-        extra_reports.append(eds.to_report())
-    unseen = scan_images(options.eval_unseen, progress=True).records if options.eval_unseen else []
-    train, select = selection_split(train, options.select_fraction, options.seed + 1, log)
-    label_names = sorted({r.label for r in train if r.label is not None})
-    log(f"data: {len(train)} train, {len(select)} epoch selection, {len(val)} validation, "
-        f"{len(extra)} extra, {len(unseen)} unseen; {len(ds.issues)} issue(s) reported")
-
-    # 2. teacher and 3. cached teacher features
-    teacher_source = options.teacher or default_teacher()
-    if teacher_source is None:
-        raise ExportError("No teacher given and no shipped teacher found; pass --teacher MODEL.")
-    if str(teacher_source).startswith(TORCHVISION_PREFIX):
-        if options.teacher_weights is None:
-            raise ExportError(f"--teacher {teacher_source} needs --teacher-weights FILE (the "
-                              "architecture's pretrained state_dict; nothing is downloaded).")
-        log(f"building the {teacher_source} teacher from {options.teacher_weights} ...")
-        teacher_source = torchvision_teacher(
-            str(teacher_source), options.teacher_weights, work,
-            mean=options.teacher_mean or IMAGENET_MEAN, std=options.teacher_std or IMAGENET_STD)
-    teacher = Teacher.load(teacher_source, work, mean=options.teacher_mean,
-                           std=options.teacher_std)
-    try:
-        pool = train + extra
-        tr = _feature_cache(pool, options.views, teacher, options, work, "train")
-        va = _feature_cache(val, 1, teacher, options, work, "validation")
-        se = (_feature_cache(select, 1, teacher, options, work, "selection")
-              if select else va)
-        un = (_feature_cache(unseen, 1, teacher, options, work, "unseen")
-              if unseen else None)
-        teacher_info = teacher.describe()
-        teacher_macs = (tflite_macs(teacher.bundle.artifact_path(teacher.encoder.artifact))
-                        if teacher.engine is Engine.TFLITE else None)
-    finally:
-        teacher.close()
-
-    # 4. student and 5. distillation
-    model = create_student(options.student, width=options.width, dim=options.dim,
-                           image_size=options.image_size)
-    labels = np.array([label_names.index(r.label) if r.label in label_names else -1
-                       for r in pool])
-    val_labels = np.array([r.label for r in val])
-    select_labels = np.array([r.label for r in select]) if select else val_labels
-    log(f"training {options.student} ({options.image_size}px, {options.dim}-d) for up to "
-        f"{options.distill.epochs} epochs ...")
-    result: TrainResult = train_student(
-        model, views=tr.views, features=tr.features, views_per_item=tr.views_per_item,
-        labels=labels, val_views=np.asarray(se.views), val_labels=select_labels,
-        config=options.distill, checkpoint_dir=work / "checkpoints", resume=options.resume,
-        log=lambda row: log(
-            f"  epoch {row['epoch'] + 1}: loss {row['loss']:.3f}  val mAP@10 "
-            f"{row['val_map@10']:.3f}  ({row['seconds']:.0f} s)"),
-    )
-    # 5b. whitening, fitted on training images, its power picked on the selection images
-    choice = _whitening(model, tr, labels, np.asarray(se.views), select_labels, options, log)
-    transform = choice.whitening.apply if choice is not None and choice.whitening else None
-
-    # 6. fp32 and int8 artifacts, gated against the torch student
-    pre = _pre(options)
-    x_val = preprocess([r.path for r in val], pre)
-    x_unseen = preprocess([r.path for r in unseen], pre) if unseen else None
-    cal_rng = np.random.default_rng(options.seed)
-    cal_records = [train[i] for i in sorted(cal_rng.permutation(len(train))[
-        : options.calibration_images])]
-    x_cal = preprocess([r.path for r in cal_records], pre)
-    artifacts_dir = work / "artifacts"
-    if artifacts_dir.exists():
-        shutil.rmtree(artifacts_dir)
-    artifacts_dir.mkdir()
-    built = build_artifacts(model, pre, artifacts_dir, x_val=x_val, val_labels=val_labels,
-                            x_cal=x_cal, allow_gate_failure=options.allow_gate_failure,
-                            first_remedy_only=options.quick, transform=transform, log=log)
-
-    # 7. quality of every artifact, seen and unseen, next to the teacher (after the whitening,
-    # as the device computes vectors; the torch student also without it, for comparison)
-    def device(vectors: np.ndarray) -> np.ndarray:
-        return vectors if transform is None else transform(vectors)
-
-    raw_val = _torch_embed(model, x_val)
-    ref_val = device(raw_val)
-    quality: dict[str, Any] = {
-        "teacher": {"seen_map@10": label_retrieval(np.asarray(va.features, np.float32),
-                                                   val_labels).map_at_k},
-        "student_torch_fp32": {"seen_map@10": label_retrieval(ref_val, val_labels).map_at_k},
-    }
-    if transform is not None:
-        quality["student_torch_fp32_unwhitened"] = {
-            "seen_map@10": label_retrieval(raw_val, val_labels).map_at_k}
-    if un is not None and x_unseen is not None:
-        unseen_labels = np.array([r.label for r in unseen])
-        quality["teacher"]["unseen_map@10"] = label_retrieval(
-            np.asarray(un.features, np.float32), unseen_labels).map_at_k
-        raw_unseen = _torch_embed(model, x_unseen)
-        quality["student_torch_fp32"]["unseen_map@10"] = label_retrieval(
-            device(raw_unseen), unseen_labels).map_at_k
-        if transform is not None:
-            quality["student_torch_fp32_unwhitened"]["unseen_map@10"] = label_retrieval(
-                raw_unseen, unseen_labels).map_at_k
-    for art in built.artifacts:
-        quality[art.key] = {"seen_map@10": built.parity[art.key].map_candidate}
-        if un is not None and x_unseen is not None:
-            quality[art.key]["unseen_map@10"] = label_retrieval(
-                built.embed(art, x_unseen), unseen_labels).map_at_k
-    scorer = None
-    if events is not None:  # 7b. the personalised scorer, on the vectors a catalog will hold
-        ids = [r.item_id for r in ds.records]
-        fp32 = next(a for a in built.artifacts if a.precision is Precision.FP32)
-        log(f"embedding {len(ids)} items with {fp32.key} for the scorer ...")
-        vectors = device(_item_vectors([r.path for r in ds.records], fp32.source, pre))
-        scorer = train_and_export_scorer(
-            events, ids, vectors, work / "scorer", options.scorer, log=log,
-            vectors_source={"source": fp32.key, "items": len(ids)})
-    student_macs = torch_macs(model, options.image_size)
-    metrics = {
-        "quality": quality,
-        "parity": {k: v.to_dict() for k, v in built.parity.items()},
-        "quantization": built.ladder_records,
-        "gate_failures": built.gate_failures,
-        "whitening": choice.to_dict() if choice is not None else {"power": None},
-        "macs": {"student": student_macs, "teacher": teacher_macs,
-                 "ratio": (teacher_macs / student_macs) if teacher_macs else None},
-        "training": {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                     "stopped": result.stopped, "minutes": result.seconds / 60},
-        "data": {"train": len(train), "validation": len(val), "extra": len(extra),
-                 "epoch_selection": len(select),
-                 "unseen": len(unseen), "issues": len(ds.issues)},
-        "export_minutes": (time.perf_counter() - t0) / 60,
-    }
-    if scorer is not None:
-        metrics["scorer"] = scorer.metrics
-    recipe = {"student": options.student, "width": options.width,
-              "image_size": options.image_size, "dim": options.dim, "views": options.views,
-              "view_recipe": VIEW_RECIPE, "distill": asdict(options.distill),
-              "whiten": options.whiten,
-              "labels": label_names, "quick": options.quick, "seed": options.seed}
-    if scorer is not None:
-        recipe["scorer"] = scorer.recipe
-
-    # 8. report and bundle
-    from edgerec.export.report import plot_curves, plot_neighbours, write_html_report
-
-    report_dir = work / "report"
-    report_dir.mkdir(exist_ok=True)
-    curves = plot_curves(result.history, report_dir / "curves.png")
-    grid = plot_neighbours(np.asarray(va.views), ref_val, val_labels, report_dir / "neighbours.png")
-    summary = [{"model": k, **v} for k, v in quality.items()]
-    parity_rows = [{"artifact": k, **v.to_dict(),
-                    "size_kb": round(built.sizes[k] / 1024)} for k, v in built.parity.items()]
-    report = write_html_report(
-        report_dir / "report.html", title=f"edgerec export: {out.name}", summary=summary,
-        artifacts=parity_rows, data={"counts": ds.to_report().get("counts", {}),
-                                     "issues": [i.to_dict() for i in ds.issues]},
-        curves=curves, neighbours=grid, recipe=recipe,
-        whitening=choice.to_dict() if choice is not None else None)
-    (report_dir / "history.json").write_text(json.dumps(result.history, indent=1))
-    weights = list(scorer.weights) if scorer else []
-    if choice is not None and choice.whitening is not None:
-        choice.whitening.save(work / "whitening.npz")
-        weights.append(NewWeights(source=work / "whitening.npz", role=Role.ENCODER,
-                                  precision=Precision.FP32, format=WHITENING_FORMAT,
-                                  file="encoder.whitening.npz"))
-    bundle = write_bundle(
-        out, artifacts=[*built.artifacts, *(scorer.artifacts if scorer else ())],
-        weights=weights,
-        preprocessing=pre, embedding_dim=options.dim, name=out.name, teacher=teacher_info,
-        metrics=metrics, recipe=recipe, force=True,
-        extra_files={"report/report.html": report, "report/curves.png": curves,
-                     "report/neighbours.png": grid,
-                     "report/history.json": report_dir / "history.json"},
-    )
+    data, events = _read_data(options, log)
+    feats = _teacher_features(options, data, work, log)
+    student = _train(options, data, feats, work, log)
+    built = _build(options, data, student, work, log)
+    quality = _quality(options, data, feats, student, built)
+    scorer = _scorer(options, events, data, student, built, work, log)
+    metrics, recipe = _records(options, data, feats, student, built, quality, scorer, t0)
+    extra_files = _report(options, work, data, feats, student, built, metrics, recipe)
+    bundle = _write(options, out, work, student, built, scorer, feats.info, metrics, recipe,
+                    extra_files)
     log(f"wrote {bundle.path} ({', '.join(a.key for a in bundle.artifacts())}) in "
         f"{metrics['export_minutes']:.1f} min; report: {bundle.path / 'report' / 'report.html'}")
     return ExportResult(bundle=bundle, metrics=metrics, report=bundle.path / "report/report.html",
                         seconds=time.perf_counter() - t0)
 
+
+def _write(options: ExportOptions, out: Path, work: Path, student: _Student,
+           built: BuiltArtifacts, scorer: Optional[ScorerBuild], teacher: dict[str, Any],
+           metrics: dict[str, Any], recipe: dict[str, Any],
+           extra_files: dict[str, Path]) -> Bundle:
+    weights = list(scorer.weights) if scorer else []
+    choice = student.choice
+    if choice is not None and choice.whitening is not None:
+        choice.whitening.save(work / "whitening.npz")
+        weights.append(NewWeights(source=work / "whitening.npz", role=Role.ENCODER,
+                                  precision=Precision.FP32, format=WHITENING_FORMAT,
+                                  file="encoder.whitening.npz"))
+    return write_bundle(
+        out, artifacts=[*built.artifacts, *(scorer.artifacts if scorer else ())],
+        weights=weights, preprocessing=_pre(options),
+        embedding_dim=options.student.config().dim, name=out.name, teacher=teacher,
+        metrics=metrics, recipe=recipe, force=True, extra_files=extra_files,
+    )

@@ -16,21 +16,14 @@ Students start from random weights (nothing is downloaded) and are built for exp
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import torch
+from edgerec.export.options import StudentConfig, resolve_student
 from torch import nn
 from torchvision.models import mobilenet_v3_large, mobilenet_v3_small
 
-__all__ = [
-    "STUDENTS",
-    "SpatialMean",
-    "StudentConfig",
-    "StudentEncoder",
-    "create_student",
-    "resolve_student",
-]
+__all__ = ["SpatialMean", "StudentEncoder", "create_student"]
 
 
 class SpatialMean(nn.Module):
@@ -48,52 +41,10 @@ def _replace_adaptive_pools(module: nn.Module) -> None:
             _replace_adaptive_pools(child)
 
 
-@dataclass(frozen=True)
-class StudentConfig:
-    """A student recipe.
-
-    Attributes:
-        arch: ``"mobilenet_v3_small"`` or ``"mobilenet_v3_large"``.
-        width: width multiplier of the torchvision body.
-        dim: embedding dimension D.
-        image_size: square input side the student is trained and served at.
-        hidden: width of the head's hidden layer (0: a single linear layer).
-        dropout: dropout before the embedding layer (training only).
-        bn_momentum: BatchNorm momentum for every BatchNorm layer.
-    """
-
-    arch: str = "mobilenet_v3_small"
-    width: float = 1.0
-    dim: int = 128
-    image_size: int = 192
-    hidden: int = 1024
-    dropout: float = 0.1
-    bn_momentum: float = 0.1
-
-
 _BODIES: dict[str, Callable[..., nn.Module]] = {
     "mobilenet_v3_small": mobilenet_v3_small,
     "mobilenet_v3_large": mobilenet_v3_large,
 }
-
-STUDENTS: dict[str, StudentConfig] = {
-    "mobilenet_v3_small": StudentConfig(),
-    "mobilenet_v3_small_160": StudentConfig(image_size=160),
-    "mobilenet_v3_small_075": StudentConfig(width=0.75),
-    "mobilenet_v3_large": StudentConfig(arch="mobilenet_v3_large"),
-}
-"""Named recipes (the first is the export's default: 192 px, 128-d, width 1.0)."""
-
-
-def resolve_student(name: str = "mobilenet_v3_small", **overrides: Any) -> StudentConfig:
-    """The registered recipe ``name`` with the ``overrides`` that are not None.
-
-    Raises:
-        ValueError: an unknown name or field.
-    """
-    if name not in STUDENTS:
-        raise ValueError(f"unknown student {name!r}; registered: {sorted(STUDENTS)}")
-    return replace(STUDENTS[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
 class StudentEncoder(nn.Module):

@@ -19,11 +19,10 @@ from edgerec.sdk.errors import EdgeRecError
 from edgerec.sdk.files import sha256_file
 from edgerec.sdk.image import Layout
 
-__all__ = ["DEFAULT_TEACHER", "Teacher"]
+__all__ = ["Teacher"]
 
 PathLike = Union[str, os.PathLike]
 
-DEFAULT_TEACHER = "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
 
 
 class Teacher:

@@ -35,41 +35,12 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from edgerec.export.options import DistillConfig
 from edgerec.sdk.evaluation.retrieval import label_retrieval
 from edgerec.sdk.files import atomic_write
 from torch import nn
 
-__all__ = [
-    "DistillConfig", "TrainResult", "embed_views", "recalibrate_batchnorm", "train_student",
-]
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """Training recipe (see the module docstring for the terms)."""
-
-    epochs: int = 24
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    w_relational: float = 1.0
-    w_cosine: float = 0.5
-    w_label: float = 1.0
-    tau_teacher: float = 0.05
-    tau_student: float = 0.05
-    queue_size: int = 4096
-    label_scale: float = 16.0
-    label_smoothing: float = 0.1
-    label_decay_from: float = 0.6  # training progress (0..1) after which w_label ramps ...
-    w_label_end: float = 0.5  # ... linearly down to this weight at the end
-    ema_decay: float = 0.995  # > 0: evaluate and keep an exponential moving average of weights
-    patience: int = 8
-    max_minutes: Optional[float] = None
-    seed: int = 0
-    threads: int = 2
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+__all__ = ["TrainResult", "embed_views", "recalibrate_batchnorm", "train_student"]
 
 
 @dataclass

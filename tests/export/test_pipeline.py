@@ -12,7 +12,8 @@ import pytest
 from conftest import SAMPLE, TINY_ONNX, sample_images
 from edgerec.export.data.scan import ImageRecord
 from edgerec.export.errors import ExportError
-from edgerec.export.pipeline import ExportOptions, export_bundle, selection_split
+from edgerec.export.options import DataOptions, ExportOptions, StudentOptions, TeacherOptions
+from edgerec.export.pipeline import export_bundle, selection_split
 from edgerec.export.scorer.bundle import ScorerExportOptions
 from edgerec.sdk import Bundle, Encoder, EncoderOptions, Precision, Scorer
 from edgerec.sdk.cli.app import main
@@ -33,8 +34,9 @@ def quick_export(tmp_path_factory):
     for path in sorted((SAMPLE / "images" / "dress").glob("*.jpg"))[-5:]:
         shutil.copy(path, extra / path.name)
     options = ExportOptions(images=SAMPLE / "images", out=root / "bundle", quick=True,
-                            eval_unseen=unseen, extra_images=(extra,),
-                            events=SAMPLE / "items.csv", select_fraction=0.25, whiten=0.5,
+                            data=DataOptions(eval_unseen=unseen, extra_images=(extra,),
+                                             select_fraction=0.25),
+                            student=StudentOptions(whiten=0.5), events=SAMPLE / "items.csv",
                             scorer=ScorerExportOptions(user_column="owner_id"))
     return export_bundle(options, log=lambda _m: None)
 
@@ -92,7 +94,7 @@ def test_the_export_ships_its_whitening_and_the_device_applies_it(quick_export):
 def test_export_refuses_a_bad_whiten_value_before_anything_is_written(tmp_path, value):
     with pytest.raises(ExportError, match="whiten"):
         export_bundle(ExportOptions(images=SAMPLE / "images", out=tmp_path / "b", quick=True,
-                                    whiten=value), log=lambda _m: None)
+                                    student=StudentOptions(whiten=value)), log=lambda _m: None)
     assert not (tmp_path / "b").exists()
 
 
@@ -142,7 +144,7 @@ def test_export_refuses_an_existing_output(quick_export, capsys):
 
 def test_distill_overrides_parse_every_field_type_and_refuse_unknown_keys(tmp_path, capsys):
     from edgerec.export.cli import _distill_overrides
-    from edgerec.export.distill.train import DistillConfig
+    from edgerec.export.options import DistillConfig
 
     config = _distill_overrides(DistillConfig(), ["ema_decay=0.995", "epochs=7",
                                                   "max_minutes=2.5"])
@@ -166,14 +168,15 @@ def test_export_refuses_a_teacher_that_is_not_a_model(tmp_path):
     bad.write_bytes(b"definitely not onnx")
     with pytest.raises(ExportError, match="teacher"):
         export_bundle(ExportOptions(images=SAMPLE / "images", out=tmp_path / "b", quick=True,
-                                    teacher=bad), log=lambda _m: None)
+                                    teacher=TeacherOptions(source=bad)), log=lambda _m: None)
     assert not (tmp_path / "b").exists()
 
 
 def test_a_float_teacher_needs_its_normalisation(tmp_path):
     with pytest.raises(ExportError, match="--teacher-mean"):
         export_bundle(ExportOptions(images=SAMPLE / "images", out=tmp_path / "b", quick=True,
-                                    teacher=TINY_ONNX), log=lambda _m: None)
+                                    teacher=TeacherOptions(source=TINY_ONNX)),
+                      log=lambda _m: None)
     assert not (tmp_path / "b").exists()
 
 
@@ -201,7 +204,8 @@ def test_selection_split_falls_back_to_validation_when_no_label_has_a_pair():
 def test_a_torchvision_teacher_needs_its_weights_file(tmp_path):
     with pytest.raises(ExportError, match="--teacher-weights"):
         export_bundle(ExportOptions(images=SAMPLE / "images", out=tmp_path / "b", quick=True,
-                                    teacher=Path("torchvision:resnet18")), log=lambda _m: None)
+                                    teacher=TeacherOptions(source=Path("torchvision:resnet18"))),
+                      log=lambda _m: None)
     assert not (tmp_path / "b").exists()
 
 

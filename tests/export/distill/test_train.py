@@ -11,7 +11,8 @@ from conftest import TEACHER, sample_images
 from edgerec.export.data.views import make_views
 from edgerec.export.distill.student import create_student
 from edgerec.export.distill.teacher import Teacher
-from edgerec.export.distill.train import DistillConfig, embed_views, train_student
+from edgerec.export.distill.train import embed_views, train_student
+from edgerec.export.options import DistillConfig
 from edgerec.sdk import load_image
 
 SIZE = 48
