@@ -109,7 +109,7 @@ def prepare() -> dict[str, Path]:
             force=True)
     out: dict[str, Path] = {}
     for name, path in bundles.items():
-        bundle = Bundle.load(path)
+        bundle = Bundle.open(path)
         cat = WORK / f"catalog-100k-{name}"
         if not (cat / "catalog.json").exists():
             print(f"building {cat.name} ...", file=sys.stderr, flush=True)
@@ -239,7 +239,7 @@ def work_photo(bundle: str, catalog: str, engine: str, kernel: str, n: int) -> d
     search_kernel.set_search_kernel(kernel)
     photos = _photos()
     options = EncoderOptions(engine=engine, num_threads=1)
-    with Recommender.create(bundle, catalog, encoder_options=options) as rec:
+    with Recommender.create_from_bundle_path(bundle, catalog, encoder_options=options) as rec:
         enc = rec.encoder()
         t = time.perf_counter()
         rec.similar(photos[0], k=K)  # first query: builds the kernel's copy
@@ -275,7 +275,7 @@ t0 = time.perf_counter()
 import json, sys
 import edgerec.sdk as sdk
 t1 = time.perf_counter()
-bundle = sdk.Bundle.load(sys.argv[1])
+bundle = sdk.Bundle.open(sys.argv[1])
 t2 = time.perf_counter()
 catalog = sdk.Catalog.open(sys.argv[2], readonly=True)
 t3 = time.perf_counter()
@@ -310,7 +310,7 @@ def work_rss(bundle: str, catalog: str, engine: str, kernel: str, n: int) -> dic
     search_kernel.set_search_kernel(kernel)
     photos = _photos()
     options = EncoderOptions(engine=engine, num_threads=1)
-    with Recommender.create(bundle, catalog, encoder_options=options) as rec:
+    with Recommender.create_from_bundle_path(bundle, catalog, encoder_options=options) as rec:
         rec.encoder()
         before = _vm_rss_mb()
         for i in range(n):
@@ -560,7 +560,7 @@ def _markdown(p: dict) -> str:
         "encoder runs on LiteRT).", "",
         "## (c) Start-up, fresh interpreter, median of "
         f"{len(p['startup_runs'])} runs (student bundle, 100k catalog)", "",
-        f"- `import edgerec.sdk`: {st['import_ms']:.0f} ms; `Bundle.load` (verifies hashes): "
+        f"- `import edgerec.sdk`: {st['import_ms']:.0f} ms; `Bundle.open` (verifies hashes): "
         f"{st['bundle_ms']:.0f} ms; `Catalog.open`: {st['open_ms']:.1f} ms; together "
         f"{st['import_bundle_open_ms']:.0f} ms.",
         f"- From spawning `python` to the catalog being open: {st['spawn_ms']:.0f} ms.",

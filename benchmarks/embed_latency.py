@@ -66,7 +66,7 @@ def prepare(exported: Path = EXPORTED) -> dict[str, Path]:
         for name, _, _ in EXPORTED_CONFIGS:
             bundles[name] = exported
     for b in set(bundles.values()):
-        Bundle.load(b)
+        Bundle.open(b)
     return bundles
 
 
@@ -170,7 +170,7 @@ def _describe(bundle: Path) -> str:
     from edgerec.sdk import Bundle, EdgeRecError
 
     try:
-        size = Bundle.load(bundle).preprocessing.input_size
+        size = Bundle.open(bundle).preprocessing.input_size
     except EdgeRecError:
         return f"not measured ({bundle} is not a readable bundle)"
     where = bundle.resolve()

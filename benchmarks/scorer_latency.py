@@ -116,9 +116,9 @@ def candidates(catalog: str | None, dim: int, n: int = 4096) -> np.ndarray:
 def run(bundle: str, catalog: str | None, mode: str, engine: str | None, precision: str,
         threads: int, candidates_per_query: int, iters: int) -> dict:
     """One configuration in this process: ms per ``score(u, V)`` call."""
-    from edgerec.sdk import Bundle, Scorer
+    from edgerec.sdk import Bundle, Scorer, ScorerOptions
 
-    b = Bundle.load(bundle)
+    b = Bundle.open(bundle)
     pool = candidates(catalog, b.embedding_dim)
     rng = np.random.default_rng(1)
     queries = []
@@ -127,8 +127,8 @@ def run(bundle: str, catalog: str | None, mode: str, engine: str | None, precisi
         u /= np.linalg.norm(u)
         top = np.argsort(-(pool @ u))[:candidates_per_query]
         queries.append((u.astype(np.float32), np.ascontiguousarray(pool[top])))
-    with Scorer.create_from_bundle(b, mode=mode, engine=engine, precision=precision,
-                                   num_threads=threads) as scorer:
+    options = ScorerOptions(mode=mode, engine=engine, precision=precision, num_threads=threads)
+    with Scorer.create_from_bundle(b, options) as scorer:
         key = scorer.key
         for q in range(20):
             scorer.score(*queries[q % len(queries)])
@@ -162,7 +162,7 @@ def main() -> None:
                                and bundle == str(REAL_BUNDLE) else None)
     from edgerec.sdk import Bundle, Role
 
-    have = {(a.engine.value, a.precision.value) for a in Bundle.load(bundle).artifacts(Role.SCORER)}
+    have = {(a.engine.value, a.precision.value) for a in Bundle.open(bundle).artifacts(Role.SCORER)}
     configs = [(*c, t) for t in args.threads for c in CONFIGS
                if c[0] == "folded" or (c[1], c[2]) in have]
     names = [f"{'folded numpy' if m == 'folded' else e} {p} {t}t" for m, e, p, t in configs]

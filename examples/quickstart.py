@@ -79,7 +79,7 @@ def main() -> None:
         with open(items_csv, newline="") as f:
             for row in csv.DictReader(f):
                 owners.setdefault(row["owner_id"], []).append(row["item_id"])
-    with Recommender.create(bundle, catalog_dir) as rec:
+    with Recommender.create_from_bundle(bundle, catalog_dir) as rec:
         alike = rec.similar(item_id=paths[len(paths) // 2].stem, k=3,
                             filters={"label": labels[len(paths) // 2]})
         owner, owned = max(owners.items(), key=lambda kv: len(kv[1])) if owners else ("", [])

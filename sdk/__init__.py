@@ -71,7 +71,7 @@ from edgerec.sdk.recommender import (
     Recommender,
     RecommenderOptions,
 )
-from edgerec.sdk.scorer import MlpWeights, Scorer, ScorerMode
+from edgerec.sdk.scorer import MlpWeights, Scorer, ScorerMode, ScorerOptions
 from edgerec.sdk.vectors import l2_normalize
 from edgerec.sdk.whitening import Whitening
 
@@ -125,6 +125,7 @@ __all__ = [
     "RuntimeUnavailableError",
     "Scorer",
     "ScorerMode",
+    "ScorerOptions",
     "SourceItem",
     "TensorSpec",
     "VectorDType",

@@ -124,7 +124,7 @@ class Encoder:
         cls, path: Union[str, os.PathLike], options: EncoderOptions = EncoderOptions()
     ) -> Encoder:
         """Load (and verify) the bundle at ``path``, then :meth:`create_from_bundle`."""
-        return cls.create_from_bundle(Bundle.load(path), options)
+        return cls.create_from_bundle(Bundle.open(path), options)
 
     @property
     def dim(self) -> int:

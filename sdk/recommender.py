@@ -3,7 +3,8 @@
 
 ::
 
-    with Recommender.create("bundle/", "shop.catalog", profiles="profiles.sqlite") as rec:
+    with Recommender.create_from_bundle_path("bundle/", "shop.catalog",
+                                             profiles="profiles.sqlite") as rec:
         rec.similar(item_id="sku-1", k=10, filters={"label": "shoes"})
         rec.similar("photo.jpg", k=10, diversity=0.3)
         rec.profiles.record("alice", Event("sku-1", EventKind.PURCHASE))
@@ -33,7 +34,7 @@ from typing import Any, Optional, Union, cast, overload
 
 import numpy as np
 from edgerec.sdk.bundle.bundle import Bundle
-from edgerec.sdk.bundle.manifest import Precision, Role, UserVectorRecipe
+from edgerec.sdk.bundle.manifest import Role, UserVectorRecipe
 from edgerec.sdk.catalog.catalog import Catalog
 from edgerec.sdk.catalog.checks import check_encoder_match
 from edgerec.sdk.catalog.matches import Matches
@@ -50,7 +51,7 @@ from edgerec.sdk.profile import (
     user_vector,
 )
 from edgerec.sdk.ranking import Candidates, CandidateSource, rank_for_user
-from edgerec.sdk.scorer import Scorer, ScorerMode
+from edgerec.sdk.scorer import Scorer, ScorerOptions
 
 __all__ = ["Recommendation", "Recommendations", "Recommender", "RecommenderOptions"]
 
@@ -80,11 +81,8 @@ class RecommenderOptions:
             never returned, whatever their weight. None: the bundle's recorded recipe.
         max_history: only the newest this many events of a history are used.
         use_scorer: re-rank with the bundle's scorer when it has one.
-        scorer_mode: how the scorer runs (:class:`~edgerec.sdk.scorer.ScorerMode`): ``auto``
-            (the folded numpy path when the bundle has its weights, the fastest measured on
-            x86; benchmarks/results/scorer_latency.md), ``folded``, or ``engine`` (an ONNX /
-            TFLite artifact, chosen by the encoder options' engine and ``scorer_precision``).
-        scorer_precision: ``fp32``/``int8`` for the engine path (None: fp32 first).
+        scorer: how the scorer runs (:class:`~edgerec.sdk.scorer.ScorerOptions`: the folded
+            numpy path or an engine artifact, its precision and threads).
     """
 
     candidates: Optional[int] = None
@@ -93,8 +91,7 @@ class RecommenderOptions:
     event_weights: Optional[Mapping[Any, float]] = field(default=None, hash=False)
     max_history: int = 1000
     use_scorer: bool = True
-    scorer_mode: ScorerMode = ScorerMode.AUTO
-    scorer_precision: Optional[Precision] = None
+    scorer: ScorerOptions = field(default_factory=ScorerOptions)
 
     def __post_init__(self) -> None:
         for name in ("candidates", "max_history"):
@@ -109,9 +106,8 @@ class RecommenderOptions:
             raise ValueError(f"half_life_days must be a positive number, got {self.half_life_days}")
         if self.event_weights is not None:
             object.__setattr__(self, "event_weights", event_weights(self.event_weights))
-        object.__setattr__(self, "scorer_mode", ScorerMode(self.scorer_mode))
-        if self.scorer_precision is not None:
-            object.__setattr__(self, "scorer_precision", Precision(self.scorer_precision))
+        if not isinstance(self.scorer, ScorerOptions):
+            raise TypeError(f"scorer must be ScorerOptions, got {self.scorer!r}")
 
 
 @dataclass(frozen=True)
@@ -191,7 +187,8 @@ _TOKEN = object()
 class Recommender:
     """A bundle and a catalog (and optionally a profile store) ready to answer queries.
 
-    Create with :meth:`create`; close with :meth:`close` or a ``with`` block. The image encoder
+    Create with :meth:`create_from_bundle` or :meth:`create_from_bundle_path`; close with
+    :meth:`close` or a ``with`` block. The image encoder
     is opened on the first photo query; the scorer (when the bundle has one) at creation.
     """
 
@@ -199,7 +196,7 @@ class Recommender:
                  options: RecommenderOptions, encoder_options: EncoderOptions,
                  profiles: Optional[ProfileStore], owned: list[Any]) -> None:
         if token is not _TOKEN:
-            raise TypeError("use Recommender.create(...)")
+            raise TypeError("use Recommender.create_from_bundle or create_from_bundle_path")
         self.bundle = bundle
         self.catalog = catalog
         self.options = options
@@ -221,21 +218,22 @@ class Recommender:
         """Weight per :class:`EventKind` (the options' over the bundle's recipe's)."""
 
     @classmethod
-    def create(
+    def create_from_bundle(
         cls,
-        bundle: Union[Bundle, PathLike],
+        bundle: Bundle,
         catalog: Union[Catalog, PathLike],
         options: RecommenderOptions = RecommenderOptions(),
         encoder_options: Optional[EncoderOptions] = None,
         *,
         profiles: Union[ProfileStore, PathLike, None] = None,
     ) -> Recommender:
-        """Load the bundle (verified) and open the catalog (read-only) unless given open.
+        """A recommender over a loaded ``bundle`` and a catalog (opened read-only when given
+        as a path).
 
         Objects passed in open stay the caller's to close; paths are opened and closed here.
-        ``encoder_options``: engine, precision and threads for the photo encoder and the scorer
-        (default ``EncoderOptions()``). ``profiles``: a :class:`ProfileStore` (or its path)
-        that lets :meth:`for_user` take a user id.
+        ``encoder_options``: engine, precision and threads of the photo encoder (default
+        ``EncoderOptions()``); the scorer runs as ``options.scorer`` says. ``profiles``: a
+        :class:`ProfileStore` (or its path) that lets :meth:`for_user` take a user id.
 
         Raises:
             EncoderMismatchError: the catalog was built with another encoder than the bundle's.
@@ -243,10 +241,11 @@ class Recommender:
                 that cannot be opened here (it is never skipped silently; pass
                 ``RecommenderOptions(use_scorer=False)`` to rank without it).
         """
+        if not isinstance(bundle, Bundle):
+            raise TypeError("create_from_bundle takes a Bundle; for a path use "
+                            "Recommender.create_from_bundle_path")
         owned: list[Any] = []
         try:
-            if not isinstance(bundle, Bundle):
-                bundle = Bundle.load(bundle)
             if not isinstance(catalog, Catalog):
                 catalog = Catalog.open(catalog, readonly=True)
                 owned.append(catalog)
@@ -255,14 +254,10 @@ class Recommender:
             if profiles is not None and not isinstance(profiles, ProfileStore):
                 profiles = ProfileStore.open(profiles)
                 owned.append(profiles)
-            encoder_options = encoder_options or EncoderOptions()
-            rec = cls(_TOKEN, bundle, catalog, options, encoder_options, profiles, owned)
+            rec = cls(_TOKEN, bundle, catalog, options, encoder_options or EncoderOptions(),
+                      profiles, owned)
             if options.use_scorer and bundle.has(Role.SCORER):
-                engine_path = options.scorer_mode is ScorerMode.ENGINE
-                rec._scorer = Scorer.create_from_bundle(
-                    bundle, num_threads=encoder_options.num_threads, mode=options.scorer_mode,
-                    engine=encoder_options.engine if engine_path else None,
-                    precision=options.scorer_precision)
+                rec._scorer = Scorer.create_from_bundle(bundle, options.scorer)
                 owned.append(rec._scorer)
         except BaseException:
             for obj in reversed(owned):
@@ -270,8 +265,22 @@ class Recommender:
             raise
         return rec
 
+    @classmethod
+    def create_from_bundle_path(
+        cls,
+        path: PathLike,
+        catalog: Union[Catalog, PathLike],
+        options: RecommenderOptions = RecommenderOptions(),
+        encoder_options: Optional[EncoderOptions] = None,
+        *,
+        profiles: Union[ProfileStore, PathLike, None] = None,
+    ) -> Recommender:
+        """Open (and verify) the bundle at ``path``, then :meth:`create_from_bundle`."""
+        return cls.create_from_bundle(Bundle.open(path), catalog, options, encoder_options,
+                                      profiles=profiles)
+
     def close(self) -> None:
-        """Close the encoder, the scorer and whatever :meth:`create` opened; idempotent."""
+        """Close the encoder, the scorer and whatever the constructor opened; idempotent."""
         with self._lock:
             if self._encoder is not None:
                 self._encoder.close()

@@ -54,7 +54,7 @@ from edgerec.sdk.errors import (
     RuntimeUnavailableError,
 )
 
-__all__ = ["MlpWeights", "Scorer", "ScorerMode"]
+__all__ = ["MlpWeights", "Scorer", "ScorerMode", "ScorerOptions"]
 
 
 
@@ -64,6 +64,36 @@ class ScorerMode(str, enum.Enum):
     AUTO = "auto"  # folded when the bundle has the fp32 weights and fp32 is wanted, else engine
     FOLDED = "folded"  # numpy, first layer folded into one GEMM per query (needs the weights)
     ENGINE = "engine"  # the scorer artifact on ONNX Runtime or LiteRT
+
+
+@dataclass(frozen=True)
+class ScorerOptions:
+    """How to run a bundle's scorer.
+
+    Attributes:
+        mode: :class:`ScorerMode`. ``auto``: the folded numpy path when the bundle has the
+            fp32 weights and neither an ``engine`` nor int8 ``precision`` is asked for (it is
+            faster than either engine for C in the hundreds; see
+            ``benchmarks/results/scorer_latency.md``), else an engine artifact; ``folded`` /
+            ``engine`` force one.
+        engine: the engine of the artifact (None: the first installed the bundle has).
+        precision: ``fp32``/``int8`` of the artifact (None: fp32 first).
+        num_threads: engine threads (numpy's folded path uses its BLAS's threads).
+    """
+
+    mode: ScorerMode = ScorerMode.AUTO
+    engine: Optional[Engine] = None
+    precision: Optional[Precision] = None
+    num_threads: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", ScorerMode(self.mode))
+        if self.engine is not None:
+            object.__setattr__(self, "engine", Engine(self.engine))
+        if self.precision is not None:
+            object.__setattr__(self, "precision", Precision(self.precision))
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1 or None, got {self.num_threads}")
 
 
 def _f32(name: str, value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -190,7 +220,7 @@ class Scorer:
     def __init__(self, token: object, bundle: Bundle, artifact: Optional[ArtifactSpec],
                  options: RuntimeOptions, weights: Optional[WeightsSpec] = None) -> None:
         if token is not _TOKEN:
-            raise TypeError("use Scorer.create_from_bundle(bundle)")
+            raise TypeError("use Scorer.create_from_bundle or create_from_bundle_path")
         dim = bundle.embedding_dim
         self.bundle = bundle
         self.artifact = artifact
@@ -222,21 +252,9 @@ class Scorer:
         self._runtime = open_runtime(bundle.artifact_path(artifact), artifact.engine, options)
 
     @classmethod
-    def create_from_bundle(
-        cls,
-        bundle: Bundle,
-        *,
-        engine: Optional[Engine] = None,
-        precision: Optional[Precision] = None,
-        num_threads: Optional[int] = None,
-        mode: ScorerMode = ScorerMode.AUTO,
-    ) -> Scorer:
-        """Open the bundle's scorer.
-
-        ``mode`` AUTO: the folded numpy path when the bundle has the fp32 weights and neither
-        an ``engine`` nor int8 ``precision`` was asked for, else the artifact for
-        ``engine``/``precision`` (None: first installed engine, fp32 first). FOLDED / ENGINE
-        force one. ``num_threads`` applies to engines (numpy uses its BLAS's threads).
+    def create_from_bundle(cls, bundle: Bundle,
+                           options: Optional[ScorerOptions] = None) -> Scorer:
+        """Open the bundle's scorer as ``options`` ask (see :class:`ScorerOptions`).
 
         Raises:
             ArtifactNotFoundError: no scorer (weights) for that mode/engine/precision.
@@ -244,10 +262,11 @@ class Scorer:
             BundleIntegrityError: the weights file does not match its sha256.
             ModelError: the scorer does not take ``[u, v, u*v]`` rows of this bundle's size.
         """
-        mode = ScorerMode(mode)
-        precision = Precision(precision) if precision is not None else None
+        options = options or ScorerOptions()
+        mode, engine, precision = options.mode, options.engine, options.precision
         weights = next(iter(bundle.weights(Role.SCORER)), None)
         fp32 = precision in (None, Precision.FP32)
+        runtime = RuntimeOptions(num_threads=options.num_threads)
         if mode is ScorerMode.FOLDED or (mode is ScorerMode.AUTO and weights is not None
                                          and engine is None and fp32):
             if weights is None or not fp32 or weights.precision is not Precision.FP32:
@@ -256,15 +275,21 @@ class Scorer:
                     f"bundle {bundle.path} has no fp32 scorer weights for the folded path (it "
                     f"has {have}); use mode='engine', or add a scorer with `edgerec scorer train`"
                 )
-            return cls(_TOKEN, bundle, None, RuntimeOptions(num_threads=num_threads), weights)
-        engines = available_engines() if engine is None else [Engine(engine)]
+            return cls(_TOKEN, bundle, None, runtime, weights)
+        engines = available_engines() if engine is None else [engine]
         if not engines:
             raise RuntimeUnavailableError(
                 "No inference engine is installed; `pip install edgerec[onnx]` or "
                 "`pip install edgerec[tflite]`."
             )
         artifact = bundle.select(Role.SCORER, engine, precision, engines)
-        return cls(_TOKEN, bundle, artifact, RuntimeOptions(num_threads=num_threads))
+        return cls(_TOKEN, bundle, artifact, runtime)
+
+    @classmethod
+    def create_from_bundle_path(cls, path: Union[str, os.PathLike],
+                                options: Optional[ScorerOptions] = None) -> Scorer:
+        """Open (and verify) the bundle at ``path``, then :meth:`create_from_bundle`."""
+        return cls.create_from_bundle(Bundle.open(path), options)
 
     @property
     def mode(self) -> ScorerMode:

@@ -57,14 +57,14 @@ class Teacher:
         source = Path(source)
         try:
             if source.is_dir():
-                bundle = Bundle.load(source)
+                bundle = Bundle.open(source)
             else:
                 if not source.is_file():
                     raise ExportError(f"No teacher model at {source}; pass --teacher MODEL.")
                 digest = sha256_file(source)
                 out = Path(work_dir) / f"teacher-{digest[:16]}"
                 if (out / "manifest.json").is_file():
-                    bundle = Bundle.load(out)
+                    bundle = Bundle.open(out)
                 else:
                     bundle = cls._wrap(source, out, mean, std)
             encoder = Encoder.create_from_bundle(
@@ -92,7 +92,7 @@ class Teacher:
             return import_model([source], out, options, force=True)
         except OSError as exc:
             if (out / "manifest.json").is_file():  # another process wrapped it first
-                return Bundle.load(out)
+                return Bundle.open(out)
             raise ExportError(
                 f"Could not wrap the teacher {source} as a bundle in {out.parent}: {exc}. Check "
                 "the free space and permissions of the work directory (--work-dir)."

@@ -1,7 +1,7 @@
 """Reading and verifying bundles.
 
 A bundle is a directory with ``manifest.json`` (the contract: :mod:`edgerec.sdk.bundle.manifest`)
-and the model and weights files it lists. :meth:`Bundle.load` refuses a bundle whose files are
+and the model and weights files it lists. :meth:`Bundle.open` refuses a bundle whose files are
 missing, do not match their sha256, or point outside the directory; :meth:`Bundle.read_weights`
 re-checks the sha256 of the very bytes it returns. Bundles are written by
 :func:`edgerec.sdk.bundle.writer.write_bundle`.
@@ -34,14 +34,14 @@ PathLike = Union[str, os.PathLike]
 
 
 class Bundle:
-    """A loaded, verified bundle. Construct with :meth:`load`."""
+    """A loaded, verified bundle. Construct with :meth:`open`."""
 
     def __init__(self, path: Path, manifest: Manifest):
         self.path = path
         self.manifest = manifest
 
     @classmethod
-    def load(cls, path: PathLike, *, verify: bool = True) -> Bundle:
+    def open(cls, path: PathLike, *, verify: bool = True) -> Bundle:
         """Read ``path/manifest.json`` and check every artifact.
 
         Args:
@@ -75,6 +75,8 @@ class Bundle:
         if verify:
             bundle.verify()
         return bundle
+
+    load = open  # TEMPORARY while the scorer work lands; removed in the vocabulary sweep
 
     def artifact_path(self, spec: Union[ArtifactSpec, WeightsSpec]) -> Path:
         """Absolute path of an artifact (or weights file), checked to exist inside the bundle
@@ -112,7 +114,7 @@ class Bundle:
     def read_weights(self, spec: WeightsSpec) -> bytes:
         """The bytes of a weights file, checked against its sha256 *as read* (so what the
         caller parses is exactly what the manifest lists, even if the file changed on disk
-        after :meth:`load`).
+        after :meth:`open`).
 
         Raises:
             BundleIntegrityError: the file is missing, outside the bundle, or modified.

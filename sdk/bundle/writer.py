@@ -229,4 +229,4 @@ def write_bundle(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Bundle.load(out)
+    return Bundle.open(out)

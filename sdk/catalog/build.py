@@ -134,7 +134,7 @@ def build_catalog(
         CatalogError: ``out`` exists with another ``dtype`` than the one asked for.
     """
     if not isinstance(bundle, Bundle):
-        bundle = Bundle.load(bundle)
+        bundle = Bundle.open(bundle)
     out = Path(out)
     exists = out.exists() and (not out.is_dir() or any(out.iterdir()))
     if exists:

@@ -47,7 +47,7 @@ def cmd_bundle_import(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle_info(args: argparse.Namespace) -> int:
-    bundle = Bundle.load(args.bundle, verify=False)
+    bundle = Bundle.open(args.bundle, verify=False)
     info = bundle.info()
     lines = [
         f"bundle        {info['path']}  ({info['name']})",
@@ -68,7 +68,7 @@ def cmd_bundle_info(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle_verify(args: argparse.Namespace) -> int:
-    bundle = Bundle.load(args.bundle, verify=True)
+    bundle = Bundle.open(args.bundle, verify=True)
     n = len(bundle.manifest.artifacts)
     emit(args, {"path": str(bundle.path), "ok": True, "artifacts": n},
           f"ok: {bundle.path}: {n} artifact(s) match their sha256")

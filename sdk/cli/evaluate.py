@@ -57,7 +57,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         engine=Engine(args.engine) if args.engine else None,
         precision=Precision(args.precision) if args.precision else None,
     )
-    bundle = Bundle.load(args.bundle)
+    bundle = Bundle.open(args.bundle)
     with Catalog.open(args.catalog, readonly=True) as catalog:
         log = read_events(args.events, known_items=set(catalog), user_column=args.user_column,
                           item_column=args.item_column)

@@ -71,7 +71,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     candidates = None if args.candidates is None else max(args.candidates, args.k)
     options = RecommenderOptions(candidates=candidates,
                                  use_scorer=not args.no_scorer)
-    with Recommender.create(args.bundle, args.catalog, options, encoder_options(args)) as rec:
+    with Recommender.create_from_bundle_path(args.bundle, args.catalog, options,
+                                             encoder_options(args)) as rec:
         if args.history is not None:
             recs = rec.for_user(args.history, args.k, filters=filters, exclude=args.exclude)
             asked = {e.item_id for e in args.history}

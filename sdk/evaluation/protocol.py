@@ -64,7 +64,7 @@ from edgerec.sdk.evaluation.ranking_metrics import (
 from edgerec.sdk.evaluation.results import EvaluationResult, ModelResult, SliceResult
 from edgerec.sdk.evaluation.task import CatalogData, EvalTask, build_task
 from edgerec.sdk.ranking import MatrixCandidates, rank_for_user
-from edgerec.sdk.scorer import Scorer
+from edgerec.sdk.scorer import Scorer, ScorerOptions
 
 __all__ = ["EvaluateOptions", "evaluate"]
 
@@ -325,7 +325,7 @@ def _recipe(bundle: Bundle, options: EvaluateOptions) -> tuple[UserVectorRecipe,
 
 def _load(bundle: Union[Bundle, PathLike], catalog: Union[Catalog, PathLike]
           ) -> tuple[Bundle, CatalogData]:
-    bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+    bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
     owned = not isinstance(catalog, Catalog)
     cat = Catalog.open(catalog, readonly=True) if owned else catalog
     try:
@@ -381,8 +381,8 @@ def evaluate(
     try:
         rankers: list[Ranker] = []
         if has_scorer(bundle):  # opened first: a scorer that cannot run fails fast
-            scorer = Scorer.create_from_bundle(bundle, engine=options.engine,
-                                               precision=options.precision)
+            scorer = Scorer.create_from_bundle(bundle, ScorerOptions(engine=options.engine,
+                                                                     precision=options.precision))
             rankers.append(DeviceRanker(scorer, task, data, candidates, tiebreak))
         else:
             warnings.insert(0, NO_SCORER_WARNING)

@@ -42,7 +42,7 @@ def quick_export(tmp_path_factory):
 
 
 def test_quick_export_writes_a_verified_bundle_with_metrics_and_report(quick_export):
-    bundle = Bundle.load(quick_export.bundle.path)
+    bundle = Bundle.open(quick_export.bundle.path)
     keys = {a.key for a in bundle.artifacts()}
     assert {"encoder/onnx/fp32", "encoder/tflite/fp32"} <= keys
     m = bundle.manifest.metrics
@@ -65,7 +65,7 @@ def test_the_export_ships_its_whitening_and_the_device_applies_it(quick_export):
     from edgerec.export.artifacts.parity import artifact_embeddings
     from edgerec.sdk import Engine, Role, Whitening, l2_normalize, preprocess
 
-    bundle = Bundle.load(quick_export.bundle.path)
+    bundle = Bundle.open(quick_export.bundle.path)
     assert bundle.manifest.format_version == 2
     (spec,) = bundle.weights(Role.ENCODER)
     whitening = Whitening.from_npz(bundle.read_weights(spec))
@@ -106,7 +106,7 @@ def test_cli_whiten_flag_refuses_junk(tmp_path, capsys):
 
 
 def test_export_with_events_ships_a_scorer_that_the_device_uses(quick_export):
-    bundle = Bundle.load(quick_export.bundle.path)
+    bundle = Bundle.open(quick_export.bundle.path)
     keys = {a.key for a in bundle.artifacts()}
     assert {"scorer/onnx/fp32", "scorer/tflite/fp32"} <= keys
     s = bundle.manifest.metrics["scorer"]
@@ -221,7 +221,7 @@ def test_cli_export_distils_from_a_torchvision_architecture_with_local_weights(t
                  "--teacher", "torchvision:mobilenet_v3_small", "--teacher-weights",
                  str(weights), "--quick", "--allow-gate-failure", "--json"])
     assert code == 0
-    bundle = Bundle.load(tmp_path / "b")
+    bundle = Bundle.open(tmp_path / "b")
     assert bundle.manifest.teacher["embedding_dim"] == 1024
     assert "torchvision-mobilenet_v3_small" in bundle.manifest.teacher["name"]
     whitening = bundle.manifest.metrics["whitening"]  # auto: powers tried upwards from 0.1

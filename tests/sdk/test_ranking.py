@@ -66,7 +66,7 @@ def test_the_recommender_and_the_evaluation_rank_alike(tiny_bundle, shop, tmp_pa
         data = CatalogData.load(cat)
     history = [Event(data.ids[i], "purchase", T0 + i) for i in (4, 17, 33)]
     options = RecommenderOptions(candidates=25)
-    with Recommender.create(bundle, shop, options) as rec, \
+    with Recommender.create_from_bundle(bundle, shop, options) as rec, \
             Scorer.create_from_bundle(bundle) as scorer:
         device = rec.for_user(history, k=8)
         u = rec.user_vector(history)

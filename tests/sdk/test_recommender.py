@@ -29,6 +29,7 @@ from edgerec.sdk import (
 from edgerec.sdk.bundle.manifest import ScorerRecord, UserVectorRecipe
 from edgerec.sdk.bundle.writer import NewArtifact, write_bundle
 from edgerec.sdk.recommender import NO_SCORER_NOTE, NOT_SHIPPED_NOTE, SCORER_OFF_NOTE
+from edgerec.sdk.scorer import ScorerOptions
 
 DAY = 86400.0
 T0 = 1_700_000_000.0
@@ -46,7 +47,7 @@ def shop(tiny_bundle, tmp_path_factory):
 
 @pytest.fixture()
 def rec(tiny_bundle, shop):
-    with Recommender.create(tiny_bundle, shop) as r:
+    with Recommender.create_from_bundle(tiny_bundle, shop) as r:
         yield r
 
 
@@ -90,7 +91,7 @@ def test_similar_applies_filters_and_exclusions(rec, shop):
 def test_similar_to_a_photo_finds_that_photo_first(teacher_bundle, tmp_path):
     items = [SourceItem(p.stem, p, {"label": label}) for p, label in sample_images(3)]
     build_catalog(teacher_bundle, tmp_path / "cat", items)
-    with Recommender.create(teacher_bundle, tmp_path / "cat") as rec:
+    with Recommender.create_from_bundle(teacher_bundle, tmp_path / "cat") as rec:
         photo, label = sample_images(3)[4]
         recs = rec.similar(photo.read_bytes(), k=3)
     assert recs[0].item_id == photo.stem and recs[0].score > 0.95
@@ -123,7 +124,8 @@ def test_for_user_excludes_seen_and_dismissed_items(tiny_bundle, shop, rec):
                Event(ids[2], "dismiss", T0)]
     recs = rec.for_user(history, k=20)
     assert len(recs) == 20 and not {ids[0], ids[1], ids[2]} & set(recs.ids)
-    with Recommender.create(tiny_bundle, shop, RecommenderOptions(exclude_seen=False)) as r2:
+    keep_seen = RecommenderOptions(exclude_seen=False)
+    with Recommender.create_from_bundle(tiny_bundle, shop, keep_seen) as r2:
         full = r2.for_user(history, k=100)
     assert {ids[0], ids[1]} <= set(full.ids) and ids[2] not in full.ids
 
@@ -204,7 +206,7 @@ def test_unknown_history_items_are_ignored_and_reported(rec, shop):
 def test_for_user_by_id_reads_the_profile_store_and_forget_erases_it(tiny_bundle, shop,
                                                                     tmp_path):
     ids = _ids(shop)
-    with Recommender.create(tiny_bundle, shop, profiles=tmp_path / "p.sqlite") as rec:
+    with Recommender.create_from_bundle(tiny_bundle, shop, profiles=tmp_path / "p.sqlite") as rec:
         rec.profiles.record("alice", [Event(ids[40], "purchase", T0),
                                       Event(ids[41], "add_to_cart", T0 + 5)])
         by_id = rec.for_user("alice", k=5)
@@ -212,7 +214,7 @@ def test_for_user_by_id_reads_the_profile_store_and_forget_erases_it(tiny_bundle
         assert by_id[0].reason.endswith(("you bought", "you added to your cart"))
         assert rec.profiles.forget("alice") == 2
         assert len(rec.for_user("alice", k=5)) == 0 and rec.profiles.users() == []
-    with Recommender.create(tiny_bundle, shop) as rec, \
+    with Recommender.create_from_bundle(tiny_bundle, shop) as rec, \
             pytest.raises(ProfileError, match="no profile store"):
         rec.for_user("alice")
 
@@ -226,7 +228,7 @@ def test_a_bundle_scorer_re_ranks_the_candidates(tiny_bundle, shop, tmp_path):
     ids = _ids(shop)
     history = [Event(ids[12], "purchase", T0)]
     options = RecommenderOptions(candidates=20)
-    with Recommender.create(bundle, shop, options) as rec:
+    with Recommender.create_from_bundle(bundle, shop, options) as rec:
         assert rec.has_scorer
         recs = rec.for_user(history, k=5)
         u = rec.user_vector(history)
@@ -239,29 +241,31 @@ def test_a_bundle_scorer_re_ranks_the_candidates(tiny_bundle, shop, tmp_path):
     rest = [s for i, s in ip.items() if i not in recs.ids]
     assert max(ip[i] for i in recs.ids) <= min(rest) + 1e-4  # the 5 lowest of the 20
     assert list(recs.scores) == sorted(recs.scores, reverse=True)
-    with Recommender.create(bundle, shop, RecommenderOptions(candidates=20, use_scorer=False)) \
-            as plain:
+    off_options = RecommenderOptions(candidates=20, use_scorer=False)
+    with Recommender.create_from_bundle(bundle, shop, off_options) as plain:
         off = plain.for_user(history, k=5)
     assert not off.scorer_used and off.note == SCORER_OFF_NOTE and off.ids == list(pool.ids[:5])
 
 
 def test_scorer_mode_and_precision_choose_how_the_scorer_runs(tiny_bundle, shop, tmp_path):
     bundle = reversing_scorer_bundle(tiny_bundle, tmp_path / "b", 3 * tiny_bundle.embedding_dim)
-    with Recommender.create(bundle, shop, RecommenderOptions(scorer_mode="engine")) as rec:
+    engine = RecommenderOptions(scorer=ScorerOptions(mode="engine"))
+    with Recommender.create_from_bundle(bundle, shop, engine) as rec:
         assert rec.has_scorer and "scorer/onnx/fp32" in repr(rec)
     with pytest.raises(ArtifactNotFoundError):  # this bundle has no folded weights
-        Recommender.create(bundle, shop, RecommenderOptions(scorer_mode="folded"))
+        Recommender.create_from_bundle(bundle, shop,
+                                       RecommenderOptions(scorer=ScorerOptions(mode="folded")))
     with pytest.raises(ArtifactNotFoundError):  # nor an int8 scorer
-        Recommender.create(bundle, shop, RecommenderOptions(scorer_mode="engine",
-                                                            scorer_precision="int8"))
+        Recommender.create_from_bundle(bundle, shop, RecommenderOptions(
+            scorer=ScorerOptions(mode="engine", precision="int8")))
     with pytest.raises(ValueError):
-        RecommenderOptions(scorer_mode="gpu-please")
+        ScorerOptions(mode="gpu-please")
 
 
 def test_a_scorer_of_the_wrong_width_is_refused(tiny_bundle, shop, tmp_path):
     bundle = reversing_scorer_bundle(tiny_bundle, tmp_path / "b", 2 * tiny_bundle.embedding_dim)
     with pytest.raises(ModelError, match=r"\[u, v, u\*v\]"):
-        Recommender.create(bundle, shop)
+        Recommender.create_from_bundle(bundle, shop)
 
 
 # ------------------------------------------------------------------ wiring and results
@@ -269,16 +273,16 @@ def test_a_scorer_of_the_wrong_width_is_refused(tiny_bundle, shop, tmp_path):
 
 def test_a_catalog_from_another_encoder_is_refused(teacher_bundle, shop):
     with pytest.raises(EncoderMismatchError, match="rebuild the catalog"):
-        Recommender.create(teacher_bundle, shop)
+        Recommender.create_from_bundle(teacher_bundle, shop)
 
 
 def test_a_passed_catalog_stays_open_and_a_path_is_closed(tiny_bundle, shop):
     with Catalog.open(shop, readonly=True) as cat:
-        rec = Recommender.create(tiny_bundle, cat)
+        rec = Recommender.create_from_bundle(tiny_bundle, cat)
         rec.close()
         rec.close()
         assert len(cat) == 100
-    rec = Recommender.create(tiny_bundle.path, str(shop))
+    rec = Recommender.create_from_bundle_path(tiny_bundle.path, str(shop))
     catalog = rec.catalog
     rec.close()
     with pytest.raises(CatalogError, match="closed"):
@@ -323,10 +327,10 @@ def test_the_bundles_scorer_record_sets_c_and_the_user_vector_recipe(tiny_bundle
         half_life_days=2.0, event_weights={"view": 1.5}))
     bundle = reversing_scorer_bundle(tiny_bundle, tmp_path / "b",
                                      3 * tiny_bundle.embedding_dim, scorer=record)
-    assert Bundle.load(bundle.path).manifest.scorer == record
+    assert Bundle.open(bundle.path).manifest.scorer == record
     ids = _ids(shop)
     history = [Event(ids[3], "purchase", T0), Event(ids[40], "view", T0 + 5 * DAY)]
-    with Recommender.create(bundle, shop) as rec:
+    with Recommender.create_from_bundle(bundle, shop) as rec:
         assert rec.candidates == 12 and rec.half_life_days == 2.0
         assert rec.event_weights[EventKind.VIEW] == 1.5
         recorded = rec.for_user(history, k=5)
@@ -334,9 +338,9 @@ def test_the_bundles_scorer_record_sets_c_and_the_user_vector_recipe(tiny_bundle
                                   event_weights={"view": 1.5})
     plain = reversing_scorer_bundle(tiny_bundle, tmp_path / "plain",
                                     3 * tiny_bundle.embedding_dim)
-    with Recommender.create(plain, shop, explicit) as rec:
+    with Recommender.create_from_bundle(plain, shop, explicit) as rec:
         assert rec.for_user(history, k=5).ids == recorded.ids
-    with Recommender.create(bundle, shop, RecommenderOptions(candidates=30)) as rec:
+    with Recommender.create_from_bundle(bundle, shop, RecommenderOptions(candidates=30)) as rec:
         assert rec.candidates == 30 and rec.half_life_days == 2.0
 
 
@@ -347,7 +351,7 @@ def test_a_scorer_the_export_left_out_is_said_so(tiny_bundle, shop, tmp_path):
             for a in tiny_bundle.artifacts(Role.ENCODER)]
     bundle = write_bundle(tmp_path / "b", artifacts=arts, preprocessing=tiny_bundle.preprocessing,
                           embedding_dim=tiny_bundle.embedding_dim, scorer=record)
-    with Recommender.create(bundle, shop) as rec:
+    with Recommender.create_from_bundle(bundle, shop) as rec:
         recs = rec.for_user([Event(_ids(shop)[3], "purchase", T0)], k=3)
     assert not recs.scorer_used and len(recs) == 3
     assert recs.note.startswith(NOT_SHIPPED_NOTE) and "0.012" in recs.note

@@ -21,7 +21,7 @@ from edgerec.sdk import (
     ScorerMode,
 )
 from edgerec.sdk.bundle.writer import NewArtifact, NewWeights, write_bundle
-from edgerec.sdk.scorer import MLP_WEIGHTS_FORMAT, MlpWeights
+from edgerec.sdk.scorer import MLP_WEIGHTS_FORMAT, MlpWeights, ScorerOptions
 
 
 def _random_mlp(dim: int, hidden=(12, 6), seed=0) -> MlpWeights:
@@ -114,8 +114,9 @@ def test_folded_scores_equal_the_unfolded_network_and_the_engine(scored):
     u, items = _vectors(301, bundle.embedding_dim)
     x = np.concatenate([np.broadcast_to(u, items.shape), items, items * u], axis=1)
     reference = _unfolded(w, x)
+    engine_options = ScorerOptions(mode="engine", num_threads=1)
     with Scorer.create_from_bundle(bundle) as folded, \
-            Scorer.create_from_bundle(bundle, mode="engine", num_threads=1) as engine:
+            Scorer.create_from_bundle(bundle, engine_options) as engine:
         assert folded.mode is ScorerMode.FOLDED and folded.key == "scorer/folded/fp32"
         assert engine.mode is ScorerMode.ENGINE and engine.key == "scorer/onnx/fp32"
         a, b = folded.score(u, items), engine.score(u, items)
@@ -126,19 +127,19 @@ def test_folded_scores_equal_the_unfolded_network_and_the_engine(scored):
 
 def test_an_engine_or_int8_request_takes_the_artifact(scored):
     bundle, _ = scored
-    with Scorer.create_from_bundle(bundle, engine="onnx") as s:
+    with Scorer.create_from_bundle(bundle, ScorerOptions(engine="onnx")) as s:
         assert s.mode is ScorerMode.ENGINE
     with pytest.raises(ArtifactNotFoundError, match="no scorer/onnx/int8"):
-        Scorer.create_from_bundle(bundle, engine="onnx", precision="int8")
+        Scorer.create_from_bundle(bundle, ScorerOptions(engine="onnx", precision="int8"))
     with pytest.raises(ArtifactNotFoundError, match="folded"):
-        Scorer.create_from_bundle(bundle, precision="int8", mode="folded")
+        Scorer.create_from_bundle(bundle, ScorerOptions(precision="int8", mode="folded"))
 
 
 def test_bad_shapes_and_values_raise_inference_error(scored):
     bundle, _ = scored
     d = bundle.embedding_dim
     for mode in ("folded", "engine"):
-        with Scorer.create_from_bundle(bundle, mode=mode) as s:
+        with Scorer.create_from_bundle(bundle, ScorerOptions(mode=mode)) as s:
             with pytest.raises(InferenceError, match="user vector"):
                 s.score(np.zeros(d + 1), np.zeros((3, d)))
             with pytest.raises(InferenceError, match="item vectors"):
@@ -156,7 +157,7 @@ def test_a_tampered_weights_file_is_refused(scored, tmp_path):
     bundle, _ = scored
     copy = tmp_path / "b"
     shutil.copytree(bundle.path, copy)
-    loaded = Bundle.load(copy)  # verified now; the file changes afterwards
+    loaded = Bundle.open(copy)  # verified now; the file changes afterwards
     weights = copy / loaded.weights()[0].file
     data = bytearray(weights.read_bytes())
     data[-100] ^= 1
@@ -164,10 +165,10 @@ def test_a_tampered_weights_file_is_refused(scored, tmp_path):
     with pytest.raises(BundleIntegrityError, match=r"Weights file scorer\.fp32\.npz"):
         Scorer.create_from_bundle(loaded)  # the bytes it parses are checked, not the old load
     with pytest.raises(BundleIntegrityError, match="does not match its sha256"):
-        Bundle.load(copy)
+        Bundle.open(copy)
     weights.unlink()
     with pytest.raises(BundleIntegrityError, match="missing"):
-        Bundle.load(copy)
+        Bundle.open(copy)
 
 
 def test_weights_are_listed_in_the_manifest_and_old_manifests_have_none(scored, tiny_bundle):
@@ -203,4 +204,4 @@ def test_weights_that_are_not_plain_arrays_are_refused(tmp_path):
 
 def test_a_bundle_without_weights_uses_the_engine(tiny_bundle):
     with pytest.raises(ArtifactNotFoundError, match="no fp32 scorer weights"):
-        Scorer.create_from_bundle(tiny_bundle, mode="folded")
+        Scorer.create_from_bundle(tiny_bundle, ScorerOptions(mode="folded"))

@@ -221,7 +221,7 @@ def test_an_edgerec_that_reads_only_format_1_refuses_the_whitened_bundle(whitene
 
     monkeypatch.setattr(manifest_module, "FORMAT_VERSION", 1)
     with pytest.raises(BundleError, match="upgrade edgerec"):
-        Bundle.load(whitened[1].path)
+        Bundle.open(whitened[1].path)
 
 
 def test_a_tampered_whitening_file_fails_verification(whitened, tmp_path):
@@ -232,7 +232,7 @@ def test_a_tampered_whitening_file_fails_verification(whitened, tmp_path):
     target = copy / "encoder.whitening.npz"
     target.write_bytes(target.read_bytes()[:-8] + b"\0" * 8)
     with pytest.raises(BundleIntegrityError, match=r"encoder\.whitening\.npz"):
-        Bundle.load(copy)
+        Bundle.open(copy)
 
 
 def test_an_unknown_encoder_weights_format_asks_to_upgrade(whitened, tmp_path):

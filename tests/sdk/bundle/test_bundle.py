@@ -43,7 +43,7 @@ def _artifact(source, **kw):
 
 
 def test_a_good_bundle_loads_and_verifies(bundle_dir):
-    b = Bundle.load(bundle_dir)
+    b = Bundle.open(bundle_dir)
     assert b.embedding_dim == 16 and len(b.artifacts(Role.ENCODER)) == 2
     assert b.manifest.format_version == 1  # 2 only with encoder weights (test_whitening.py)
     assert len(b.encoder_id) == 32
@@ -55,13 +55,13 @@ def test_load_fails_on_a_tampered_artifact(bundle_dir):
     data[len(data) // 2] ^= 0xFF
     f.write_bytes(bytes(data))
     with pytest.raises(BundleIntegrityError, match="does not match its sha256"):
-        Bundle.load(bundle_dir)
+        Bundle.open(bundle_dir)
 
 
 def test_load_fails_on_a_missing_artifact(bundle_dir):
     (bundle_dir / "encoder.fp32.tflite").unlink()
     with pytest.raises(BundleIntegrityError, match="missing"):
-        Bundle.load(bundle_dir, verify=False)
+        Bundle.open(bundle_dir, verify=False)
 
 
 @pytest.mark.parametrize("name", ["../outside.onnx", "/etc/passwd", "sub/../../x.onnx", ""])
@@ -69,7 +69,7 @@ def test_load_refuses_paths_that_leave_the_bundle(bundle_dir, name):
     (bundle_dir.parent / "outside.onnx").write_bytes(TINY_ONNX.read_bytes())
     _edit_manifest(bundle_dir, lambda d: d["artifacts"][0].update(file=name))
     with pytest.raises(BundleIntegrityError, match="outside the bundle"):
-        Bundle.load(bundle_dir)
+        Bundle.open(bundle_dir)
 
 
 def test_load_refuses_a_symlink_out_of_the_bundle(bundle_dir, tmp_path):
@@ -78,7 +78,7 @@ def test_load_refuses_a_symlink_out_of_the_bundle(bundle_dir, tmp_path):
     (bundle_dir / "encoder.fp32.onnx").unlink()
     (bundle_dir / "encoder.fp32.onnx").symlink_to(outside)
     with pytest.raises(BundleIntegrityError, match="outside the bundle"):
-        Bundle.load(bundle_dir)
+        Bundle.open(bundle_dir)
 
 
 @pytest.mark.parametrize(
@@ -96,18 +96,18 @@ def test_load_refuses_a_symlink_out_of_the_bundle(bundle_dir, tmp_path):
 def test_load_refuses_a_malformed_manifest(bundle_dir, edit, message):
     _edit_manifest(bundle_dir, edit)
     with pytest.raises(BundleError, match=message):
-        Bundle.load(bundle_dir)
+        Bundle.open(bundle_dir)
 
 
 def test_load_refuses_non_json_and_missing_manifests(bundle_dir, tmp_path):
     (bundle_dir / "manifest.json").write_bytes(b"{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
-        Bundle.load(bundle_dir)
+        Bundle.open(bundle_dir)
     (bundle_dir / "manifest.json").unlink()
     with pytest.raises(BundleError, match=r"no manifest\.json"):
-        Bundle.load(bundle_dir)
+        Bundle.open(bundle_dir)
     with pytest.raises(BundleError, match="No bundle directory"):
-        Bundle.load(tmp_path / "nowhere")
+        Bundle.open(tmp_path / "nowhere")
 
 
 def test_select_prefers_installed_engine_order_then_fp32(tiny_bundle):
@@ -150,7 +150,7 @@ def test_an_interrupted_force_write_keeps_the_old_bundle(tiny_bundle, tmp_path):
     with pytest.raises(FileNotFoundError):
         write_bundle(out, artifacts=arts, preprocessing=Preprocessing(input_size=32),
                      embedding_dim=16, force=True)
-    assert Bundle.load(out).encoder_id == tiny_bundle.encoder_id
+    assert Bundle.open(out).encoder_id == tiny_bundle.encoder_id
 
 
 def test_leftovers_of_a_killed_writer_are_cleaned_on_the_next_write(tmp_path):
@@ -193,7 +193,7 @@ def test_the_scorer_record_round_trips_through_the_manifest(bundle_dir):
                                                 train_events=90, test_events=10,
                                                 test_users=5))
     _edit_manifest(bundle_dir, lambda d: d.update(scorer=record.to_dict()))
-    loaded = Bundle.load(bundle_dir).manifest.scorer
+    loaded = Bundle.open(bundle_dir).manifest.scorer
     assert loaded == record
     assert loaded.user_vector.event_weights["click"] == 0.75
     assert loaded.user_vector.event_weights["purchase"] == 2.0  # the rest stay the defaults
@@ -202,7 +202,7 @@ def test_the_scorer_record_round_trips_through_the_manifest(bundle_dir):
 def test_a_bundle_from_before_scorer_records_reads_its_split_from_the_metrics(bundle_dir):
     holdout = {"strategy": "random", "seed": 4, "test_fraction": 0.25, "events_sha256": "cd"}
     _edit_manifest(bundle_dir, lambda d: d["metrics"].update(scorer={"holdout": holdout}))
-    record = Bundle.load(bundle_dir).manifest.scorer
+    record = Bundle.open(bundle_dir).manifest.scorer
     assert record.candidates == 500 and record.user_vector.half_life_days == 30.0
     assert (record.holdout.seed, record.holdout.test_fraction) == (4, 0.25)
 
@@ -214,4 +214,4 @@ def test_a_bundle_from_before_scorer_records_reads_its_split_from_the_metrics(bu
 def test_a_malformed_scorer_record_is_refused(bundle_dir, scorer):
     _edit_manifest(bundle_dir, lambda d: d.update(scorer=scorer))
     with pytest.raises(BundleError, match=r"invalid value|lacks the field"):
-        Bundle.load(bundle_dir)
+        Bundle.open(bundle_dir)

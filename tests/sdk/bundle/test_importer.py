@@ -120,4 +120,4 @@ def test_import_refuses_to_overwrite_without_force(tiny_bundle, tmp_path):
     with pytest.raises(BundleError, match="already exists"):
         import_model([TINY_ONNX], out, ImportOptions(**NORM))
     b = import_model([TINY_ONNX], out, ImportOptions(**NORM), force=True)
-    assert [a.key for a in Bundle.load(out).artifacts()] == [a.key for a in b.artifacts()]
+    assert [a.key for a in Bundle.open(out).artifacts()] == [a.key for a in b.artifacts()]

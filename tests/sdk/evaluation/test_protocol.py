@@ -303,7 +303,7 @@ def test_the_scorer_row_is_the_devices_two_stage_for_user(teacher_bundle, shop, 
     log = read_events(events, user_column="owner_id")
     split = holdout_split(log, test_fraction=0.2, seed=0)
     rankings, relevant = {}, {}
-    with Recommender.create(bundle, shop, RecommenderOptions(candidates=20)) as rec:
+    with Recommender.create_from_bundle(bundle, shop, RecommenderOptions(candidates=20)) as rec:
         for user, held in split.test.items():
             history = Profile(user, tuple(e.to_event() for e in split.train[user]))
             rankings[user] = rec.for_user(history, k=10).ids
