@@ -3,8 +3,8 @@
 :class:`ModelIO` names the model's tensors and the shape of one sample: an encoder's image
 (:meth:`ModelIO.image`: ``(N, 3, S, S)`` in, ``image`` -> ``embedding``) or a scorer's
 candidate rows (:meth:`ModelIO.rows`: ``(C, 3D)`` in, ``rows`` -> ``logits``). Both
-converters follow TOOLCHAIN.md: the dynamo ONNX exporter at opset 18, a dynamic first axis and
-no external data; litert-torch for TFLite, with channels-last (NHWC) image input, which is
+converters use the dynamo ONNX exporter at opset 18, a dynamic first axis and no external
+data; litert-torch for TFLite, with channels-last (NHWC) image input, which is
 what LiteRT runs fastest.
 """
 

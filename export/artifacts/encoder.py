@@ -132,8 +132,8 @@ def tflite_remedies(
 ) -> list[Remedy]:
     """The TFLite post-training ladder: histogram -> minmax -> more calibration images
     (histogram, then minmax) -> ``keep_float`` layers in float (more images; histogram, then
-    minmax). Which observer wins differs from network to network (measured: minmax passed
-    where histogram missed by 0.001), so each later rung is tried with both. ``base``
+    minmax). Which observer wins differs from network to network, so each later rung is
+    tried with both. ``base``
     defaults to ``TfliteQuantOptions()``."""
     steps: list[tuple[str, dict[str, Any]]] = [
         ("histogram", {"calibration": Calibration.HISTOGRAM, "max_samples": images}),

@@ -5,7 +5,7 @@
 output: weights int8 (per channel by default), activations of the type the
 :class:`QuantTarget` fuses, ranges calibrated on real data streamed batch by batch.
 
-Which activation type fuses depends on the CPU that runs the model (TOOLCHAIN.md): on x86
+Which activation type fuses depends on the CPU that runs the model: on x86
 without VNNI only uint8 activations (U8S8) fuse every Conv into QLinearConv, and 7-bit weights
 (``reduce_range``) avoid the int16 saturation of its AVX2 kernels; ARM and VNNI CPUs take full
 8-bit weights, ARM prefers int8 activations.

@@ -7,9 +7,9 @@ Students start from random weights (nothing is downloaded) and are built for exp
 
 - every ``nn.AdaptiveAvgPool2d(1)`` (squeeze-excitation blocks and the final pool) becomes a
   plain spatial mean, which the ONNX exporter turns into one ReduceMean instead of a Gather
-  chain (TOOLCHAIN.md);
+  chain;
 - BatchNorm momentum is 0.1, not torchvision's 0.01, whose running statistics lag a network
-  trained from scratch and collapse evaluation (TOOLCHAIN.md);
+  trained from scratch and collapse evaluation;
 - ``forward`` ends at the un-normalised embedding; L2 normalisation happens outside the graph
   (in numpy on the device), because it quantizes badly inside int8 graphs.
 """

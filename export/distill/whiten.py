@@ -7,8 +7,7 @@ spends most of its embedding variance on. Two kinds, both fitted on training ima
   *within* each trained label. Shrinking what still varies inside a label raises same-label
   retrieval, so :func:`choose_whitening` keeps the power with the **highest** same-label mAP@10
   on the epoch-selection images (held-out training images), or none when no power beats the
-  unwhitened embedding. On the clothing data it raised seen-label *and* unseen-label mAP@10 on
-  every run measured (README "Encoder whitening");
+  unwhitened embedding (README "Encoder whitening" has what it did to seen and unseen labels);
 - **total** (the fallback for unlabelled training data): PCA whitening of all training images.
   It trades retrieval on the trained labels for retrieval of what was never labelled, so the
   power is raised step by step only while the selection mAP@10 stays within ``keep`` (99%) of
