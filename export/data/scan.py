@@ -40,6 +40,7 @@ from edgerec.sdk.catalog.ingest import (
     listing_from_folder,
 )
 from edgerec.sdk.errors import CatalogError, InvalidImageError
+from edgerec.sdk.progress import track
 from PIL import Image, UnidentifiedImageError
 
 __all__ = [
@@ -263,11 +264,7 @@ def scan_images(
 
 
 def _progress(items: Sequence[Any], enabled: bool, desc: str) -> Iterable[Any]:
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, unit="img")
+    return track(items, desc) if enabled else items
 
 
 def _list_entries(root: Optional[PathLike], items_csv: Optional[PathLike],
