@@ -1,4 +1,5 @@
-"""Distillation recipe experiments on the real data in ../shared (fp32 torch student).
+"""Distillation recipe experiments on the real data in ../shared (fp32 torch student), and
+records of whole exports.
 
 Trains a student on clothing-small/train (+ clothing-extra/unlabeled for distillation) and
 measures same-label mAP@10 on clothing-small/validation (seen labels) and on
@@ -6,6 +7,18 @@ clothing-extra/unseen (never trained on), next to the teacher on the same crops.
 appends one JSON line to results/distill_runs.jsonl.
 
     python benchmarks/distill_recipe.py --set epochs=30 w_label=1 w_relational=1
+
+With ``--export``, the rest of the command line is an ``edgerec export`` run on any data: it
+runs in this process, and its line records the command, the seeds, every model's figures from
+the bundle's manifest (the teacher, the torch student, each fp32 and int8 file), the minutes
+and the machine's load average while it ran (2 shared cores: say so beside the figures).
+
+    python benchmarks/distill_recipe.py --tag u1 --export -- --images DIR --out build/b ...
+
+With ``--teacher-figures``, a teacher (``--teacher MODEL [--teacher-output TENSOR]``) is
+measured on the held-out images of the export the rest of the line describes (same split):
+
+    python benchmarks/distill_recipe.py --tag t1 --teacher M --teacher-figures -- --images DIR
 """
 
 from __future__ import annotations
@@ -13,7 +26,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import shlex
 import sys
+import threading
 import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -90,7 +106,142 @@ def holdouts(n_train: int, n_pool: int, select_holdout: float,
     return sel_items, agree_items, held
 
 
+def _flag(args: list[str], name: str) -> str | None:
+    """The value of ``--name VALUE`` in an argument list (None when absent)."""
+    return args[args.index(name) + 1] if name in args else None
+
+
+def record_export(tag: str, export_args: list[str], note: str = "") -> dict:
+    """Run ``edgerec export EXPORT_ARGS`` here, then append its record to distill_runs.jsonl.
+
+    The record holds the command, the seeds, the teacher, what the student trained with, each
+    model's figures (``metrics.quality``: mAP@10 where labels exist, teacher-neighbour
+    agree@10), what the measured sets hold, the whitening, the int8 gates and remedies, the
+    minutes and the 1-minute load average sampled every 30 s while it ran.
+    """
+    from edgerec.sdk.cli.app import main as edgerec
+
+    loads: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(30):
+            loads.append(os.getloadavg()[0])
+
+    thread = threading.Thread(target=sample, daemon=True)
+    loads.append(os.getloadavg()[0])
+    thread.start()
+    t0 = time.perf_counter()
+    code = edgerec(["export", *export_args])
+    done.set()
+    minutes = (time.perf_counter() - t0) / 60
+    line: dict = {"tag": tag, "mode": "export", "note": note,
+                  "command": "edgerec export " + shlex.join(export_args), "exit_code": code,
+                  "wall_minutes": minutes,
+                  "load_avg_1min": {"start": loads[0], "mean": float(np.mean(loads)),
+                                    "max": float(np.max(loads)), "samples": len(loads)},
+                  "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    out = _flag(export_args, "--out")
+    if code == 0 and out is not None:
+        manifest = json.loads((Path(out) / "manifest.json").read_text())
+        m, recipe = manifest["metrics"], manifest["recipe"]
+        line.update({
+            "seed": recipe.get("seed"), "distill_seed": recipe.get("distill_seed"),
+            "teacher": manifest.get("teacher", {}), "student": recipe.get("student"),
+            "image_size": recipe.get("image_size"), "views": recipe.get("views"),
+            "trained_with_labels": recipe.get("trained_with_labels"),
+            "distill": recipe.get("distill"), "quality": m["quality"],
+            "quality_sets": m.get("quality_sets"), "whitening": m.get("whitening"),
+            "training": m.get("training"), "data": m.get("data"),
+            "int8_gate_checks": m.get("int8_gate_checks"),
+            "int8_remedies": {k: v.get("remedy") for k, v in m.get("quantization", {}).items()},
+            "gate_failures": m.get("gate_failures"), "export_minutes": m.get("export_minutes"),
+            "macs": m.get("macs"),
+        })
+    RESULTS.mkdir(exist_ok=True)
+    with open(RESULTS / "distill_runs.jsonl", "a") as f:
+        f.write(json.dumps(line) + "\n")
+    return line
+
+
+def _print_export(line: dict) -> None:
+    print(f"{line['tag']}: exit {line['exit_code']}, {line['wall_minutes']:.1f} min, load "
+          f"{line['load_avg_1min']['mean']:.2f} mean / {line['load_avg_1min']['max']:.2f} max")
+    for model, values in line.get("quality", {}).items():
+        shown = "  ".join(f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in values.items())
+        print(f"  {model:34s} {shown}")
+
+
+def teacher_figures(tag: str, model: str, output: str | None, export_args: list[str]) -> dict:
+    """A teacher's figures on the held-out images an export with ``export_args`` measures on
+    (the same scan, split and seed, through the export's own data step), with their labels
+    where they have them: mAP@10, and top-10 agreement with that export's own teacher."""
+    from edgerec.export.artifacts.parity import neighbour_overlap
+    from edgerec.export.cli import _export_options
+    from edgerec.export.data.views import make_views
+    from edgerec.export.distill.teacher import Teacher
+    from edgerec.export.distill.tflite_output import with_output
+    from edgerec.export.pipeline import _label_map, _read_data, _teacher_source
+    from edgerec.sdk import load_image
+    from edgerec.sdk.cli.app import build_parser
+
+    options = _export_options(build_parser().parse_args(["export", *export_args]))
+    data, _ = _read_data(options, log=lambda m: print(m, flush=True))
+    work = ROOT / "build" / "cache"
+    work.mkdir(parents=True, exist_ok=True)
+    source = Path(model)
+    if output:
+        source = with_output(source, output, work / f"{source.stem}-{output.replace('/', '_')}"
+                             ".tflite")
+    line: dict = {"tag": tag, "mode": "teacher", "teacher": model, "teacher_output": output,
+                  "command": "edgerec export " + shlex.join(export_args), "figures": {}}
+    own_source = _teacher_source(options, work, lambda _m: None)
+    for name, records in (("seen", data.val), ("unseen", data.unseen)):
+        if not records:
+            continue
+        vectors = {}
+        for which, path in (("this", source), ("export", own_source)):
+            teacher = Teacher.load(path, work)
+            try:
+                views = np.concatenate([make_views(load_image(r.path), 1, teacher.input_size, 0)
+                                        for r in records])
+                vectors[which] = teacher.embed_views(views)
+            finally:
+                teacher.close()
+        line["figures"][name] = {
+            "images": len(records),
+            "map@10": _label_map(vectors["this"], data.measured(records)),
+            "agree@10_with_export_teacher": neighbour_overlap(vectors["export"],
+                                                              vectors["this"], 10)}
+    line["date"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    with open(RESULTS / "distill_runs.jsonl", "a") as f:
+        f.write(json.dumps(line) + "\n")
+    return line
+
+
 def main() -> None:
+    if "--teacher-figures" in sys.argv:
+        at = sys.argv.index("--teacher-figures")
+        head = argparse.ArgumentParser(description="a teacher's figures on an export's split")
+        head.add_argument("--tag", required=True, help="name of the record")
+        head.add_argument("--teacher", required=True, help="the .tflite/.onnx teacher to measure")
+        head.add_argument("--teacher-output", help="its tensor to use as the embedding")
+        ours = head.parse_args(sys.argv[1:at])
+        rest = sys.argv[at + 1:]
+        line = teacher_figures(ours.tag, ours.teacher, ours.teacher_output,
+                               rest[1:] if rest[:1] == ["--"] else rest)
+        print(json.dumps(line["figures"], indent=1))
+        return
+    if "--export" in sys.argv:
+        at = sys.argv.index("--export")
+        head = argparse.ArgumentParser(description="record an edgerec export run")
+        head.add_argument("--tag", required=True, help="name of the run in the results")
+        head.add_argument("--note", default="", help="free text kept with the record")
+        ours = head.parse_args(sys.argv[1:at])
+        rest = sys.argv[at + 1:]
+        _print_export(record_export(ours.tag, rest[1:] if rest[:1] == ["--"] else rest,
+                                    ours.note))
+        return
 
     import torch
     from edgerec.export.distill.student import create_student

@@ -76,10 +76,11 @@ def _export_options(args: argparse.Namespace) -> Any:
         data=DataOptions(items=_path(args.items),
                          extra_images=tuple(Path(p) for p in args.extra_images),
                          eval_unseen=_path(args.eval_unseen),
-                         select_fraction=args.select_fraction),
+                         select_fraction=args.select_fraction, use_labels=args.use_labels),
         teacher=TeacherOptions(source=_path(args.teacher), weights=_path(args.teacher_weights),
                                mean=tuple(args.teacher_mean) if args.teacher_mean else None,
-                               std=tuple(args.teacher_std) if args.teacher_std else None),
+                               std=tuple(args.teacher_std) if args.teacher_std else None,
+                               output=args.teacher_output),
         student=StudentOptions(name=args.student, width=args.width,
                                image_size=args.image_size, dim=args.dim,
                                whiten=_whiten_value(args.whiten)),
@@ -138,12 +139,14 @@ def add_export_parser(sub: Any) -> None:
         ExportOptions,
         QuantizationOptions,
         StudentOptions,
+        TeacherOptions,
     )
 
     exp.add_argument("--images", required=True,
-                     help="folder with one sub-folder per label (or the root of --items paths)")
+                     help="folder of photos: one sub-folder per label, or flat (no labels); "
+                     "or the root of --items paths")
     exp.add_argument("--out", required=True, help="bundle directory to create")
-    exp.add_argument("--items", help="CSV item_id,path[,label][,split]")
+    exp.add_argument("--items", help="CSV item_id,path[,label][,split] (label optional)")
     exp.add_argument("--extra-images", nargs="*", default=[],
                      help="folders of extra photos used for distillation only")
     exp.add_argument("--eval-unseen", help="labelled folder never trained on, for the report")
@@ -155,6 +158,10 @@ def add_export_parser(sub: Any) -> None:
                      help="mean of a float-input teacher on [0,1] pixels")
     exp.add_argument("--teacher-std", type=float, nargs=3, metavar=("R", "G", "B"),
                      help="std of a float-input teacher on [0,1] pixels")
+    option(exp, "--teacher-output", metavar="TENSOR", source=TeacherOptions, name="output",
+           help="a tensor of a .tflite teacher to use as its embedding, e.g. "
+           "MobilenetV2/Logits/AvgPool (the shipped MobileNetV2 classifier's pooled features)",
+           none_means="the model's output")
     option(exp, "--student", choices=sorted(STUDENTS), source=StudentOptions, name="name",
            help="student recipe")
     option(exp, "--width", type=float, source=StudentOptions, name="width",
@@ -172,6 +179,11 @@ def add_export_parser(sub: Any) -> None:
     exp.add_argument("--distill", nargs="*", default=[], metavar="KEY=VALUE",
                      help="distillation recipe overrides, e.g. ema_decay=0.995 "
                      "label_decay_from=0.6 w_label_end=0 (fields of DistillConfig)")
+    option(exp, "--ignore-labels", source=DataOptions, name="use_labels",
+           action="store_false", dest="use_labels",
+           help="train as if the images had no labels (random split; the epoch, the "
+           "whitening and the int8 gates go by agreement with the teacher); the labels then "
+           "only measure same-label mAP@10 in the report. Labels used")
     option(exp, "--select-fraction", type=float, source=DataOptions, name="select_fraction",
            help="share of the training images held out to pick the kept epoch on (0: the "
            "validation images, where seen quality is reported)")

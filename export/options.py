@@ -132,14 +132,21 @@ class DataOptions:
     Attributes:
         items: an optional CSV ``item_id,path[,label][,split]`` (paths relative to the images
             folder); a ``split`` column (train/validation) is honoured, else a deterministic
-            stratified split is made.
+            split is made: stratified by label, or at random (by item id) when the images
+            have no labels to train with.
         extra_images: folders of extra photos used for distillation only (labels ignored).
         eval_unseen: a labelled folder never trained on, measured in the report.
-        val_fraction: share of each label held out for validation.
+        val_fraction: share of each label (of the images, when unlabelled) held out for
+            validation.
         select_fraction: share of the training images held out to pick the kept epoch on
-            (0: pick on the validation images, which are also where seen-label quality is
-            reported, so that figure is then slightly optimistic).
+            (0: pick on the validation images, which are also where quality is reported, so
+            that figure is then slightly optimistic).
         max_per_label: at most this many training images per label (None: all).
+        max_unlabelled: at most this many unlabelled training images (None: all).
+        use_labels: train with the images' labels when they have some; False trains as if
+            they had none (random split, teacher-neighbour agreement picks the epoch and the
+            whitening, int8 gated on neighbour overlap) and uses the labels only to measure
+            same-label mAP@10 in the report.
     """
 
     items: Optional[Path] = None
@@ -148,6 +155,8 @@ class DataOptions:
     val_fraction: float = 0.1
     select_fraction: float = 0.1
     max_per_label: Optional[int] = None
+    max_unlabelled: Optional[int] = None
+    use_labels: bool = True
 
 
 @dataclass(frozen=True)
@@ -161,12 +170,16 @@ class TeacherOptions:
             ``weights_only=True``; its classification layer is dropped; never downloaded).
         mean, std: normalisation of a float-input teacher (on [0, 1] pixels); a
             quantized-input teacher gets raw pixels without them.
+        output: the name of a tensor of a ``.tflite`` teacher to use as its embedding
+            instead of its output (e.g. ``MobilenetV2/Logits/AvgPool``, the pooled features
+            of the shipped MobileNetV2 classifier); None: the model's output.
     """
 
     source: Optional[Path] = None
     weights: Optional[Path] = None
     mean: Optional[tuple[float, float, float]] = None
     std: Optional[tuple[float, float, float]] = None
+    output: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -233,8 +246,8 @@ class ExportOptions:
         events: an events CSV ``user_id,item_id[,...]`` (ids of ``images``' items): also
             train the personalised scorer (read and checked before anything slow starts).
         quick: a tiny configuration (minutes) for tests and demos: 96 px, 2 views, 2 epochs,
-            at most 8 images per label, one quantization remedy, gate failures allowed; a
-            smoke test, not a model to ship.
+            at most 8 images per label (or 160 unlabelled), one quantization remedy, gate
+            failures allowed; a smoke test, not a model to ship.
         resume: continue from the work directory; force: replace ``out``.
         work_dir: caches and checkpoints (None: ``<out>.work`` beside the bundle).
         workers: processes computing the teacher's features.
@@ -270,7 +283,8 @@ class ExportOptions:
         return replace(
             self,
             student=replace(self.student, image_size=min(config.image_size, 96)),
-            data=replace(self.data, max_per_label=self.data.max_per_label or 8),
+            data=replace(self.data, max_per_label=self.data.max_per_label or 8,
+                         max_unlabelled=self.data.max_unlabelled or 160),
             distill=replace(self.distill, epochs=min(self.distill.epochs, 2), batch_size=16,
                             patience=2, queue_size=256, views=min(self.distill.views, 2)),
             quantization=replace(self.quantization, allow_gate_failure=True,

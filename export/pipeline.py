@@ -15,6 +15,7 @@ directory (default ``<out>.work`` beside the bundle) and ``resume=True`` continu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from edgerec.export.artifacts.encoder import BuiltArtifacts, build_artifacts
 from edgerec.export.artifacts.macs import tflite_macs, torch_macs
-from edgerec.export.artifacts.parity import artifact_embeddings
+from edgerec.export.artifacts.parity import artifact_embeddings, neighbour_overlap
 from edgerec.export.data.scan import Dataset, ImageRecord, scan_images, split
 from edgerec.export.data.views import VIEW_RECIPE, make_views
 from edgerec.export.distill.cache import FeatureCache, build_feature_cache
@@ -41,19 +42,20 @@ from edgerec.export.distill.teacher_torchvision import (
     TORCHVISION_PREFIX,
     torchvision_teacher,
 )
+from edgerec.export.distill.tflite_output import with_output
 from edgerec.export.distill.train import TrainResult, embed_views, train_student
 from edgerec.export.distill.whiten import DEFAULT_POWERS, WhiteningChoice, choose_whitening
 from edgerec.export.errors import ExportError
 from edgerec.export.options import ExportOptions, default_teacher
 from edgerec.export.scorer.bundle import ScorerBuild, read_scorer_events, train_and_export_scorer
 from edgerec.runtimes import Engine
-from edgerec.sdk import Bundle, Precision, Preprocessing, Role, preprocess
+from edgerec.sdk import Bundle, Precision, Preprocessing, Role, Whitening, preprocess
 from edgerec.sdk.bundle.manifest import WHITENING_FORMAT
 from edgerec.sdk.bundle.writer import NewWeights, write_bundle
 from edgerec.sdk.catalog.ingest import listing_from_csv
 from edgerec.sdk.evaluation.events import EventLog
 from edgerec.sdk.evaluation.retrieval import label_retrieval
-from edgerec.sdk.files import atomic_write_text
+from edgerec.sdk.files import atomic_write_text, sha256_file
 from edgerec.sdk.progress import ProgressBar
 
 __all__ = ["ExportResult", "export_bundle", "selection_split"]
@@ -80,36 +82,55 @@ def _split_column(items: Optional[Path], root: Optional[Path]) -> dict[str, str]
     return {s.item_id: str(s.metadata["split"]).lower() for s in listing if "split" in s.metadata}
 
 
-def _train_val(ds: Dataset, options: ExportOptions) -> tuple[list[ImageRecord], list[ImageRecord]]:
+def _trains_with_labels(ds: Dataset, options: ExportOptions) -> bool:
+    """Whether the student trains with the labels: asked for, and two labels with a pair."""
+    counts = Counter(r.label for r in ds.records if r.label is not None)
+    return options.data.use_labels and sum(n >= 2 for n in counts.values()) >= 2
+
+
+def _cap(records: list[ImageRecord], per_label: Optional[int], unlabelled: Optional[int],
+         rng: np.random.Generator) -> list[ImageRecord]:
+    """At most ``per_label`` records of each label and ``unlabelled`` without one (None: all)."""
+    by: dict[Optional[str], list[ImageRecord]] = {}
+    for r in records:
+        by.setdefault(r.label, []).append(r)
+    out = []
+    for label, group in by.items():
+        n = unlabelled if label is None else per_label
+        idx = rng.permutation(len(group))[:n] if n else range(len(group))
+        out += [group[i] for i in sorted(idx)]
+    return sorted(out, key=lambda r: r.item_id)
+
+
+def _train_val(ds: Dataset, options: ExportOptions,
+               labelled: bool) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """The training and validation records: the CSV's ``split`` column when it has one, else
+    stratified by label (``labelled``) or at random by item id (records without labels)."""
     given = _split_column(options.data.items, options.images)
     if given:
         train = [r for r in ds.records if given.get(r.item_id, "train") == "train"]
         val = [r for r in ds.records if given.get(r.item_id) in ("validation", "val", "test")]
     else:
-        train, val = split(ds, val_fraction=options.data.val_fraction, seed=options.seed)
-    cap_n = options.data.max_per_label
-    if cap_n:
+        train, val = split(ds, val_fraction=options.data.val_fraction, seed=options.seed,
+                           split_unlabelled=not labelled)
+    data = options.data
+    if data.max_per_label or data.max_unlabelled:
         rng = np.random.default_rng(options.seed)
-
-        def cap(records: list[ImageRecord], n: int) -> list[ImageRecord]:
-            by: dict[Optional[str], list[ImageRecord]] = {}
-            for r in records:
-                by.setdefault(r.label, []).append(r)
-            out = []
-            for group in by.values():
-                idx = rng.permutation(len(group))[:n]
-                out += [group[i] for i in sorted(idx)]
-            return sorted(out, key=lambda r: r.item_id)
-
-        train = cap(train, cap_n)
-        val = cap(val, max(2, cap_n // 2))
-    labelled_val = [r for r in val if r.label is not None]
-    if len({r.label for r in labelled_val}) < 2 or len(labelled_val) < 4:
+        train = _cap(train, data.max_per_label, data.max_unlabelled, rng)
+        val = _cap(val, data.max_per_label and max(2, data.max_per_label // 2),
+                   data.max_unlabelled and max(12, data.max_unlabelled // 8), rng)
+    if labelled:
+        labelled_val = [r for r in val if r.label is not None]
+        if len({r.label for r in labelled_val}) < 2 or len(labelled_val) < 4:
+            raise ExportError(
+                f"Validation needs labelled images of at least 2 labels (got "
+                f"{len(labelled_val)} images, {len({r.label for r in labelled_val})} labels); "
+                "add a few images to each label, or pass --ignore-labels to train without "
+                "them.")
+    elif len(val) < 2:
         raise ExportError(
-            f"Validation needs labelled images of at least 2 labels (got {len(labelled_val)} "
-            f"images, {len({r.label for r in labelled_val})} labels); give a folder with one "
-            "sub-folder per label and a few images each."
-        )
+            f"Validation needs at least 2 held-out images (got {len(val)} of "
+            f"{len(ds.records)}); add images or raise the validation fraction.")
     if not train:
         raise ExportError("No training images are left after the split; add images.")
     return train, val
@@ -158,53 +179,67 @@ def _item_vectors(paths: Sequence[Path], artifact: Path, pre: Preprocessing,
     return l2_normalize(np.concatenate(parts))
 
 
-def _whitening(model: StudentEncoder, tr: FeatureCache, train_labels: np.ndarray,
-               select_views: np.ndarray, select_labels: np.ndarray, options: ExportOptions,
+def _whitening(model: StudentEncoder, train_vectors: np.ndarray, train_labels: np.ndarray,
+               select_views: np.ndarray, select_labels: Optional[np.ndarray],
+               teacher_select: np.ndarray, options: ExportOptions,
                log: Log) -> Optional[WhiteningChoice]:
-    """Fit the encoder's whitening on the training images' device crops (view 0; within their
-    labels ``train_labels`` (N,), -1 unlabelled, when there are any) and pick its power on the
-    selection images (:mod:`.whiten_step`); None when ``whiten="off"``."""
+    """Fit the encoder's whitening on the training images' embeddings ``train_vectors`` (of
+    their device crops, view 0; within their labels ``train_labels`` (N,), -1 unlabelled,
+    when there are any) and pick its power on the selection images (:mod:`.distill.whiten`):
+    by same-label mAP@10 with ``select_labels``, or without them by top-10 agreement with the
+    teacher's vectors ``teacher_select``; None when ``whiten="off"``."""
     whiten = options.student.whiten
     if whiten == "off":
         return None
-    config = options.distill
-    train_vectors = embed_views(model, tr.views[:: tr.views_per_item], config)
-    select_vectors = embed_views(model, select_views, config)
+    select_vectors = embed_views(model, select_views, options.distill)
     forced = whiten != "auto"
     choice = choose_whitening(train_vectors, select_vectors, select_labels,
+                              teacher=teacher_select if select_labels is None else None,
                               train_labels=train_labels,
                               powers=(float(whiten),) if forced else DEFAULT_POWERS,
                               keep=0.0 if forced else None)
-    tried = ", ".join(f"{p:g}: {m:.3f}" for p, m in choice.maps.items())
+    tried = ", ".join(f"{p:g}: {m:.3f}" for p, m in choice.scores.items())
     log(f"whitening ({choice.covariance}): power "
-        f"{choice.power if choice.power is not None else 'off'} (selection mAP@10 unwhitened "
-        f"{choice.baseline_map:.3f}; {tried})")
+        f"{choice.power if choice.power is not None else 'off'} (selection {choice.measure} "
+        f"unwhitened {choice.baseline:.3f}; {tried})")
     return choice
 
 
+AGREEMENT_K = 10
+"""Neighbours per query of the label-free measure (teacher-neighbour agreement@10)."""
+
+
 def selection_split(train: list[ImageRecord], fraction: float, seed: int,
-                    log: Log = print,
+                    log: Log = print, *, labelled: bool = True,
                     ) -> tuple[list[ImageRecord], list[ImageRecord]]:
-    """Hold ``fraction`` of the labelled training images out (stratified) to pick the kept
-    epoch on, so that the validation images only report quality.
+    """Hold ``fraction`` of the training images out to pick the kept epoch on, so that the
+    validation images only report quality: stratified by label (``labelled``), else at random.
 
     Returns ``(train, select)``; ``select`` is empty (pick on validation) when ``fraction`` is
-    0 or when no label would have two held-out images (same-label mAP needs a pair; the tiny
-    ``--quick`` sample hits this), which is logged.
+    0, when (``labelled``) no label would have two held-out images (same-label mAP needs a
+    pair; the tiny ``--quick`` sample hits this) or when (without labels) fewer than
+    ``AGREEMENT_K + 1`` images would be held out; this is logged.
     """
     if fraction <= 0:
         return train, []
-    kept, held = split(train, val_fraction=fraction, seed=seed)
-    if max(Counter(r.label for r in held if r.label is not None).values(), default=0) < 2:
+    kept, held = split(train, val_fraction=fraction, seed=seed, split_unlabelled=not labelled)
+    if labelled and max(Counter(r.label for r in held if r.label is not None).values(),
+                        default=0) < 2:
         log(f"select fraction {fraction}: no label would have 2 held-out images; the epoch "
             "is picked on the validation images instead")
+        return train, []
+    if not labelled and len(held) <= AGREEMENT_K:
+        log(f"select fraction {fraction}: {len(held)} held-out images are too few for "
+            f"agreement@{AGREEMENT_K}; the epoch is picked on the validation images instead")
         return train, []
     return kept, held
 
 
 @dataclass
 class _Data:
-    """Step 1's records: the splits, the extra and unseen images, and their labels."""
+    """Step 1's records: the splits, the extra and unseen images, the labels the student trains
+    with (``label_names``; none when it trains without labels) and the labels that only
+    measure (``truth``: every scanned image's own label, by path)."""
 
     dataset: Dataset
     train: list[ImageRecord]
@@ -213,10 +248,16 @@ class _Data:
     extra: list[ImageRecord]
     unseen: list[ImageRecord]
     label_names: list[str]
+    truth: dict[Path, Optional[str]]
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the student trains with labels."""
+        return bool(self.label_names)
 
     @property
     def pool(self) -> list[ImageRecord]:
-        """The images the student trains on (labelled train + unlabelled extra)."""
+        """The images the student trains on (train + unlabelled extra)."""
         return self.train + self.extra
 
     def pool_labels(self) -> np.ndarray:
@@ -224,13 +265,23 @@ class _Data:
         names = self.label_names
         return np.array([names.index(r.label) if r.label in names else -1 for r in self.pool])
 
-    def labels(self, records: Sequence[ImageRecord]) -> np.ndarray:
-        return np.array([r.label for r in records])
+    def labels(self, records: Sequence[ImageRecord]) -> Optional[np.ndarray]:
+        """The training labels of ``records`` (None when the student trains without)."""
+        return np.array([r.label for r in records]) if self.labelled else None
 
-    def counts(self) -> dict[str, int]:
+    def measured(self, records: Sequence[ImageRecord]) -> Optional[np.ndarray]:
+        """The labels that measure ``records`` (the scanned ones, used or not for training;
+        None marks an unlabelled image), or None when no label has two of them."""
+        labels = [self.truth.get(r.path, r.label) for r in records]
+        counts = Counter(lab for lab in labels if lab is not None)
+        if not counts or max(counts.values()) < 2:
+            return None
+        return np.array(labels, dtype=object)
+
+    def counts(self) -> dict[str, Any]:
         return {"train": len(self.train), "validation": len(self.val), "extra": len(self.extra),
                 "epoch_selection": len(self.select), "unseen": len(self.unseen),
-                "issues": len(self.dataset.issues)}
+                "issues": len(self.dataset.issues), "trained_with_labels": self.labelled}
 
 
 @dataclass
@@ -253,6 +304,8 @@ class _Student:
     model: StudentEncoder
     result: TrainResult
     choice: Optional[WhiteningChoice]
+    train_vectors: Optional[np.ndarray] = None  # what the whitening was fitted on
+    train_labels: Optional[np.ndarray] = None  # their label indices (-1: none)
 
     @property
     def transform(self) -> Optional[Callable[[np.ndarray], np.ndarray]]:
@@ -273,14 +326,24 @@ def _read_data(options: ExportOptions, log: Log) -> tuple[_Data, Optional[EventL
         events = read_scorer_events(options.events, [r.item_id for r in ds.records],
                                     options.scorer)
         log(f"events: {events.report.summary()}")
-    train, val = _train_val(ds, options)
+    truth = {r.path: r.label for r in ds.records}
+    labelled = _trains_with_labels(ds, options)
+    if not labelled:
+        why = ("--ignore-labels: the labels only measure" if ds.labels and
+               not options.data.use_labels else "the images have no labels to train with")
+        log(f"training without labels ({why}); the kept epoch and the whitening are picked "
+            f"by teacher-neighbour agreement@{AGREEMENT_K}")
+        ds = Dataset([replace(r, label=None) for r in ds.records], ds.issues, ds.source)
+    train, val = _train_val(ds, options, labelled)
     extra = [replace(r, label=None) for folder in options.data.extra_images
              for r in scan_images(folder, progress=True).records]
     unseen = (scan_images(options.data.eval_unseen, progress=True).records
               if options.data.eval_unseen else [])
-    train, select = selection_split(train, options.data.select_fraction, options.seed + 1, log)
+    train, select = selection_split(train, options.data.select_fraction, options.seed + 1, log,
+                                    labelled=labelled)
     data = _Data(ds, train, select, val, extra, unseen,
-                 sorted({r.label for r in train if r.label is not None}))
+                 sorted({r.label for r in train if r.label is not None}) if labelled else [],
+                 truth)
     log(f"data: {len(train)} train, {len(select)} epoch selection, {len(val)} validation, "
         f"{len(extra)} extra, {len(unseen)} unseen; {len(ds.issues)} issue(s) reported")
     return data, events
@@ -290,6 +353,13 @@ def _teacher_source(options: ExportOptions, work: Path, log: Log) -> Path:
     source = options.teacher.source or default_teacher()
     if source is None:
         raise ExportError("No teacher given and no shipped teacher found; pass --teacher MODEL.")
+    output = options.teacher.output
+    if output is not None:
+        if Path(source).suffix != ".tflite":
+            raise ExportError(f"--teacher-output needs a .tflite teacher; got {source}.")
+        name = hashlib.sha256(f"{sha256_file(source)}\x00{output}".encode()).hexdigest()[:16]
+        log(f"teacher: {Path(source).name} with {output} as its output")
+        return with_output(source, output, work / f"teacher-output-{name}.tflite")
     if not str(source).startswith(TORCHVISION_PREFIX):
         return Path(source)
     weights = options.teacher.weights
@@ -319,27 +389,49 @@ def _teacher_features(options: ExportOptions, data: _Data, work: Path, log: Log)
         teacher.close()
 
 
+def _teacher_vectors(cache: FeatureCache) -> np.ndarray:
+    """(N, Dt) float32 teacher vectors of a cache's device crops (view 0 of each image)."""
+    return np.asarray(cache.features[:: cache.views_per_item], np.float32)
+
+
 def _train(options: ExportOptions, data: _Data, feats: _Teacher, work: Path,
            log: Log) -> _Student:
     config = options.student.config()
     model = StudentEncoder(config)
     labels = data.pool_labels()
-    select_labels = data.labels(data.select) if data.select else data.labels(data.val)
+    select = data.select or data.val
+    select_labels = data.labels(select)
+    select_views = np.asarray(feats.select.views)
+    teacher_select = _teacher_vectors(feats.select)
+    key = f"agree@{AGREEMENT_K}"
+
+    def probe(m: torch.nn.Module) -> dict[str, float]:
+        """Top-10 agreement with the teacher on the selection images (logged always; it picks
+        the kept epoch when the student trains without labels)."""
+        vectors = embed_views(m, select_views, options.distill)
+        return {key: neighbour_overlap(teacher_select, vectors, AGREEMENT_K)}
+
+    select_on = "val_map@10" if data.labelled else key
     log(f"training {options.student.name} ({config.image_size}px, {config.dim}-d) for up to "
-        f"{options.distill.epochs} epochs ...")
+        f"{options.distill.epochs} epochs{'' if data.labelled else ' without labels'}; the "
+        f"kept epoch is the best {select_on} on {len(select)} "
+        f"{'epoch-selection' if data.select else 'validation'} images ...")
     result = train_student(
         model, views=feats.train.views, features=feats.train.features,
-        views_per_item=feats.train.views_per_item, labels=labels,
-        val_views=np.asarray(feats.select.views), val_labels=select_labels,
-        config=options.distill, checkpoint_dir=work / "checkpoints", resume=options.resume,
+        views_per_item=feats.train.views_per_item, labels=labels, val_views=select_views,
+        val_labels=select_labels, config=options.distill, checkpoint_dir=work / "checkpoints",
+        resume=options.resume, probe=probe, select_on=select_on,
         log=lambda row: log(
-            f"  epoch {row['epoch'] + 1}: loss {row['loss']:.3f}  val mAP@10 "
-            f"{row['val_map@10']:.3f}  ({row['seconds']:.0f} s)"),
+            f"  epoch {row['epoch'] + 1}: loss {row['loss']:.3f}  "
+            + (f"val mAP@10 {row['val_map@10']:.3f}  " if "val_map@10" in row else "")
+            + f"{key} {row[key]:.3f}  ({row['seconds']:.0f} s)"),
     )
     # the whitening, fitted on training images, its power picked on the selection images
-    choice = _whitening(model, feats.train, labels, np.asarray(feats.select.views),
-                        select_labels, options, log)
-    return _Student(model, result, choice)
+    train_vectors = embed_views(model, feats.train.views[:: feats.train.views_per_item],
+                                options.distill)
+    choice = _whitening(model, train_vectors, labels, select_views, select_labels,
+                        teacher_select, options, log)
+    return _Student(model, result, choice, train_vectors, labels)
 
 
 def _build(options: ExportOptions, data: _Data, student: _Student, work: Path,
@@ -362,9 +454,12 @@ def _build(options: ExportOptions, data: _Data, student: _Student, work: Path,
 
 
 def _quality(options: ExportOptions, data: _Data, feats: _Teacher, student: _Student,
-             built: BuiltArtifacts) -> dict[str, Any]:
-    """Same-label mAP@10 of the teacher, the torch student (whitened as on the device, and
-    without the whitening) and every file, on seen and unseen labels."""
+             built: BuiltArtifacts) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Side by side for the teacher, the torch student (whitened as on the device, and without
+    the whitening) and every file, on the validation images (``seen``) and the unseen ones:
+    top-10 agreement with the teacher (``agree@10``) always, same-label mAP@10 where the images
+    have labels (used for training or not). Returns ``(quality, sets)``, ``sets`` saying what
+    each set holds (images, whether labelled, the chance level of agree@10)."""
     pre = _pre(options)
     sets = {"seen": (data.val, feats.val)}
     if data.unseen and feats.unseen is not None:
@@ -372,22 +467,50 @@ def _quality(options: ExportOptions, data: _Data, feats: _Teacher, student: _Stu
     quality: dict[str, Any] = {"teacher": {}, "student_torch_fp32": {}}
     if student.transform is not None:
         quality["student_torch_fp32_unwhitened"] = {}
+    described: dict[str, Any] = {}
+    sweep: dict[str, dict[str, Optional[float]]] = {}
     for name, (records, cache) in sets.items():
-        key, labels = f"{name}_map@10", data.labels(records)
+        labels, teacher = data.measured(records), _teacher_vectors(cache)
+        described[name] = {"images": len(records), "labelled": labels is not None,
+                           f"agree@{AGREEMENT_K}_chance": min(AGREEMENT_K, len(records) - 1)
+                           / max(1, len(records) - 1)}
+
+        def measure(vectors: np.ndarray, labels=labels, teacher=teacher,
+                    name=name) -> dict[str, Optional[float]]:
+            return {f"{name}_map@10": _label_map(vectors, labels),
+                    f"{name}_agree@{AGREEMENT_K}": neighbour_overlap(teacher, vectors,
+                                                                     AGREEMENT_K)}
+
         x = preprocess([r.path for r in records], pre)
         raw = _torch_embed(student.model, x)
-        quality["teacher"][key] = label_retrieval(np.asarray(cache.features, np.float32),
-                                                  labels).map_at_k
-        quality["student_torch_fp32"][key] = label_retrieval(student.device(raw),
-                                                             labels).map_at_k
+        quality["teacher"].update(measure(teacher))
+        quality["student_torch_fp32"].update(measure(student.device(raw)))
         if student.transform is not None:
-            quality["student_torch_fp32_unwhitened"][key] = label_retrieval(raw,
-                                                                            labels).map_at_k
+            quality["student_torch_fp32_unwhitened"].update(measure(raw))
+        for power, fitted in _sweep(student):  # what each power would give (never steers)
+            sweep.setdefault(f"{power:g}", {}).update(measure(fitted.apply(raw)))
         for art in built.artifacts:
-            value = (built.parity[art.key].map_candidate if name == "seen"
-                     else label_retrieval(built.embed(art, x), labels).map_at_k)
-            quality.setdefault(art.key, {})[key] = value
-    return quality
+            quality.setdefault(art.key, {}).update(measure(built.embed(art, x)))
+    if sweep:
+        described["whitening_by_power"] = sweep
+    return quality, described
+
+
+def _sweep(student: _Student) -> list[tuple[float, Whitening]]:
+    """The whitening of the kind the export chose, fitted at every power (for the report)."""
+    choice = student.choice
+    if choice is None or student.train_vectors is None:
+        return []
+    labels = student.train_labels if choice.covariance == "within-label" else None
+    return [(p, Whitening.fit(student.train_vectors, p, labels)) for p in DEFAULT_POWERS]
+
+
+def _label_map(vectors: np.ndarray, labels: Optional[np.ndarray]) -> Optional[float]:
+    """Same-label mAP@10 among the rows that have a label (None without labels)."""
+    if labels is None:
+        return None
+    rows = np.array([lab is not None for lab in labels])
+    return label_retrieval(vectors[rows], labels[rows].astype(str)).map_at_k
 
 
 def _scorer(options: ExportOptions, events: Optional[EventLog], data: _Data, student: _Student,
@@ -407,22 +530,28 @@ def _scorer(options: ExportOptions, events: Optional[EventLog], data: _Data, stu
 
 
 def _records(options: ExportOptions, data: _Data, feats: _Teacher, student: _Student,
-             built: BuiltArtifacts, quality: dict[str, Any], scorer: Optional[ScorerBuild],
+             built: BuiltArtifacts, quality: tuple[dict[str, Any], dict[str, Any]],
+             scorer: Optional[ScorerBuild],
              t0: float) -> tuple[dict[str, Any], dict[str, Any]]:
     """The manifest's ``metrics`` and ``recipe``."""
     config, result, choice = options.student.config(), student.result, student.choice
     student_macs = torch_macs(student.model, config.image_size)
     teacher_macs = feats.macs
+    quality, sets = quality
     metrics = {
         "quality": quality,
+        "quality_sets": sets,
         "parity": {k: v.to_dict() for k, v in built.parity.items()},
         "quantization": built.ladder_records,
         "gate_failures": built.gate_failures,
+        "int8_gate_checks": list(built.gate_checks),
         "whitening": choice.to_dict() if choice is not None else {"power": None},
         "macs": {"student": student_macs, "teacher": teacher_macs,
                  "ratio": (teacher_macs / student_macs) if teacher_macs else None},
         "training": {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                     "stopped": result.stopped, "minutes": result.seconds / 60},
+                     "stopped": result.stopped, "minutes": result.seconds / 60,
+                     "selected_on": "val_map@10" if data.labelled else f"agree@{AGREEMENT_K}",
+                     "best_selection_score": result.best_map},
         "data": data.counts(),
         "export_minutes": (time.perf_counter() - t0) / 60,
     }
@@ -431,7 +560,9 @@ def _records(options: ExportOptions, data: _Data, feats: _Teacher, student: _Stu
               "views": options.distill.views, "view_recipe": VIEW_RECIPE,
               "distill": asdict(options.distill), "whiten": options.student.whiten,
               "int8_target": options.quantization.target.value,
-              "labels": data.label_names, "quick": options.quick, "seed": options.seed}
+              "labels": data.label_names, "trained_with_labels": data.labelled,
+              "use_labels": options.data.use_labels, "quick": options.quick,
+              "seed": options.seed, "distill_seed": options.distill.seed}
     if scorer is not None:
         metrics["scorer"] = scorer.metrics
         recipe["scorer"] = scorer.recipe
@@ -446,7 +577,7 @@ def _report(options: ExportOptions, work: Path, data: _Data, feats: _Teacher,
 
     folder = work / "report"
     folder.mkdir(exist_ok=True)
-    val_labels = data.labels(data.val)
+    val_labels = data.measured(data.val)
     curves = plot_curves(student.result.history, folder / "curves.png")
     reference = student.device(_torch_embed(student.model, preprocess(
         [r.path for r in data.val], _pre(options))))
@@ -458,7 +589,7 @@ def _report(options: ExportOptions, work: Path, data: _Data, feats: _Teacher,
     report = write_html_report(
         folder / "report.html", title=f"edgerec export: {Path(options.out).name}",
         summary=[{"model": k, **v} for k, v in metrics["quality"].items()],
-        artifacts=parity_rows,
+        sets=metrics["quality_sets"], artifacts=parity_rows,
         data={"counts": data.dataset.to_report().get("counts", {}),
               "issues": [i.to_dict() for i in data.dataset.issues]},
         curves=curves, neighbours=grid, recipe=recipe,
@@ -482,8 +613,8 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
     if out.exists() and not (options.force or options.resume):
         raise ExportError(f"{out} already exists; pass --force to replace it (or --resume).")
     if options.quick:
-        log("--quick: a smoke configuration (96 px, 2 epochs, 8 images per label), not a model "
-            "to ship")
+        log("--quick: a smoke configuration (96 px, 2 epochs, 8 images per label or 160 "
+            "unlabelled), not a model to ship")
     work = Path(options.work_dir) if options.work_dir else out.parent / f"{out.name}.work"
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(options.seed)

@@ -1,8 +1,9 @@
 """The export report: training curves (PNG), a neighbour grid (PNG) and one HTML page.
 
 Everything the page shows is also in the bundle's manifest ``metrics``; the page adds the
-pictures: loss and validation mAP@10 per epoch, and query photos with their nearest
-neighbours (green frame: same label).
+pictures: loss and the epoch-selection score (same-label mAP@10, teacher-neighbour
+agreement@10) per epoch, and query photos with their nearest neighbours (green frame: same
+label, when the photos have labels).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["plot_curves", "plot_neighbours", "write_html_report"]
+__all__ = ["plot_curves", "plot_neighbours", "standing", "write_html_report"]
 
 
 def _plt():
@@ -29,7 +30,8 @@ def _plt():
 
 
 def plot_curves(history: Sequence[dict], out: Path) -> Path:
-    """Loss terms and validation mAP@10 against epoch, saved as PNG."""
+    """Loss terms, and each selection score in the history (``val_map@10``, ``agree@10``)
+    against epoch, saved as PNG."""
     plt = _plt()
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     epochs = [h["epoch"] + 1 for h in history]
@@ -40,21 +42,26 @@ def plot_curves(history: Sequence[dict], out: Path) -> Path:
     a.set_xlabel("epoch")
     a.set_title("training loss")
     a.legend()
-    b.plot(epochs, [h["val_map@10"] for h in history], marker="o", color="#3a7")
+    for key, name, colour in (("val_map@10", "same-label mAP@10", "#3a7"),
+                              ("agree@10", "agreement@10 with the teacher", "#37a")):
+        if history and all(key in h for h in history):
+            b.plot(epochs, [h[key] for h in history], marker="o", color=colour, label=name)
     b.set_xlabel("epoch")
-    b.set_title("validation mAP@10 (seen labels)")
+    b.set_title("epoch selection (held-out images)")
+    b.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
 
 
-def plot_neighbours(views: np.ndarray, vectors: np.ndarray, labels: Sequence, out: Path,
-                    queries: int = 6, k: int = 5, seed: int = 0) -> Path:
-    """Rows of query crop + its ``k`` nearest neighbours (green frame = same label)."""
+def plot_neighbours(views: np.ndarray, vectors: np.ndarray, labels: Optional[Sequence],
+                    out: Path, queries: int = 6, k: int = 5, seed: int = 0) -> Path:
+    """Rows of query crop + its ``k`` nearest neighbours (green frame = same label, red = not;
+    grey without labels)."""
     plt = _plt()
     rng = np.random.default_rng(seed)
-    labels = np.asarray(labels)
+    labels = np.asarray(labels if labels is not None else [None] * len(vectors), dtype=object)
     picks = rng.choice(len(vectors), size=min(queries, len(vectors)), replace=False)
     fig, axes = plt.subplots(len(picks), k + 1, figsize=(1.6 * (k + 1), 1.7 * len(picks)))
     axes = np.atleast_2d(axes)
@@ -67,12 +74,16 @@ def plot_neighbours(views: np.ndarray, vectors: np.ndarray, labels: Sequence, ou
             ax.imshow(views[i])
             ax.set_xticks([])
             ax.set_yticks([])
-            colour = "#333" if col == 0 else ("#2a2" if labels[i] == labels[q] else "#c33")
+            judged = col > 0 and labels[i] is not None and labels[q] is not None
+            colour = ("#2a2" if labels[i] == labels[q] else "#c33") if judged else "#333"
             for spine in ax.spines.values():
                 spine.set_edgecolor(colour)
                 spine.set_linewidth(3)
-            ax.set_title(f"{labels[i]}" if col == 0 else f"{sims[i]:.2f}", fontsize=8)
-    fig.suptitle("queries (left) and nearest neighbours; green = same label", fontsize=9)
+            title = ("" if labels[i] is None else f"{labels[i]}") if col == 0 else f"{sims[i]:.2f}"
+            ax.set_title(title, fontsize=8)
+    fig.suptitle("queries (left) and nearest neighbours"
+                 + ("; green = same label" if any(v is not None for v in labels) else ""),
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)
@@ -97,37 +108,88 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
     if isinstance(v, float):
         return f"{v:.4f}"
     return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+
+
+def standing(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Where each model stands against the teacher: one row per model other than the teacher,
+    its difference to the teacher on every measured number (``None`` where either is missing).
+
+    ``summary`` rows are ``{"model": name, metric: value, ...}`` with a ``"teacher"`` row.
+    """
+    teacher = next((r for r in summary if r.get("model") == "teacher"), None)
+    if teacher is None:
+        return []
+    out = []
+    for row in summary:
+        if row is teacher:
+            continue
+        diff: dict[str, Any] = {"model": row["model"]}
+        for key, value in row.items():
+            if key != "model" and key in teacher:
+                t = teacher[key]
+                diff[f"{key} vs teacher"] = (None if value is None or t is None
+                                             else value - t)
+        out.append(diff)
+    return out
 
 
 def write_html_report(out: Path, *, title: str, summary: list[dict[str, Any]],
                       artifacts: list[dict[str, Any]], data: dict[str, Any],
                       curves: Optional[Path], neighbours: Optional[Path],
                       recipe: dict[str, Any], whitening: Optional[dict[str, Any]] = None,
-                      ) -> Path:
-    """One self-contained HTML page (images inlined); ``whitening`` is
-    :meth:`~edgerec.export.distill.whiten.WhiteningChoice.to_dict` when the export whitened."""
+                      sets: Optional[dict[str, Any]] = None) -> Path:
+    """One self-contained HTML page (images inlined).
+
+    ``summary``: one row per model (the teacher, the torch student, every file) with its
+    numbers (``seen_map@10``, ``seen_agree@10``, ... ; None where not measurable), shown side
+    by side with each model's difference to the teacher; ``sets``: what each measured set
+    holds (``images``, ``labelled``, the chance level of agree@10); ``whitening`` is
+    :meth:`~edgerec.export.distill.whiten.WhiteningChoice.to_dict` when the export whitened;
+    the recipe's ``seed`` and ``distill_seed`` head the page.
+    """
+    sets = sets or {}
+    described = [{"set": k, **v} for k, v in sets.items() if isinstance(v, dict)
+                 and "images" in v]
     parts = [
         f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
         "<style>body{font:14px sans-serif;max-width:1100px;margin:2em auto}"
         "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
         "padding:3px 8px;text-align:right}th{background:#eee}</style>",
         f"<h1>{html.escape(title)}</h1>",
-        "<h2>Retrieval quality (same-label mAP@10)</h2>", _table(summary),
+        f"<p>seed {html.escape(str(recipe.get('seed')))}, training seed "
+        f"{html.escape(str(recipe.get('distill_seed')))}; trained "
+        f"{'with' if recipe.get('trained_with_labels', True) else 'without'} labels "
+        "(the full recipe is at the end).</p>",
+        "<h2>Where the student stands</h2>",
+        "<p>seen = the validation images, unseen = the unseen folder. mAP@10: same-label "
+        "retrieval (only where the images have labels; with --ignore-labels they measure but "
+        "never train). agree@10: the share of each image's 10 nearest neighbours (among the "
+        "same held-out images) that the teacher also ranks in its 10 nearest; the teacher's "
+        "own is 1 by definition.</p>",
+        _table(summary), "<h3>Difference to the teacher</h3>", _table(standing(summary)),
+        "<h3>The measured sets</h3>", _table(described),
         "<h2>Artifacts and parity with the torch fp32 student</h2>", _table(artifacts),
     ]
     if whitening:
-        tried = whitening.get("selection_map@10", {})
+        measure = whitening.get("measure", "map@10")
+        tried = whitening.get(f"selection_{measure}", {})
         parts += [
             "<h2>Encoder whitening</h2>",
             f"<p>{html.escape(str(whitening.get('covariance')))} covariance, fitted on "
             f"{whitening.get('fitted_on')} training images; kept power: "
-            f"{html.escape(str(whitening.get('power')))} (epoch-selection mAP@10 unwhitened "
-            f"{_fmt(whitening.get('baseline_selection_map@10'))})</p>",
-            _table([{"power": p, "selection mAP@10": m} for p, m in tried.items()]),
+            f"{html.escape(str(whitening.get('power')))} (epoch-selection {measure} "
+            f"unwhitened {_fmt(whitening.get(f'baseline_selection_{measure}'))})</p>",
+            _table([{"power": p, f"selection {measure}": m} for p, m in tried.items()]),
         ]
+    by_power = sets.get("whitening_by_power")
+    if by_power:
+        parts += ["<p>What each power would give on the measured sets (never used to "
+                  "choose):</p>", _table([{"power": p, **v} for p, v in by_power.items()])]
     if curves:
         parts += ["<h2>Training</h2>", _img(curves)]
     if neighbours:

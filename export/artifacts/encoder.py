@@ -5,7 +5,8 @@
 the same preprocessed held-out images (:func:`~.parity.parity`): fp32 artifacts must match the
 student (min cosine >= :data:`FP32_MIN_COSINE`); int8 artifacts climb :func:`onnx_remedies`
 and :func:`tflite_remedies` until they pass :class:`EncoderGate` (int8/fp32 mAP@10 >= 0.99,
-mean cosine >= 0.98). With a ``transform`` (the bundle's whitening) every comparison is made
+or without labels top-10 neighbour overlap >= :data:`NEIGHBOUR_OVERLAP_WITHOUT_LABELS`; mean
+cosine >= 0.98). With a ``transform`` (the bundle's whitening) every comparison is made
 on the vectors the device ends with, after it, and the float-head rungs go first.
 """
 
@@ -36,6 +37,7 @@ from edgerec.sdk.bundle.writer import NewArtifact
 
 __all__ = [
     "FP32_MIN_COSINE",
+    "NEIGHBOUR_OVERLAP_WITHOUT_LABELS",
     "BuiltArtifacts",
     "EncoderGate",
     "build_artifacts",
@@ -46,26 +48,53 @@ __all__ = [
 ]
 
 FP32_MIN_COSINE = 0.999
+NEIGHBOUR_OVERLAP_WITHOUT_LABELS = 0.8
+"""The top-10 neighbour overlap an int8 encoder must keep with its fp32 reference on held-out
+images that have no labels (:class:`EncoderGate`)."""
 CALIBRATION_BATCH = 16  # images per calibration batch
 
 
 @dataclass(frozen=True)
 class EncoderGate:
     """What an int8 encoder must reach against its fp32 reference (a
-    :class:`~.ladder.Gate` over :class:`~.parity.ParityReport`); ``None`` skips a check."""
+    :class:`~.ladder.Gate` over :class:`~.parity.ParityReport`).
+
+    Attributes:
+        min_map_ratio: int8/fp32 same-label mAP@10 on the held-out images, checked when they
+            have labels (the report has ``map_reference``).
+        min_neighbour_overlap: top-10 neighbour overlap with the fp32 reference, checked *in
+            place of* the mAP ratio when the held-out images have no labels, so that an
+            unlabelled export is gated on what it can measure instead of not at all.
+        min_mean_cosine: mean cosine to the fp32 reference, always checked.
+
+    ``None`` turns a check off; a check that applies but whose number was not measured fails
+    (value ``None``): no check is skipped silently. :meth:`applied` names those applied.
+    """
 
     min_map_ratio: Optional[float] = 0.99
     min_mean_cosine: Optional[float] = 0.98
+    min_neighbour_overlap: Optional[float] = NEIGHBOUR_OVERLAP_WITHOUT_LABELS
+
+    def applied(self, labelled: bool) -> tuple[str, ...]:
+        """The metrics this gate checks on held-out images with (or without) labels, e.g.
+        ``("neighbour_overlap", "cosine_mean")`` without."""
+        names = []
+        if labelled or self.min_neighbour_overlap is None:
+            names += ["map_ratio"] if self.min_map_ratio is not None else []
+        else:
+            names.append("neighbour_overlap")
+        return (*names, *(["cosine_mean"] if self.min_mean_cosine is not None else []))
 
     def _checks(self, report: ParityReport) -> dict[str, tuple[Optional[float], float]]:
-        checks = {"map_ratio": (report.map_ratio, self.min_map_ratio),
+        values = {"map_ratio": (report.map_ratio, self.min_map_ratio),
+                  "neighbour_overlap": (report.neighbour_overlap, self.min_neighbour_overlap),
                   "cosine_mean": (report.cosine_mean, self.min_mean_cosine)}
-        return {m: (v, need) for m, (v, need) in checks.items() if need is not None}
+        return {m: values[m] for m in self.applied(report.map_reference is not None)}
 
     def shortfalls(self, report: ParityReport) -> dict[str, tuple[Optional[float], float]]:
         """``{metric: (value, required)}`` for every check ``report`` fails (empty: passes).
 
-        A mAP check on a report without labels fails with value ``None``.
+        A check whose number the report lacks fails with value ``None``.
         """
         return {m: (v, need) for m, (v, need) in self._checks(report).items()
                 if v is None or not v >= need}
@@ -169,6 +198,7 @@ class BuiltArtifacts(BuiltFiles):
     (:class:`~.build.BuiltFiles`), with the whitening ``transform`` they were compared after."""
 
     transform: Optional[Callable[[np.ndarray], np.ndarray]] = None
+    gate_checks: tuple[str, ...] = ()  # what the int8 gate checked (EncoderGate.applied)
 
     def embed(self, artifact: NewArtifact, x: np.ndarray) -> np.ndarray:
         """Unit ``(N, D)`` float32 embeddings of NCHW float32 ``x`` through the artifact on its
@@ -197,7 +227,7 @@ def build_artifacts(
     out_dir: Path,
     *,
     x_val: np.ndarray,
-    val_labels: np.ndarray,
+    val_labels: Optional[np.ndarray],
     x_cal: np.ndarray,
     allow_gate_failure: bool = False,
     first_remedy_only: bool = False,
@@ -212,7 +242,8 @@ def build_artifacts(
     Args:
         model: the trained torch student (eval mode), (N, 3, S, S) -> (N, D).
         pre: the bundle's preprocessing (S = ``pre.input_size``).
-        x_val: (N, 3, S, S) float32 held-out images, preprocessed; ``val_labels`` (N,).
+        x_val: (N, 3, S, S) float32 held-out images, preprocessed; ``val_labels`` (N,) or
+            None when they have no labels (the gate then checks neighbour overlap).
         x_cal: (M, 3, S, S) float32 calibration images (training images), preprocessed.
         allow_gate_failure: leave out (and record) an int8 artifact that fails its gate.
         first_remedy_only: try only the cheapest rung of each ladder (quick exports).
@@ -243,12 +274,14 @@ def build_artifacts(
             )
         return report
 
+    gate = gate or EncoderGate()
     ladders = _ladders(model, int8, QuantTarget(target), min(256, len(x_cal)),
                        float_head=transform is not None, first_only=first_remedy_only)
     files = build_model_files(
         model, Path(out_dir), role=Role.ENCODER, io=ModelIO.image(pre.input_size),
-        check_fp32=check_fp32, evaluate=evaluate, gate=gate or EncoderGate(), ladders=ladders,
+        check_fp32=check_fp32, evaluate=evaluate, gate=gate, ladders=ladders,
         calibration=[x_cal[i : i + CALIBRATION_BATCH]
                      for i in range(0, len(x_cal), CALIBRATION_BATCH)],
         fail_on_gate=not allow_gate_failure, log=log)
-    return BuiltArtifacts(**vars(files), transform=transform)
+    return BuiltArtifacts(**vars(files), transform=transform,
+                          gate_checks=gate.applied(val_labels is not None))

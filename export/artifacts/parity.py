@@ -2,8 +2,10 @@
 
 :func:`parity` compares a candidate (an int8 or converted artifact) with a reference (the
 torch fp32 student) row by row: cosine per image, how many of each image's nearest neighbours
-survive, and, given labels, same-label retrieval quality of both. :func:`artifact_embeddings`
-and :func:`torch_embeddings` produce the (N, D) arrays it compares from NCHW image batches.
+survive, and, given labels, same-label retrieval quality of both. :func:`neighbour_overlap` is that
+neighbour count alone, for two embeddings of any dimensions (the export's label-free quality
+measure: a student's top-k neighbours against the teacher's). :func:`artifact_embeddings` and
+:func:`torch_embeddings` produce the (N, D) arrays it compares from NCHW image batches.
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ from edgerec.runtimes import RuntimeOptions, open_runtime
 from edgerec.sdk.encoder import l2_normalize
 from edgerec.sdk.evaluation.retrieval import label_retrieval
 
-__all__ = ["ParityReport", "artifact_embeddings", "parity", "torch_embeddings"]
+__all__ = [
+    "ParityReport",
+    "artifact_embeddings",
+    "neighbour_overlap",
+    "parity",
+    "torch_embeddings",
+]
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,33 @@ def _top_k(x: np.ndarray, k: int) -> np.ndarray:
     return top
 
 
+def neighbour_overlap(reference: np.ndarray, candidate: np.ndarray, k: int = 10) -> float:
+    """Mean over the N images of |top-k(reference) ∩ top-k(candidate)| / k.
+
+    Each image's top-k are the k other images (of the same N) with the largest inner product
+    in that space, after L2-normalising the rows; the two spaces may have different
+    dimensions (``reference`` (N, D1), ``candidate`` (N, D2)). ``k`` is capped at N - 1;
+    by chance alone the overlap is about k / (N - 1).
+
+    Raises:
+        ValueError: fewer than two images, different N, or ``k`` < 1.
+    """
+    ref = l2_normalize(np.asarray(reference, dtype=np.float32))
+    cand = l2_normalize(np.asarray(candidate, dtype=np.float32))
+    if ref.ndim != 2 or cand.ndim != 2 or len(ref) != len(cand):
+        raise ValueError(f"reference and candidate must be (N, D) arrays of the same N, got "
+                         f"{ref.shape} and {cand.shape}.")
+    if len(ref) < 2:
+        raise ValueError("neighbour_overlap needs at least two images (neighbours are other "
+                         "images).")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}.")
+    k = min(k, len(ref) - 1)
+    top_ref, top_cand = np.sort(_top_k(ref, k), axis=1), np.sort(_top_k(cand, k), axis=1)
+    return float(np.mean([len(np.intersect1d(a, b, assume_unique=True))
+                          for a, b in zip(top_ref, top_cand)]) / k)
+
+
 def parity(
     reference: np.ndarray,
     candidate: np.ndarray,
@@ -97,9 +132,7 @@ def parity(
         raise ValueError(f"k must be >= 1, got {k}.")
     k = min(k, n - 1)
     cosines = (ref * cand).sum(axis=1)
-    top_ref, top_cand = np.sort(_top_k(ref, k), axis=1), np.sort(_top_k(cand, k), axis=1)
-    overlap = np.mean([len(np.intersect1d(a, b, assume_unique=True))
-                       for a, b in zip(top_ref, top_cand)]) / k
+    overlap = neighbour_overlap(ref, cand, k)
     map_ref = map_cand = ratio = None
     if labels is not None:
         if len(labels) != n:

@@ -7,7 +7,8 @@
   and returns a :class:`Dataset`: the usable :class:`ImageRecord` s plus every
   :class:`DataIssue` found. Nothing is dropped silently: undecodable, truncated, too small,
   exactly duplicated and near-duplicated images are excluded *and* reported.
-- :func:`split` makes a deterministic train/validation split, stratified by label.
+- :func:`split` makes a deterministic train/validation split, stratified by label (and, for
+  images without labels, at random by item id).
 - the views (augmentations) the teacher and student see are made by
   :mod:`edgerec.export.data.views`.
 
@@ -483,15 +484,20 @@ def item_seed(item_id: str, seed: int = 0) -> int:
 
 
 def split(
-    dataset: Union[Dataset, Sequence[ImageRecord]], val_fraction: float = 0.1, seed: int = 0
+    dataset: Union[Dataset, Sequence[ImageRecord]],
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    *,
+    split_unlabelled: bool = False,
 ) -> tuple[list[ImageRecord], list[ImageRecord]]:
     """Deterministic train/validation split, stratified by label.
 
     Within each label the records are ordered by :func:`item_seed` of ``(seed, item_id)`` and
     the first ``round(val_fraction * n)`` go to validation, clamped so that a label with two or
-    more images has at least one in each part (when ``val_fraction > 0``). A label with one image
-    and unlabeled records go to train. The result depends only on the set of records, not on
-    their order.
+    more images has at least one in each part (when ``val_fraction > 0``). A label with one
+    image goes to train. Unlabelled records go to train, or with ``split_unlabelled`` are split
+    the same way as one more group (a random split by item id, for images without labels). The
+    result depends only on the set of records, not on their order.
 
     Returns:
         ``(train, validation)``, each sorted by item_id.
@@ -502,7 +508,7 @@ def split(
     by_label: dict[Optional[str], list[ImageRecord]] = defaultdict(list)
     for r in records:
         by_label[r.label].append(r)
-    train: list[ImageRecord] = list(by_label.pop(None, []))
+    train: list[ImageRecord] = [] if split_unlabelled else list(by_label.pop(None, []))
     val: list[ImageRecord] = []
     for group in by_label.values():
         group.sort(key=lambda r: (item_seed(r.item_id, seed), r.item_id))

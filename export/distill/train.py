@@ -17,10 +17,11 @@ AdamW with linear warm-up and cosine decay, per step. With ``ema_decay`` > 0 an 
 moving average of the weights (and BatchNorm buffers) is kept beside them (decay warmed up as
 ``min(ema_decay, (1 + step) / (10 + step))``); it is what gets evaluated, kept and returned.
 After each epoch the student (or its average) is evaluated
-(same-label mAP@10 on the validation views); the best state is kept, training stops early after
-``patience`` evaluations without improvement or when ``max_minutes`` is spent. The kept state's
-BatchNorm statistics are then re-estimated exactly on training crops. ``last.pt`` is
-written atomically every epoch and training resumes from it.
+(same-label mAP@10 on the validation views, or any number a ``probe`` returns, e.g. the
+teacher-neighbour agreement of unlabelled images); the best state is kept, training stops
+early after ``patience`` evaluations without improvement or when ``max_minutes`` is spent.
+The kept state's BatchNorm statistics are then re-estimated exactly on training crops.
+``last.pt`` is written atomically every epoch and training resumes from it.
 """
 
 from __future__ import annotations
@@ -288,7 +289,7 @@ def train_student(
     views_per_item: int,
     labels: np.ndarray,
     val_views: np.ndarray,
-    val_labels: np.ndarray,
+    val_labels: Optional[np.ndarray],
     config: DistillConfig,
     checkpoint_dir: Path,
     resume: bool = False,
@@ -302,7 +303,9 @@ def train_student(
         views: (N * V, s, s, 3) uint8 cached crops (V = ``views_per_item`` per item).
         features: (N * V, Dt) float16/32 teacher unit vectors for those crops.
         labels: (N,) int64 class index per item, -1 for unlabelled.
-        val_views: (M, s, s, 3) uint8 validation centre crops; ``val_labels`` (M,).
+        val_views: (M, s, s, 3) uint8 validation centre crops; ``val_labels`` (M,), or None
+            when they have no labels (then ``val_map@10`` is not measured and ``select_on``
+            must name a number the ``probe`` returns).
         checkpoint_dir: ``last.pt`` (resume point) and ``best.pt`` live here.
         resume: continue from ``last.pt`` when it exists.
         log: called with each epoch's history row.
@@ -311,6 +314,9 @@ def train_student(
             held-out data) and diagnostics can be logged.
         select_on: the history key whose maximum picks the kept epoch.
     """
+    if val_labels is None and probe is None:
+        raise ValueError("without val_labels the kept epoch needs a probe that returns the "
+                         "number select_on names")
     trainer = _Trainer(model, views, features, views_per_item, labels, config)
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -321,10 +327,13 @@ def train_student(
     stopped = "epochs"
     for epoch in range(trainer.start_epoch, config.epochs):
         means = trainer.epoch(epoch)
-        val = label_retrieval(embed_views(trainer.judged, val_views, config), val_labels, k=10)
-        row = {"epoch": epoch, "lr": trainer.sched.get_last_lr()[0],
-               "val_map@10": val.map_at_k, "val_p@10": val.precision_at_k,
-               "w_label": trainer.label_weight((epoch + 1) * trainer.steps_per_epoch), **means}
+        row = {"epoch": epoch, "lr": trainer.sched.get_last_lr()[0]}
+        if val_labels is not None:
+            val = label_retrieval(embed_views(trainer.judged, val_views, config), val_labels,
+                                  k=10)
+            row.update({"val_map@10": val.map_at_k, "val_p@10": val.precision_at_k})
+        row.update({"w_label": trainer.label_weight((epoch + 1) * trainer.steps_per_epoch),
+                    **means})
         if probe is not None:
             row.update(probe(trainer.judged))
         row["seconds"] = time.perf_counter() - t0

@@ -1,4 +1,4 @@
-"""Export step 5b: fit the encoder's whitening and pick its power on held-out labelled images.
+"""Export step 5b: fit the encoder's whitening and pick its power on held-out images.
 
 Whitening (:class:`edgerec.sdk.Whitening`) evens out the few directions a label-trained student
 spends most of its embedding variance on. Two kinds, both fitted on training images only:
@@ -10,19 +10,23 @@ spends most of its embedding variance on. Two kinds, both fitted on training ima
   unwhitened embedding (README "Encoder whitening" has what it did to seen and unseen labels);
 - **total** (the fallback for unlabelled training data): PCA whitening of all training images.
   It trades retrieval on the trained labels for retrieval of what was never labelled, so the
-  power is raised step by step only while the selection mAP@10 stays within ``keep`` (99%) of
+  power is raised step by step only while the selection score stays within ``keep`` (99%) of
   the unwhitened embedding's.
 
-Unseen labels never steer either choice.
+The selection score is same-label mAP@10 when the selection images have labels, else the
+teacher-neighbour agreement@10 (:func:`~edgerec.export.artifacts.parity.neighbour_overlap` of
+the student's top-10 with the teacher's, among the selection images). Unseen labels never
+steer either choice.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
+from edgerec.export.artifacts.parity import neighbour_overlap
 from edgerec.sdk import Whitening, l2_normalize
 from edgerec.sdk.evaluation.retrieval import label_retrieval
 
@@ -39,23 +43,27 @@ class WhiteningChoice:
         whitening: the fitted transform, or None when no power was good enough.
         power: its power (None when off).
         covariance: ``"within-label"`` or ``"total"``.
-        baseline_map: selection mAP@10 of the unwhitened embedding.
-        maps: selection mAP@10 per tried power.
+        measure: the selection score: ``"map@10"`` (same-label) or ``"agree@10"`` (top-10
+            agreement with the teacher).
+        baseline: the selection score of the unwhitened embedding.
+        scores: the selection score per tried power.
         fitted_on: number of training embeddings the transform was fitted on.
     """
 
     whitening: Optional[Whitening]
     power: Optional[float]
     covariance: str
-    baseline_map: float
-    maps: dict[float, float] = field(default_factory=dict)
+    baseline: float
+    scores: dict[float, float] = field(default_factory=dict)
     fitted_on: int = 0
+    measure: str = "map@10"
 
     def to_dict(self) -> dict:
-        """JSON-ready record for the manifest's ``metrics``."""
-        return {"power": self.power, "covariance": self.covariance,
-                "baseline_selection_map@10": self.baseline_map,
-                "selection_map@10": {f"{p:g}": m for p, m in self.maps.items()},
+        """JSON-ready record for the manifest's ``metrics`` (keys name the measure, e.g.
+        ``selection_map@10`` or ``selection_agree@10``)."""
+        return {"power": self.power, "covariance": self.covariance, "measure": self.measure,
+                f"baseline_selection_{self.measure}": self.baseline,
+                f"selection_{self.measure}": {f"{p:g}": m for p, m in self.scores.items()},
                 "fitted_on": self.fitted_on}
 
 
@@ -70,11 +78,25 @@ def _usable_labels(labels: Optional[np.ndarray], n: int) -> Optional[np.ndarray]
     return labels if (counts >= 2).any() else None
 
 
+def _scorer(select_labels: Optional[np.ndarray], teacher: Optional[np.ndarray],
+            n: int) -> tuple[str, Callable[[np.ndarray], float]]:
+    if (select_labels is None) == (teacher is None):
+        raise ValueError("choose_whitening needs either select_labels or teacher (the teacher's "
+                         "vectors of the selection images), not both")
+    if select_labels is not None:
+        return "map@10", lambda v: label_retrieval(v, select_labels).map_at_k
+    teacher = np.asarray(teacher, np.float32)
+    if len(teacher) != n:
+        raise ValueError(f"teacher has {len(teacher)} rows for {n} selection embeddings")
+    return "agree@10", lambda v: neighbour_overlap(teacher, v, k=10)
+
+
 def choose_whitening(
     train: np.ndarray,
     select: np.ndarray,
-    select_labels: np.ndarray,
+    select_labels: Optional[np.ndarray] = None,
     *,
+    teacher: Optional[np.ndarray] = None,
     train_labels: Optional[np.ndarray] = None,
     powers: Sequence[float] = DEFAULT_POWERS,
     keep: Optional[float] = None,
@@ -83,32 +105,39 @@ def choose_whitening(
 
     Args:
         train: (N, D) float32 embeddings of training images (any norm; rows are normalised).
-        select: (M, D) float32 embeddings of held-out labelled images; ``select_labels`` (M,).
+        select: (M, D) float32 embeddings of held-out images, scored by same-label mAP@10 with
+            ``select_labels`` (M,), or, for images without labels, by top-10 agreement with
+            ``teacher`` (M, Dt), the teacher's vectors of the same images. Give one of the two.
         train_labels: optional (N,) int label index of each training row, -1 for unlabelled.
             When some label has two rows the whitening is within-label and the power with the
-            best selection mAP@10 is kept; otherwise it is total (PCA) whitening, raised while
-            it holds ``keep`` of the unwhitened mAP.
+            best selection score is kept; otherwise it is total (PCA) whitening, raised while
+            it holds ``keep`` of the unwhitened score.
         powers: candidate powers in [0, 1].
-        keep: the share of the unwhitened selection mAP@10 the kept power must reach; by
+        keep: the share of the unwhitened selection score the kept power must reach; by
             default 1.0 (within-label: it must not be worse) or 0.99 (total). ``keep=0`` with
             a single power forces that power.
+
+    Raises:
+        ValueError: both or neither of ``select_labels`` and ``teacher``, or mismatched rows.
     """
+    measure, score = _scorer(select_labels, teacher, len(select))
     labels = _usable_labels(train_labels, len(train))
     covariance = "total" if labels is None else "within-label"
     keep = (1.0 if labels is not None else 0.99) if keep is None else keep
-    baseline = label_retrieval(l2_normalize(select), select_labels).map_at_k
-    maps: dict[float, float] = {}
+    baseline = score(l2_normalize(select))
+    scores: dict[float, float] = {}
     best: Optional[Whitening] = None
     for power in sorted(powers):
         candidate = Whitening.fit(train, power, labels)
-        maps[power] = label_retrieval(candidate.apply(select), select_labels).map_at_k
+        scores[power] = score(candidate.apply(select))
         if labels is not None:  # keep the best power
-            if maps[power] >= keep * baseline and (best is None or maps[power] > maps[best.power]):
+            if scores[power] >= keep * baseline and (
+                    best is None or scores[power] > scores[best.power]):
                 best = candidate
-        elif maps[power] < keep * baseline:
+        elif scores[power] < keep * baseline:
             break  # powers are tried in increasing order; stop at the first that costs too much
         else:
             best = candidate
     return WhiteningChoice(whitening=best, power=best.power if best else None,
-                           covariance=covariance, baseline_map=baseline, maps=maps,
-                           fitted_on=len(train))
+                           covariance=covariance, baseline=baseline, scores=scores,
+                           fitted_on=len(train), measure=measure)

@@ -51,8 +51,12 @@ def test_quick_export_writes_a_verified_bundle_with_metrics_and_report(quick_exp
     assert int8 == {"encoder/onnx/int8", "encoder/tflite/int8"}  # shipped or said why not
     assert m["parity"]["encoder/onnx/fp32"]["cosine_min"] > 0.999
     assert m["macs"]["teacher"] > 10 * m["macs"]["student"]
-    assert set(m["quality"]["teacher"]) == {"seen_map@10", "unseen_map@10"}
-    assert set(m["quality"]["encoder/tflite/fp32"]) == {"seen_map@10", "unseen_map@10"}
+    keys = {"seen_map@10", "unseen_map@10", "seen_agree@10", "unseen_agree@10"}
+    assert set(m["quality"]["teacher"]) == keys == set(m["quality"]["encoder/tflite/fp32"])
+    assert m["quality"]["teacher"]["seen_agree@10"] == 1.0
+    assert m["training"]["selected_on"] == "val_map@10"  # labels pick the epoch when there
+    assert m["int8_gate_checks"] == ["map_ratio", "cosine_mean"]
+    assert bundle.manifest.recipe["trained_with_labels"] is True
     assert m["data"]["extra"] == 5 and m["data"]["unseen"] == 12
     assert m["data"]["epoch_selection"] > 0  # the epoch is picked on held-out train images
     assert bundle.manifest.teacher["embedding_dim"] == 1024
@@ -75,7 +79,7 @@ def test_the_export_ships_its_whitening_and_the_device_applies_it(quick_export):
     report = (bundle.path / "report" / "report.html").read_text()
     assert "Encoder whitening" in report and "within-label covariance" in report
     assert m["whitening"]["fitted_on"] > 0 and list(m["whitening"]["selection_map@10"]) == ["0.5"]
-    assert set(m["quality"]["student_torch_fp32_unwhitened"]) == {"seen_map@10", "unseen_map@10"}
+    assert m["quality"]["student_torch_fp32_unwhitened"]["unseen_map@10"] is not None
     for key in ("encoder/onnx/int8", "encoder/tflite/int8"):  # float head tried first
         if key in m["quantization"]:
             assert m["quantization"][key]["attempts"][0]["remedy"] == "keep_float"
@@ -155,6 +159,15 @@ def test_distill_overrides_parse_every_field_type_and_refuse_unknown_keys(tmp_pa
     assert not (tmp_path / "b").exists()
 
 
+def test_a_photo_too_few_to_hold_one_out_says_what_to_do(tmp_path):
+    (tmp_path / "one").mkdir()
+    shutil.copy(sample_images(1)[0][0], tmp_path / "one" / "a.jpg")
+    with pytest.raises(ExportError, match="at least 2 held-out images"):
+        export_bundle(ExportOptions(images=tmp_path / "one", out=tmp_path / "b", quick=True),
+                      log=lambda _m: None)
+    assert not (tmp_path / "b").exists()
+
+
 def test_export_of_an_empty_folder_says_what_to_do(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ExportError, match="No images found"):
@@ -178,6 +191,69 @@ def test_a_float_teacher_needs_its_normalisation(tmp_path):
                                     teacher=TeacherOptions(source=TINY_ONNX)),
                       log=lambda _m: None)
     assert not (tmp_path / "b").exists()
+
+
+@pytest.fixture(scope="module")
+def flat_export(tmp_path_factory):
+    """The sample's photos copied into one flat folder (no labels), exported with --quick;
+    three labelled folders of them stand in for a labelled set that only measures."""
+    root = tmp_path_factory.mktemp("flat")
+    flat, unseen = root / "photos", root / "unseen"
+    flat.mkdir()
+    for path in sorted((SAMPLE / "images").glob("*/*.jpg")):
+        shutil.copy(path, flat / path.name)
+    for label in ("hat", "shoes", "skirt"):
+        (unseen / label).mkdir(parents=True)
+        for path in sorted((SAMPLE / "images" / label).glob("*.jpg"))[:5]:
+            shutil.copy(path, unseen / label / path.name)
+    code = main(["export", "--images", str(flat), "--out", str(root / "bundle"), "--quick",
+                 "--eval-unseen", str(unseen), "--json"])
+    assert code == 0
+    return Bundle.open(root / "bundle")
+
+
+def test_a_flat_folder_of_unlabelled_photos_exports_a_verified_bundle(flat_export):
+    m, recipe = flat_export.manifest.metrics, flat_export.manifest.recipe
+    assert recipe["trained_with_labels"] is False and recipe["labels"] == []
+    assert m["data"]["validation"] >= 11 and m["data"]["epoch_selection"] >= 11  # random split
+    assert m["training"]["selected_on"] == "agree@10"
+    assert all("val_map@10" not in row for row in json.loads(
+        (flat_export.path / "report" / "history.json").read_text()))
+    q = m["quality"]
+    assert q["teacher"]["seen_agree@10"] == 1.0 and q["teacher"]["seen_map@10"] is None
+    for model in ("student_torch_fp32", "encoder/onnx/fp32", "encoder/tflite/fp32"):
+        assert 0 <= q[model]["seen_agree@10"] <= 1 and q[model]["seen_map@10"] is None
+        assert q[model]["unseen_map@10"] is not None  # a labelled set measures, never trains
+    sets = m["quality_sets"]
+    assert sets["seen"]["labelled"] is False and sets["unseen"]["labelled"] is True
+    assert sets["seen"]["agree@10_chance"] == pytest.approx(10 / (sets["seen"]["images"] - 1))
+    assert m["int8_gate_checks"] == ["neighbour_overlap", "cosine_mean"]
+    keys = {a.key for a in flat_export.artifacts()}
+    assert {"encoder/onnx/int8", "encoder/tflite/int8"} <= keys | set(m["gate_failures"])
+    assert m["whitening"]["power"] is None or m["whitening"]["covariance"] == "total"
+    assert m["whitening"]["measure"] == "agree@10"
+    report = (flat_export.path / "report" / "report.html").read_text()
+    assert "Where the student stands" in report and "seen_agree@10 vs teacher" in report
+
+
+def test_ignore_labels_trains_without_them_and_keeps_them_to_measure(tmp_path):
+    from edgerec.export.cli import _export_options
+    from edgerec.export.pipeline import _read_data
+    from edgerec.sdk.cli.app import build_parser
+
+    args = build_parser().parse_args(["export", "--images", str(SAMPLE / "images"), "--out",
+                                      str(tmp_path / "b"), "--ignore-labels"])
+    options = _export_options(args)
+    assert options.data.use_labels is False
+    assert _export_options(build_parser().parse_args(
+        ["export", "--images", "x", "--out", "y"])).data.use_labels is True
+    data, _ = _read_data(options, log=lambda _m: None)
+    assert not data.labelled and data.labels(data.val) is None
+    assert all(r.label is None for r in data.train + data.select + data.val)
+    truth = data.measured(data.val)  # the folder names, for the report only
+    assert truth is not None and len(set(truth)) > 1 and None not in set(truth)
+    assert (data.pool_labels() == -1).all()
+    assert len(data.val) == 20 and len(data.select) == 18  # 10% each, at random
 
 
 def _records(per_label: int, labels: int = 3) -> list:

@@ -102,3 +102,20 @@ def test_build_leaves_out_or_fails_on_an_int8_file_that_misses_its_gate(tmp_path
     assert built.ladder_records == {}
     with pytest.raises(ExportError, match=r"encoder\.int8\.onnx failed the int8 gate"):
         build_artifacts(tiny_net[0], Preprocessing(input_size=32), tmp_path / "b", **common)
+
+
+def test_without_labels_the_int8_gate_checks_neighbour_overlap_and_says_so(tmp_path, tiny_net,
+                                                                           labelled):
+    cal, held, _ = labelled
+    common = dict(x_val=held, val_labels=None, x_cal=cal, first_remedy_only=True,
+                  int8=(Engine.ONNX,), log=lambda _m: None)
+    built = build_artifacts(tiny_net[0], Preprocessing(input_size=32), tmp_path / "a",
+                            gate=EncoderGate(min_mean_cosine=0.9), **common)
+    assert built.gate_checks == ("neighbour_overlap", "cosine_mean")
+    report = built.parity["encoder/onnx/int8"]
+    assert report.map_ratio is None and report.neighbour_overlap >= 0.8
+    strict = EncoderGate(min_neighbour_overlap=1.01, min_mean_cosine=None)
+    built = build_artifacts(tiny_net[0], Preprocessing(input_size=32), tmp_path / "b",
+                            gate=strict, allow_gate_failure=True, **common)
+    assert "neighbour_overlap" in built.gate_failures["encoder/onnx/int8"]
+    assert built.gate_checks == ("neighbour_overlap",)

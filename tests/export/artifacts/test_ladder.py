@@ -30,11 +30,25 @@ def test_encoder_gate_lists_what_falls_short():
     gate = EncoderGate()
     assert gate.shortfalls(_report()) == {}
     assert gate.shortfalls(_report(cos=0.97, ratio=0.995)) == {"cosine_mean": (0.97, 0.98)}
-    no_labels = ParityReport(n=10, k=10, cosine_mean=0.99, cosine_min=0.9, neighbour_overlap=1)
-    assert gate.shortfalls(no_labels) == {"map_ratio": (None, 0.99)}
-    assert gate.margin(no_labels) == float("-inf")
-    assert EncoderGate(min_map_ratio=None).shortfalls(no_labels) == {}
     assert gate.margin(_report(cos=0.97, ratio=1.0)) == pytest.approx(-0.01)
+
+
+def test_without_labels_the_encoder_gate_checks_neighbour_overlap_instead_of_map():
+    gate = EncoderGate()
+    no_labels = ParityReport(n=10, k=10, cosine_mean=0.99, cosine_min=0.9, neighbour_overlap=1)
+    assert gate.applied(labelled=False) == ("neighbour_overlap", "cosine_mean")
+    assert gate.applied(labelled=True) == ("map_ratio", "cosine_mean")
+    assert gate.shortfalls(no_labels) == {}
+    drifted = ParityReport(n=10, k=10, cosine_mean=0.99, cosine_min=0.9, neighbour_overlap=0.5)
+    assert gate.shortfalls(drifted) == {"neighbour_overlap": (0.5, 0.8)}
+    assert gate.margin(drifted) == pytest.approx(-0.3)
+    # with the label-free check turned off, the mAP check still applies and fails unmeasured:
+    # a gate is never skipped silently
+    strict = EncoderGate(min_neighbour_overlap=None)
+    assert strict.shortfalls(no_labels) == {"map_ratio": (None, 0.99)}
+    assert strict.margin(no_labels) == float("-inf")
+    assert EncoderGate(min_map_ratio=None, min_neighbour_overlap=None).shortfalls(
+        no_labels) == {}
 
 
 def test_ladder_stops_at_the_first_remedy_that_passes(tmp_path):

@@ -11,6 +11,7 @@ from conftest import TINY_ONNX, TINY_TFLITE
 from edgerec.export.artifacts.parity import (
     ParityReport,
     artifact_embeddings,
+    neighbour_overlap,
     parity,
     torch_embeddings,
 )
@@ -42,6 +43,19 @@ def test_neighbour_overlap_counts_shared_nearest_neighbours():
     # with k=2 every query keeps both of its neighbours
     #   ref top-2: a:{c,b} b:{c,a} c:{a,b} d:{b,c};  cand: a:{c,b} b:{c,a} c:{b,a} d:{b,c}
     assert parity(_at(REF), _at(CAND), k=2).neighbour_overlap == pytest.approx(1.0)
+
+
+def test_neighbour_overlap_compares_spaces_of_different_dimensions():
+    # the reference in 2-d, the candidate the same points embedded in 5-d and rotated
+    ref = _at(REF)
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+    lifted = np.hstack([ref, np.zeros((4, 3), np.float32)]) @ q.astype(np.float32)
+    assert neighbour_overlap(ref, lifted, k=1) == 1.0
+    assert neighbour_overlap(_at(REF), _at(CAND), k=1) == pytest.approx(0.75)
+    assert neighbour_overlap(ref, lifted, k=10) == 1.0  # k capped at N - 1
+    with pytest.raises(ValueError, match="same N"):
+        neighbour_overlap(ref, lifted[:3])
 
 
 def test_map_ratio_compares_same_label_retrieval_of_both():

@@ -249,6 +249,22 @@ def test_split_keeps_one_of_each_side_and_unlabeled_in_train(sample: Dataset) ->
         split(recs, val_fraction=1.0)
 
 
+def test_split_can_hold_out_unlabelled_images_at_random(sample: Dataset) -> None:
+    flat = [ImageRecord(r.item_id, r.path, None, r.sha256, r.width, r.height)
+            for r in sample.records]
+    train, val = split(flat, val_fraction=0.1, seed=3, split_unlabelled=True)
+    assert len(val) == 20 and len(train) == 180
+    assert {r.item_id for r in train}.isdisjoint(r.item_id for r in val)
+    shuffled = list(flat)
+    random.Random(0).shuffle(shuffled)
+    assert split(shuffled, val_fraction=0.1, seed=3, split_unlabelled=True) == (train, val)
+    assert split(flat, val_fraction=0.1, seed=4, split_unlabelled=True)[1] != val
+    # a random split: the held-out images do not follow the (hidden) labels' proportions
+    by_label = {r.item_id: r.label for r in sample.records}
+    assert len({by_label[r.item_id] for r in val}) > 1
+    assert split(flat, val_fraction=0.1)[1] == []  # by default unlabelled images all train
+
+
 def test_item_seed_is_stable() -> None:
     assert item_seed("abc", 0) == item_seed("abc", 0) != item_seed("abc", 1)
     assert 0 <= item_seed("abc") < 2**63

@@ -129,3 +129,30 @@ def test_weight_averaging_is_what_gets_kept_and_it_resumes_exactly(data, tmp_pat
     for (key, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         if a.dtype.is_floating_point:
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=key)
+
+
+def test_without_validation_labels_a_probe_picks_the_epoch(data, tmp_path):
+    views, feats, labels, val_views, _ = data
+    teacher = np.asarray(feats[::2], np.float32)  # view 0 of each item: the device crop
+    scores = []
+
+    def agreement(model):
+        from edgerec.export.artifacts.parity import neighbour_overlap
+
+        scores.append(neighbour_overlap(teacher, embed_views(model, views[::2], CONFIG), 5))
+        return {"agree@5": scores[-1]}
+
+    torch.manual_seed(0)
+    model = create_student("mobilenet_v3_small", image_size=SIZE, dim=32, hidden=0, width=0.5)
+    config = replace(CONFIG, w_label=0.0, epochs=3)
+    result = train_student(model, views=views, features=feats, views_per_item=2,
+                           labels=np.full(len(labels), -1), val_views=val_views,
+                           val_labels=None, config=config, checkpoint_dir=tmp_path,
+                           probe=agreement, select_on="agree@5")
+    assert all("val_map@10" not in row and row["label"] == 0 for row in result.history)
+    assert [row["agree@5"] for row in result.history] == scores
+    assert result.best_map == max(scores) and result.best_epoch == int(np.argmax(scores))
+    with pytest.raises(ValueError, match="probe"):
+        train_student(model, views=views, features=feats, views_per_item=2, labels=labels,
+                      val_views=val_views, val_labels=None, config=CONFIG,
+                      checkpoint_dir=tmp_path / "b")

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 from edgerec.export.distill.whiten import DEFAULT_POWERS, choose_whitening
 
 
@@ -22,7 +23,7 @@ def test_whitening_that_only_costs_label_quality_is_left_off():
     train, select, labels = _data(label_axis_scale=20.0)
     choice = choose_whitening(train, select, labels)
     assert choice.whitening is None and choice.power is None
-    assert choice.maps[0.1] < 0.99 * choice.baseline_map  # it stopped at the first costly step
+    assert choice.scores[0.1] < 0.99 * choice.baseline  # it stopped at the first costly step
 
 
 def test_whitening_that_keeps_label_quality_is_raised_as_far_as_it_holds():
@@ -30,14 +31,14 @@ def test_whitening_that_keeps_label_quality_is_raised_as_far_as_it_holds():
     train, select, labels = _data(label_axis_scale=0.5)
     choice = choose_whitening(train, select, labels)
     assert choice.power == max(DEFAULT_POWERS)
-    assert choice.maps[1.0] >= choice.baseline_map
+    assert choice.scores[1.0] >= choice.baseline
     assert choice.whitening is not None and choice.whitening.power == 1.0
 
 
 def test_a_forced_power_is_kept_whatever_it_costs():
     train, select, labels = _data(label_axis_scale=20.0)
     choice = choose_whitening(train, select, labels, powers=(0.7,), keep=0.0)
-    assert choice.power == 0.7 and list(choice.maps) == [0.7]
+    assert choice.power == 0.7 and list(choice.scores) == [0.7]
 
 
 def test_the_record_is_json_ready():
@@ -65,9 +66,9 @@ def test_labelled_training_rows_get_within_label_whitening_at_its_best_power():
     train, train_labels, select, labels = _nuisance(1.0, train_noise=3.0, select_noise=3.0)
     choice = choose_whitening(train, select, labels, train_labels=train_labels)
     assert choice.covariance == "within-label" and choice.whitening.within_labels
-    assert list(choice.maps) == list(DEFAULT_POWERS)  # every power is tried ...
-    assert choice.maps[choice.power] == max(choice.maps.values())  # ... and the best kept
-    assert choice.maps[choice.power] > choice.baseline_map + 0.05
+    assert list(choice.scores) == list(DEFAULT_POWERS)  # every power is tried ...
+    assert choice.scores[choice.power] == max(choice.scores.values())  # ... and the best kept
+    assert choice.scores[choice.power] > choice.baseline + 0.05
     assert choice.to_dict()["covariance"] == "within-label"
 
 
@@ -76,7 +77,7 @@ def test_within_label_whitening_is_left_off_when_no_power_beats_the_raw_embeddin
     train, train_labels, select, labels = _nuisance(2.0, train_noise=0.01, select_noise=1.0)
     choice = choose_whitening(train, select, labels, train_labels=train_labels)
     assert choice.covariance == "within-label"
-    assert max(choice.maps.values()) < choice.baseline_map
+    assert max(choice.scores.values()) < choice.baseline
     assert choice.whitening is None and choice.power is None
 
 
@@ -87,3 +88,27 @@ def test_without_a_labelled_pair_the_total_whitening_rule_is_used():
     choice = choose_whitening(train, select, labels, train_labels=unlabelled)
     assert choice.covariance == "total" and not choice.whitening.within_labels
     assert choice.power == max(DEFAULT_POWERS)
+
+
+def test_without_labels_the_power_is_judged_by_agreement_with_the_teacher():
+    # the teacher sees the weak directions the student's raw embedding underweights
+    train, select, _ = _data(label_axis_scale=0.5)
+    rng = np.random.default_rng(1)
+    teacher = (select - select.mean(0)) / select.std(0) + rng.normal(size=select.shape) * 0.05
+    choice = choose_whitening(train, select, teacher=teacher)
+    assert choice.covariance == "total" and choice.measure == "agree@10"
+    assert choice.power == max(DEFAULT_POWERS)  # full whitening matches the teacher best
+    assert choice.scores[1.0] > choice.baseline + 0.1
+    record = choice.to_dict()
+    assert record["measure"] == "agree@10" and "selection_agree@10" in record
+    assert record["baseline_selection_agree@10"] == choice.baseline
+
+
+def test_whitening_needs_labels_or_the_teacher_but_not_both():
+    train, select, labels = _data(label_axis_scale=0.5)
+    with pytest.raises(ValueError, match="either select_labels or teacher"):
+        choose_whitening(train, select)
+    with pytest.raises(ValueError, match="either select_labels or teacher"):
+        choose_whitening(train, select, labels, teacher=select)
+    with pytest.raises(ValueError, match="rows"):
+        choose_whitening(train, select, teacher=select[:10])
