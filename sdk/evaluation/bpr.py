@@ -1,11 +1,10 @@
-"""The BPR trainers behind two of the evaluation's baselines (numpy only).
+"""The visual BPR trainer behind the ``vbpr`` baseline (numpy only).
 
-- :func:`train_bpr`: BPR matrix factorisation on item ids (Rendle et al. 2009);
-- :func:`train_vbpr`: BPR on the items' visual vectors, ``theta_u . (E v) + beta . v`` (after
-  He & McAuley's VBPR, without the per-item factors, so cold items can be scored).
-
-Both are seeded, use Adam on mini-batches of uniformly sampled ``(user, positive, negative)``
-triples and record their per-epoch loss.
+:func:`train_vbpr`: BPR (Rendle et al. 2009) on the items' visual vectors,
+``theta_u . (E v) + beta . v`` (after He & McAuley's VBPR, without the per-item factors, so cold
+items can be scored). Seeded, Adam on mini-batches of uniformly sampled ``(user, positive,
+negative)`` triples, per-epoch loss recorded. (Plain BPR on item ids is ``implicit``'s, in
+:mod:`.implicit_baselines`.)
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BPRModel", "VBPRModel", "train_bpr", "train_vbpr"]
+__all__ = ["VBPRModel", "train_vbpr"]
 
 _BATCH = 256
 _NEGATIVE_RETRIES = 5
@@ -42,24 +41,10 @@ class _Adam:
 
 
 @dataclass(frozen=True)
-class BPRModel:
-    """BPR-MF: ``score(u, i) = P[u] . Q[i] + b[i]``; ``P`` (U, F), ``Q`` (N, F), ``b`` (N,)
-    float64; ``losses`` the mean ``-log sigmoid(x_uij)`` of each epoch."""
-
-    user_factors: np.ndarray
-    item_factors: np.ndarray
-    item_bias: np.ndarray
-    losses: tuple[float, ...]
-
-    def scores(self, user: int) -> np.ndarray:
-        """``(N,)`` float64 scores of every item for user index ``user``."""
-        return self.item_factors @ self.user_factors[user] + self.item_bias
-
-
-@dataclass(frozen=True)
 class VBPRModel:
     """Visual BPR: ``score(u, i) = theta[u] . (E v_i) + beta . v_i``; ``theta`` (U, F),
-    ``E`` (F, D), ``beta`` (D,) float64; ``losses`` per epoch as in :class:`BPRModel`."""
+    ``E`` (F, D), ``beta`` (D,) float64; ``losses`` the mean ``-log sigmoid(x_uij)`` of each
+    epoch."""
 
     user_factors: np.ndarray
     projection: np.ndarray
@@ -81,7 +66,8 @@ def _negatives(rng: np.random.Generator, users: np.ndarray, pool: np.ndarray,
     """One item of ``pool`` per user, resampled (a few times) where it is a positive."""
     j = pool[rng.integers(0, len(pool), len(users))]
     for _ in range(_NEGATIVE_RETRIES):
-        bad = np.isin(users.astype(np.int64) * n_items + j, positives)
+        key = users.astype(np.int64) * n_items + j  # positives: sorted, unique
+        bad = positives[np.minimum(np.searchsorted(positives, key), len(positives) - 1)] == key
         if not bad.any():
             break
         j[bad] = pool[rng.integers(0, len(pool), int(bad.sum()))]
@@ -104,46 +90,6 @@ def _check_pairs(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.n
     return users, items
 
 
-def train_bpr(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, *,
-              factors: int = 32, epochs: int = 30, lr: float = 0.02, reg: float = 1e-3,
-              seed: int = 0) -> BPRModel:
-    """Train BPR-MF on positive ``(users[i], items[i])`` pairs (int arrays, (n,)).
-
-    Negatives are drawn uniformly from the items that have a training pair (the model's item
-    universe), never from the user's positives. Items without a training pair end with zero
-    factors and the mean bias. Adam on mini-batches of 256 triples; seeded.
-    """
-    users, items = _check_pairs(users, items)
-    rng = np.random.default_rng(seed)
-    p = rng.normal(0.0, 0.1, (n_users, factors))
-    q = rng.normal(0.0, 0.1, (n_items, factors))
-    b = np.zeros(n_items)
-    pool = np.unique(items)
-    positives = _pairs(users, items, n_items)
-    adam = _Adam([p, q, b], lr)
-    losses = []
-    for _ in range(epochs):
-        total = 0.0
-        for u, i, j in _triples(rng, users, items, pool, positives, n_items):
-            pu, d = p[u], q[i] - q[j]
-            x = (pu * d).sum(1) + b[i] - b[j]
-            total += float(np.logaddexp(0.0, -x).sum())
-            g = -1.0 / (1.0 + np.exp(x)) / len(u)  # d(mean loss)/dx
-            gp, gq, gb = np.zeros_like(p), np.zeros_like(q), np.zeros_like(b)
-            np.add.at(gp, u, g[:, None] * d + reg * pu / len(u))
-            np.add.at(gq, i, g[:, None] * pu + reg * q[i] / len(u))
-            np.add.at(gq, j, -g[:, None] * pu + reg * q[j] / len(u))
-            np.add.at(gb, i, g)
-            np.add.at(gb, j, -g)
-            adam.step([gp, gq, gb])
-        losses.append(total / len(users))
-    cold = np.ones(n_items, bool)
-    cold[pool] = False
-    q[cold] = 0.0
-    b[cold] = b[pool].mean()
-    return BPRModel(p, q, b, tuple(losses))
-
-
 def train_vbpr(users: np.ndarray, items: np.ndarray, vectors: np.ndarray, n_users: int, *,
                factors: int = 32, epochs: int = 30, lr: float = 0.02, reg: float = 1e-3,
                seed: int = 0) -> VBPRModel:
@@ -151,7 +97,8 @@ def train_vbpr(users: np.ndarray, items: np.ndarray, vectors: np.ndarray, n_user
 
     Negatives are drawn uniformly from the whole catalog (the model has no per-item
     parameter, so any item can be scored), never from the user's positives. Adam on
-    mini-batches of 256 triples; seeded.
+    mini-batches of 256 triples; seeded. Run it with one BLAS thread (:func:`.one_blas_thread`):
+    its products are small, and a threaded BLAS on busy cores crawls.
     """
     users, items = _check_pairs(users, items)
     v = np.asarray(vectors, dtype=np.float64)
@@ -168,15 +115,14 @@ def train_vbpr(users: np.ndarray, items: np.ndarray, vectors: np.ndarray, n_user
         total = 0.0
         for u, i, j in _triples(rng, users, items, pool, positives, n_items):
             d = v[i] - v[j]
-            # einsum, not BLAS: tiny products where a threaded BLAS on busy cores crawls
-            ed, tu = np.einsum("bd,fd->bf", d, e), theta[u]
-            x = (tu * ed).sum(1) + np.einsum("bd,d->b", d, beta)
+            ed, tu = d @ e.T, theta[u]
+            x = (tu * ed).sum(1) + d @ beta
             total += float(np.logaddexp(0.0, -x).sum())
             g = -1.0 / (1.0 + np.exp(x)) / len(u)
             gt = np.zeros_like(theta)
             np.add.at(gt, u, g[:, None] * ed + reg * tu / len(u))
-            ge = np.einsum("bf,bd->fd", g[:, None] * tu, d) + reg * e
-            gb = np.einsum("b,bd->d", g, d) + reg * beta
+            ge = (g[:, None] * tu).T @ d + reg * e
+            gb = g @ d + reg * beta
             adam.step([gt, ge, gb])
         losses.append(total / len(users))
     return VBPRModel(theta, e, beta, tuple(losses))

@@ -7,6 +7,7 @@ see the same held-out events for the same ``(seed, test_fraction)``::
     log = read_events("events.csv", known_items=catalog_ids)   # EventLog
     print(log.report)                                           # what was dropped and why
     split = holdout_split(log, test_fraction=0.2, seed=0)       # Holdout(train, test)
+    llo = holdout_split(log, protocol=SplitProtocol.LEAVE_LAST_OUT)  # each user's newest item
 
 CSV columns: ``user_id,item_id[,event][,timestamp][,weight]`` (header required; extra columns
 are ignored; ``user_column``/``item_column`` rename the two ids, e.g. ``owner_id`` for
@@ -28,6 +29,7 @@ import os
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -40,11 +42,27 @@ __all__ = [
     "EventsReport",
     "Holdout",
     "Interaction",
+    "SplitProtocol",
     "holdout_split",
     "read_events",
+    "strategy_protocol",
 ]
 
 _EXAMPLES = 5  # line numbers kept per kind of problem
+
+
+class SplitProtocol(str, Enum):
+    """How :func:`holdout_split` chooses each user's held-out items.
+
+    ``LEAVE_LAST_OUT``: the user's newest distinct positive item (by timestamp, ties and
+    logs without timestamps by CSV line), everything else as history; the usual offline
+    protocol for a feed. ``FRACTION``: ``test_fraction`` of the user's distinct positive items,
+    the newest when every event has a timestamp, else a seeded random choice (what the scorer's
+    training holds out).
+    """
+
+    LEAVE_LAST_OUT = "leave-last-out"
+    FRACTION = "fraction"
 
 
 @dataclass(frozen=True)
@@ -145,8 +163,12 @@ class Holdout:
     """A per-user split: ``train`` and ``test`` map user ids to their events, oldest first.
 
     ``test`` holds positive events only and only users with at least one positive event left
-    in ``train`` (a history to recommend from). ``strategy`` is ``"leave_last_out"`` (newest
-    events held out; used when every event has a timestamp) or ``"random"`` (seeded).
+    in ``train`` (a history to recommend from). ``strategy`` names what was held out:
+    ``"leave_last_out"`` (:attr:`SplitProtocol.LEAVE_LAST_OUT`: each user's newest distinct
+    item; ``test_fraction`` is recorded as 0), ``"newest_fraction"`` (the newest
+    ``test_fraction`` of each user's items) or ``"random"`` (a seeded random ``test_fraction``).
+    Records written before the leave-last-out protocol existed call ``"newest_fraction"``
+    ``"leave_last_out"`` with a ``test_fraction`` above 0 (:func:`strategy_protocol`).
     """
 
     train: Mapping[str, tuple[Interaction, ...]]
@@ -156,10 +178,15 @@ class Holdout:
     test_fraction: float
     skipped_users: int
 
+    @property
+    def protocol(self) -> SplitProtocol:
+        return strategy_protocol(self.strategy, self.test_fraction)
+
     def describe(self) -> dict[str, Any]:
         """The split's parameters and sizes (what a manifest records)."""
         return {
-            "strategy": self.strategy, "seed": self.seed, "test_fraction": self.test_fraction,
+            "protocol": self.protocol.value, "strategy": self.strategy, "seed": self.seed,
+            "test_fraction": self.test_fraction,
             "train_users": len(self.train), "test_users": len(self.test),
             "train_events": sum(len(v) for v in self.train.values()),
             "test_events": sum(len(v) for v in self.test.values()),
@@ -317,21 +344,39 @@ def _event_log(path: Path, data: bytes, rows: int, kept: list[Interaction],
     return EventLog(tuple(kept), report, has_ts)
 
 
+def strategy_protocol(strategy: str, test_fraction: float) -> SplitProtocol:
+    """The protocol a recorded ``(strategy, test_fraction)`` pair was made with (an older
+    record's ``"leave_last_out"`` with a fraction above 0 was the newest fraction)."""
+    if strategy == "leave_last_out" and test_fraction == 0:
+        return SplitProtocol.LEAVE_LAST_OUT
+    return SplitProtocol.FRACTION
+
+
 def holdout_split(
     log: Union[EventLog, Iterable[Interaction]],
     *,
     test_fraction: float = 0.2,
     seed: int = 0,
     timestamps: Optional[bool] = None,
+    protocol: Union[SplitProtocol, str] = SplitProtocol.FRACTION,
 ) -> Holdout:
-    """Hold out ``test_fraction`` of each user's distinct positive items (at least one, and
-    always leaving one in train): the newest when ``timestamps`` (default: the log has them),
-    else a seeded random choice. Users with fewer than two distinct positive items stay
-    whole in ``train`` and are counted in ``skipped_users``. A held-out item's every event goes
-    to ``test``'s side (dropped from ``train``), so no trace of it is trained on.
+    """Split each user's distinct positive items into history (``train``) and held-out
+    (``test``).
 
-    ``test_fraction`` 0 puts everything in ``train`` (nothing to evaluate).
+    ``protocol`` :attr:`~SplitProtocol.FRACTION` holds out ``test_fraction`` of them (at least
+    one, and always leaving one in train): the newest when ``timestamps`` (default: the log has
+    them), else a seeded random choice. :attr:`~SplitProtocol.LEAVE_LAST_OUT` holds out the
+    newest one (``test_fraction`` and ``seed`` are not used; without timestamps the file order
+    decides, so the last line's item is held out). "Newest" is the item whose latest event is
+    latest, ties broken by CSV line, so a leave-last-out item is always among the items the
+    newest-fraction split holds out.
+
+    Users with fewer than two distinct positive items stay whole in ``train`` and are counted
+    in ``skipped_users``. A held-out item's every event goes to ``test``'s side (dropped from
+    ``train``), so no trace of it is trained on. ``test_fraction`` 0 with the fraction protocol
+    puts everything in ``train`` (nothing to evaluate).
     """
+    protocol = SplitProtocol(protocol)
     if not 0.0 <= test_fraction < 1.0:
         raise ProfileError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
     if isinstance(log, EventLog):
@@ -340,6 +385,7 @@ def holdout_split(
     else:
         by_user = EventLog(tuple(log), EventsReport("", 0, 0, 0, 0), False).by_user()
         ordered = bool(timestamps)
+    last_out = protocol is SplitProtocol.LEAVE_LAST_OUT
     rng = np.random.default_rng(seed)
     train: dict[str, tuple[Interaction, ...]] = {}
     test: dict[str, tuple[Interaction, ...]] = {}
@@ -347,13 +393,16 @@ def holdout_split(
     for user in sorted(by_user):
         events = by_user[user]
         items = list(dict.fromkeys(e.item_id for e in events if e.positive))  # oldest first
-        n_test = 0 if test_fraction == 0 else min(len(items) - 1,
-                                                   max(1, round(test_fraction * len(items))))
+        if last_out:
+            n_test = min(1, len(items) - 1)
+        else:
+            n_test = 0 if test_fraction == 0 else min(len(items) - 1,
+                                                       max(1, round(test_fraction * len(items))))
         if n_test < 1:
-            skipped += test_fraction > 0
+            skipped += last_out or test_fraction > 0
             train[user] = tuple(events)
             continue
-        if ordered:
+        if ordered or last_out:
             last_seen = {e.item_id: i for i, e in enumerate(events)}
             items.sort(key=lambda item: last_seen[item])
             held = set(items[-n_test:])
@@ -361,8 +410,11 @@ def holdout_split(
             held = set(rng.choice(np.array(items, dtype=object), n_test, replace=False))
         train[user] = tuple(e for e in events if e.item_id not in held)
         test[user] = tuple(e for e in events if e.item_id in held and e.positive)
-    return Holdout(train, test, "leave_last_out" if ordered else "random", seed,
-                   float(test_fraction), skipped)
+    if last_out:
+        strategy, fraction = "leave_last_out", 0.0
+    else:
+        strategy, fraction = ("newest_fraction" if ordered else "random"), float(test_fraction)
+    return Holdout(train, test, strategy, seed, fraction, skipped)
 
 
 def positives(events: Sequence[Interaction]) -> list[str]:

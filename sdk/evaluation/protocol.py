@@ -3,25 +3,30 @@
 ::
 
     log = read_events("events.csv", known_items=set(catalog))
-    result = evaluate(bundle, catalog, log, EvaluateOptions(k=10))
-    result.models["scorer"].all.report.ndcg        # NDCG@10 of the device's ranking
-    result.margins["popularity"]                    # CI of NDCG@10(scorer) - NDCG@10(popularity)
+    result = evaluate(bundle, catalog, log, EvaluateOptions(protocol="leave-last-out"))
+    result.models["ease"].all["NDCG@20"]            # mean and 95% CI
+    result.margins["NDCG@20"]["ease"]               # CI of NDCG@20(device) - NDCG@20(ease)
     json.dumps(result.to_dict())
 
 **Protocol.** The events are split per user by
-:func:`~edgerec.sdk.evaluation.events.holdout_split` (leave-last-out when every event has a
-timestamp, else a seeded random holdout; the same function and parameters the scorer's
-training uses, :mod:`.provenance`). For every user with held-out items, each model ranks every
-catalog item except the user's training items; the user's held-out items are the relevant ones.
-Metrics (:mod:`edgerec.sdk.evaluation.ranking_metrics`) are averaged over users, each with a
-percentile-bootstrap CI over users (the same resampled users for every model), and the device's
-model is compared with each baseline by a paired bootstrap CI on NDCG@k.
+:func:`~edgerec.sdk.evaluation.events.holdout_split`: leave-last-out (each user's newest
+distinct item held out, the rest as history and training) or the fraction split the scorer's
+training uses; by default the scorer's recorded split (:mod:`.provenance`), else leave-last-out
+when every event has a timestamp, else a seeded random fifth. For every user with held-out
+items, each model ranks every catalog item except the user's training items; the held-out
+items are the relevant ones. Metrics (:mod:`.metrics`: NDCG@20, Recall@20, HR@10, MRR, and
+NDCG/Recall/HR/MAP at ``k``; full-catalog AUC) are averaged over users with
+percentile-bootstrap CIs over users, and the device's model is compared with each baseline by
+paired bootstrap CIs on every metric (:mod:`.summary`).
 
 **Models** (all in one run, on the same split): ``scorer``, the device's own ranking
 (:func:`edgerec.sdk.ranking.rank_for_user`, the function :meth:`Recommender.for_user` runs: the
 top-C by ``u . v`` re-ranked by the bundle's scorer, with the bundle's C and user-vector recipe;
-its AUC scores the whole catalog with the scorer; absent, with a warning, when the bundle has no
-scorer), then every baseline of :mod:`.baselines` (each a :class:`~.baselines.Ranker`).
+its ranking beyond C continues in ``u . v`` order, for MRR; its AUC scores the whole catalog
+with the scorer; absent, with a warning, when the bundle has no scorer, and then the reference
+is ``visual_knn``, the device's ranking without a scorer), then every baseline of
+:mod:`.baselines` (hyperparameters chosen on a validation cut of the training events). The
+device's ``for_user`` is also timed per user (:mod:`.latency`).
 
 Ties are broken by one seeded random order of the catalog (not by catalog order, which can
 correlate with the labels or owners). **Slices**: ``all`` held-out items; ``cold`` (items with
@@ -45,33 +50,39 @@ from edgerec.sdk.bundle.manifest import Precision, UserVectorRecipe
 from edgerec.sdk.catalog.catalog import Catalog
 from edgerec.sdk.catalog.checks import check_encoder_match
 from edgerec.sdk.errors import ProfileError
-from edgerec.sdk.evaluation.baselines import Ranker, make_baselines
-from edgerec.sdk.evaluation.events import EventLog, Holdout, holdout_split
+from edgerec.sdk.evaluation.baselines import make_baselines
+from edgerec.sdk.evaluation.device import DeviceRanker
+from edgerec.sdk.evaluation.events import EventLog, Holdout, SplitProtocol
+from edgerec.sdk.evaluation.latency import measure_for_user
+from edgerec.sdk.evaluation.metrics import Metric, parse_metric
 from edgerec.sdk.evaluation.provenance import (
     check_split,
+    choose_split,
     has_scorer,
-    holdout_params,
     recorded_holdout,
 )
-from edgerec.sdk.evaluation.ranking_metrics import (
-    auc,
-    bootstrap_ci,
-    classification_report,
-    paired_bootstrap_ci,
-    per_user_metrics,
-    ranking_report,
+from edgerec.sdk.evaluation.ranker import BaselineContext, BaselineOptions, Ranker
+from edgerec.sdk.evaluation.ranking_metrics import classification_report
+from edgerec.sdk.evaluation.results import EvaluationResult, LatencyReport, ModelResult
+from edgerec.sdk.evaluation.summary import (
+    AUC,
+    Bootstrap,
+    PerUser,
+    auc_by_slice,
+    margins,
+    slice_result,
 )
-from edgerec.sdk.evaluation.results import EvaluationResult, ModelResult, SliceResult
 from edgerec.sdk.evaluation.task import CatalogData, EvalTask, build_task
-from edgerec.sdk.ranking import MatrixCandidates, rank_for_user
 from edgerec.sdk.scorer import Scorer, ScorerOptions
 
-__all__ = ["EvaluateOptions", "evaluate"]
+__all__ = ["DEFAULT_METRICS", "EvaluateOptions", "evaluate"]
 
 PathLike = Union[str, os.PathLike]
 Progress = Callable[[int, int], None]
 
-METRICS = ("ndcg", "recall", "hit_rate", "map")
+DEFAULT_METRICS = ("NDCG@20", "Recall@20", "HR@10", "MRR")
+"""The headline metrics, the first the primary one (margins' first column, ``target_met``)."""
+
 NO_SCORER_WARNING = (
     "the bundle has no scorer: the scorer row is absent and for_user on this bundle ranks by "
     "inner product (the visual_knn row); margins are visual_knn minus each baseline"
@@ -86,139 +97,117 @@ class EvaluateOptions:
     """How :func:`evaluate` splits, ranks and measures.
 
     Attributes:
-        k: the cut-off of every ranking metric.
-        test_fraction, seed: the holdout (:func:`~edgerec.sdk.evaluation.events.holdout_split`);
-            None takes the scorer's recorded split (``manifest.scorer.holdout``), else 0.2
-            and 0. ``seed`` also seeds ties, baselines, negatives and the bootstrap.
+        protocol: :class:`~edgerec.sdk.evaluation.events.SplitProtocol`; None: the scorer's
+            recorded split, else leave-last-out when every event has a timestamp, else the
+            fraction split (seeded random).
+        k: a further cut-off: NDCG, Recall, HR and MAP at ``k`` are reported too.
+        metrics: the headline metrics (``NDCG@n``, ``Recall@n``, ``HR@n``, ``MAP@n``, ``MRR``),
+            the first the primary one.
+        test_fraction, seed: the fraction split's share; None takes the scorer's recorded
+            split, else 0.2 and 0. ``seed`` also seeds ties, baselines, negatives and the
+            bootstrap.
         candidates: C of the device's two-stage ranking (top-C by ``u . v`` to the scorer);
             None: the bundle's recorded C (as on the device), else 500.
         resamples, level: percentile bootstrap over users.
         half_life_days: recency half-life of the user vector; None: the bundle's recorded
             user-vector recipe (as on the device), else 30.
-        bpr_factors, bpr_epochs, bpr_lr, bpr_reg: BPR and VBPR training (Adam, mini-batches
-            of 256, ``bpr_reg`` an L2 penalty on the rows in each batch).
-        vbpr: also train and rank the VBPR baseline.
+        latency_users: time the device's ``for_user`` for this many evaluated users (seeded
+            sample; 0: not measured).
         engine, precision: which scorer artifact to run (None: as the device picks).
+        baselines: :class:`~edgerec.sdk.evaluation.ranker.BaselineOptions`.
     """
 
+    protocol: Optional[SplitProtocol] = None
     k: int = 10
+    metrics: tuple[str, ...] = DEFAULT_METRICS
     test_fraction: Optional[float] = None
     seed: Optional[int] = None
     candidates: Optional[int] = None
     resamples: int = 1000
     level: float = 0.95
     half_life_days: Optional[float] = None
-    bpr_factors: int = 32
-    bpr_epochs: int = 30
-    bpr_lr: float = 0.02
-    bpr_reg: float = 1e-3
-    vbpr: bool = True
+    latency_users: int = 1000
     engine: Optional[Engine] = None
     precision: Optional[Precision] = None
+    baselines: BaselineOptions = field(default_factory=BaselineOptions)
 
     def __post_init__(self) -> None:
-        for name in ("k", "candidates", "resamples", "bpr_factors", "bpr_epochs"):
+        for name in ("k", "candidates", "resamples", "latency_users"):
             value = getattr(self, name)
             if value is None and name == "candidates":
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            low = 0 if name == "latency_users" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
         if self.seed is not None and (isinstance(self.seed, bool)
                                       or not isinstance(self.seed, int) or self.seed < 0):
             raise ValueError(f"seed must be a non-negative int or None, got {self.seed!r}")
         if self.test_fraction is not None and not 0.0 < self.test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in (0, 1) or None, got {self.test_fraction!r}")
-        for name in ("level",):
-            if not 0.0 < getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)!r}")
-        for name in ("half_life_days", "bpr_lr"):
-            value = getattr(self, name)
-            if value is None and name == "half_life_days":
-                continue
-            if not (isinstance(value, (int, float)) and 0 < value < math.inf):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if not (isinstance(self.bpr_reg, (int, float)) and 0 <= self.bpr_reg < math.inf):
-            raise ValueError(f"bpr_reg must be a non-negative number, got {self.bpr_reg!r}")
+        if not 0.0 < self.level < 1.0:
+            raise ValueError(f"level must be in (0, 1), got {self.level!r}")
+        life = self.half_life_days
+        if life is not None and not (isinstance(life, (int, float)) and 0 < life < math.inf):
+            raise ValueError(f"half_life_days must be a positive number, got "
+                             f"{self.half_life_days!r}")
+        object.__setattr__(self, "metrics", tuple(self.metrics))
+        if not self.metrics:
+            raise ValueError("metrics must name at least one metric")
+        for name in self.metrics:
+            parse_metric(name)
+        if self.protocol is not None:
+            object.__setattr__(self, "protocol", SplitProtocol(self.protocol))
         if self.engine is not None:
             object.__setattr__(self, "engine", Engine(self.engine))
         if self.precision is not None:
             object.__setattr__(self, "precision", Precision(self.precision))
+        if not isinstance(self.baselines, BaselineOptions):
+            raise TypeError(f"baselines must be BaselineOptions, got {self.baselines!r}")
+
+    def metric_list(self) -> list[Metric]:
+        """The headline metrics, then NDCG, Recall, HR and MAP at ``k`` (no repeats)."""
+        names = list(self.metrics) + [f"{m}@{self.k}" for m in ("NDCG", "Recall", "HR", "MAP")]
+        return [parse_metric(n) for n in dict.fromkeys(names)]
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        out["protocol"] = self.protocol.value if self.protocol else None
         out["engine"] = self.engine.value if self.engine else None
         out["precision"] = self.precision.value if self.precision else None
+        out["metrics"] = list(self.metrics)
         return out
 
 
-# ------------------------------------------------------------------------- the device
-
-
-class DeviceRanker:
-    """The device's ranking as a :class:`~.baselines.Ranker`: :func:`rank_for_user` over the
-    catalog's vectors with the bundle's scorer and C (its scores, for the AUC: the scorer's
-    logits over the whole catalog)."""
-
-    name = "scorer"
-    description = "the bundle's scorer re-ranking the top-C by u.v (the device's for_user)"
-
-    def __init__(self, scorer: Scorer, task: EvalTask, data: CatalogData, candidates: int,
-                 tiebreak: np.ndarray) -> None:
-        self._scorer, self._task, self._v = scorer, task, data.vectors
-        self._candidates, self._tiebreak = candidates, tiebreak
-        self.fit_seconds = 0.0
-        self.extras: dict[str, Any] = {"scorer": scorer.key, "candidates": candidates}
-
-    def scores(self, user: int) -> np.ndarray:
-        return self._scorer.score(self._task.u[user], self._v).astype(np.float64)
-
-    def top(self, user: int, exclude: np.ndarray, k: int) -> np.ndarray:
-        source = MatrixCandidates(self._v, exclude=exclude, tiebreak=self._tiebreak)
-        ranking = rank_for_user(self._task.u[user], source, self._scorer.score, k=k,
-                                candidates=self._candidates)
-        return np.asarray(ranking.keys, dtype=np.int64)
+# ---------------------------------------------------------------------------- the loop
 
 
 @dataclass
 class _Run:
-    """A ranker and what the loop collects for it."""
+    """A ranker and what the loop collects for it: per evaluated user the ranks of the
+    held-out items (aligned with ``task.test``) and the AUC of each slice."""
 
     ranker: Ranker
     seconds: float = 0.0
-    rankings: dict[str, list[str]] = field(default_factory=dict)
-    aucs: dict[str, dict[str, float]] = field(default_factory=dict)
+    ranks: list[np.ndarray] = field(default_factory=list)
+    aucs: dict[str, dict[int, float]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.ranker.name
 
 
-def _user_aucs(scores: np.ndarray, banned: np.ndarray,
-               slices: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """Per slice: the AUC of its items against every other non-training item."""
-    avail = np.ones(len(scores), bool)
-    avail[banned] = False
-    out = {}
-    for name, positives in slices.items():
-        mask = np.zeros(len(scores), bool)
-        mask[positives] = True
-        if positives.size and (avail & ~mask).any():
-            out[name] = auc(scores[avail], mask[avail])
-    return out
-
-
-def _rank_everyone(runs: list[_Run], task: EvalTask, data: CatalogData, k: int,
+def _rank_everyone(runs: list[_Run], task: EvalTask,
                    classify: Optional[Callable[[int, np.ndarray], None]],
                    progress: Optional[Progress]) -> None:
-    for p, user in enumerate(task.users):
+    for p in range(len(task.users)):
         banned, test = task.banned[p], task.test[p]
         slices = {"all": test, "cold": test[task.cold[test]], "warm": test[~task.cold[test]]}
         for run in runs:
             start = time.perf_counter()
             scores = np.asarray(run.ranker.scores(p), dtype=np.float64)
-            run.rankings[user] = [data.ids[j] for j in run.ranker.top(p, banned, k)]
-            for name, value in _user_aucs(scores, banned, slices).items():
-                run.aucs.setdefault(name, {})[user] = value
+            run.ranks.append(np.asarray(run.ranker.ranks(p, banned, test, scores), np.int64))
+            for name, value in auc_by_slice(scores, banned, slices).items():
+                run.aucs.setdefault(name, {})[p] = value
             if classify is not None and run.name == "scorer":
                 classify(p, scores)
             run.seconds += time.perf_counter() - start
@@ -226,62 +215,32 @@ def _rank_everyone(runs: list[_Run], task: EvalTask, data: CatalogData, k: int,
             progress(p + 1, len(task.users))
 
 
-# ---------------------------------------------------------------------------- metrics
-
-
-def _slice(rankings: Mapping[str, list[str]], relevant: Mapping[str, list[str]],
-           aucs: Optional[Mapping[str, float]], options: EvaluateOptions,
-           seed: int) -> Optional[tuple[SliceResult, np.ndarray]]:
-    """Report, CIs and the per-user NDCG (sorted users) of one slice; None if it is empty."""
-    relevant = {u: r for u, r in relevant.items() if r}
-    if not relevant:
-        return None
-    report = ranking_report(rankings, relevant, options.k, aucs)
-    per = per_user_metrics(rankings, relevant, options.k)
-    ci = {m: bootstrap_ci(per[m], resamples=options.resamples, level=options.level, seed=seed)
-          for m in METRICS}
-    if aucs:
-        values = [aucs[u] for u in per["users"] if u in aucs]
-        if values:
-            ci["auc"] = bootstrap_ci(np.array(values), resamples=options.resamples,
-                                     level=options.level, seed=seed)
-    return SliceResult(report, ci), per["ndcg"]
-
-
-def _relevant(task: EvalTask, data: CatalogData,
-              keep: Callable[[int], bool]) -> dict[str, list[str]]:
-    return {user: [data.ids[j] for j in task.test[p] if keep(j)]
-            for p, user in enumerate(task.users)}
-
-
-def _results(models: list[_Run], task: EvalTask, data: CatalogData, options: EvaluateOptions,
-             seed: int) -> tuple[dict[str, ModelResult], dict[str, np.ndarray]]:
-    cold = task.cold
-    relevant = {"all": _relevant(task, data, lambda j: True),
-                "cold": _relevant(task, data, lambda j: bool(cold[j])),
-                "warm": _relevant(task, data, lambda j: not cold[j])}
+def _results(runs: list[_Run], task: EvalTask, data: CatalogData, metrics: list[Metric],
+             bootstrap: Bootstrap) -> tuple[dict[str, ModelResult], dict[str, PerUser]]:
+    cold = [task.cold[t] for t in task.test]
+    masks = {"all": [np.ones(len(t), bool) for t in task.test], "cold": cold,
+             "warm": [~c for c in cold]}
+    item_labels = np.array(data.labels, dtype=object)
     labels = sorted({data.labels[j] for t in task.test for j in t} - {""})
-    by_label = {lab: _relevant(task, data, lambda j, lab=lab: data.labels[j] == lab)
-                for lab in labels}
-    out, ndcg = {}, {}
-    for m in models:
-        parts = {name: _slice(m.rankings, rel, m.aucs.get(name), options, seed)
-                 for name, rel in relevant.items()}
-        label_parts = {lab: _slice(m.rankings, rel, None, options, seed)
-                       for lab, rel in by_label.items()}
+    by_label = {lab: [item_labels[t] == lab for t in task.test] for lab in labels}
+    out, per_user = {}, {}
+    for run in runs:
+        parts = {name: slice_result(run.ranks, m, metrics, run.aucs.get(name), bootstrap)
+                 for name, m in masks.items()}
+        label_parts = {lab: slice_result(run.ranks, m, metrics, None, bootstrap)
+                       for lab, m in by_label.items()}
         whole = parts["all"]
         if whole is None:  # cannot happen: every evaluated user has a held-out item
             raise ProfileError("no evaluated user has a held-out item")
-        out[m.name] = ModelResult(
-            m.name, m.ranker.description, whole[0],
+        out[run.name] = ModelResult(
+            run.name, run.ranker.description, whole[0],
             parts["cold"][0] if parts["cold"] else None,
             parts["warm"][0] if parts["warm"] else None,
             {lab: part[0] for lab, part in label_parts.items() if part},
-            round(m.seconds, 3), m.ranker.extras,
+            round(run.seconds, 3), dict(run.ranker.extras),
         )
-        ndcg[m.name] = whole[1]
-    return out, ndcg
-
+        per_user[run.name] = whole[1]
+    return out, per_user
 
 
 # ------------------------------------------------------------------------------ evaluate
@@ -323,18 +282,22 @@ def _recipe(bundle: Bundle, options: EvaluateOptions) -> tuple[UserVectorRecipe,
     return recipe, candidates
 
 
-def _load(bundle: Union[Bundle, PathLike], catalog: Union[Catalog, PathLike]
-          ) -> tuple[Bundle, CatalogData]:
-    bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
-    owned = not isinstance(catalog, Catalog)
-    cat = Catalog.open(catalog, readonly=True) if owned else catalog
-    try:
-        check_encoder_match(cat, bundle, "evaluate with the bundle that built the catalog, "
-                            "or rebuild the catalog with this bundle")
-        return bundle, CatalogData.load(cat)
-    finally:
-        if owned:
-            cat.close()
+def _latency(bundle: Bundle, catalog: Catalog, split: Holdout, task: EvalTask,
+             reference: Ranker, options: EvaluateOptions, recipe: UserVectorRecipe,
+             candidates: int, seed: int, scorer: Optional[ScorerOptions],
+             data: CatalogData) -> Optional[LatencyReport]:
+    if not options.latency_users:
+        return None
+    n = len(task.users)
+    rng = np.random.default_rng([seed, 7])
+    chosen = np.sort(rng.choice(n, min(n, options.latency_users), replace=False))
+    k = max((m.k or 0) for m in options.metric_list())
+    users = [task.users[p] for p in chosen]
+    return measure_for_user(
+        bundle, catalog, split.train, users, k=k, candidates=candidates, recipe=recipe,
+        scorer=scorer,
+        expected=lambda i: [data.ids[j] for j in reference.top(int(chosen[i]),
+                                                               task.banned[chosen[i]], k)])
 
 
 def evaluate(
@@ -346,7 +309,8 @@ def evaluate(
     progress: Optional[Progress] = None,
 ) -> EvaluationResult:
     """Split ``log`` per user, rank every evaluated user's catalog with the device's ranking
-    and each baseline, and measure them (see the module docstring).
+    and each baseline, time the device's ``for_user``, and measure them (see the module
+    docstring).
 
     ``bundle``/``catalog``: objects (left open) or paths (opened and closed here; the bundle
     is verified). ``log``: from :func:`~edgerec.sdk.evaluation.events.read_events`, ideally with
@@ -360,12 +324,29 @@ def evaluate(
             cannot be run here (never skipped silently).
     """
     start = time.perf_counter()
-    bundle, data = _load(bundle, catalog)
+    bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
+    owned = not isinstance(catalog, Catalog)
+    cat = Catalog.open(catalog, readonly=True) if owned else catalog
+    try:
+        check_encoder_match(cat, bundle, "evaluate with the bundle that built the catalog, "
+                            "or rebuild the catalog with this bundle")
+        return _evaluate(bundle, cat, CatalogData.load(cat), log, options, progress, start)
+    finally:
+        if owned:
+            cat.close()
+
+
+def _evaluate(bundle: Bundle, cat: Catalog, data: CatalogData, log: EventLog,
+              options: EvaluateOptions, progress: Optional[Progress],
+              start: float) -> EvaluationResult:
     warnings: list[str] = []
-    seed, fraction, source = holdout_params(bundle, log, options.seed, options.test_fraction,
-                                            warnings)
-    split = holdout_split(log, test_fraction=fraction, seed=seed)
-    check_split(recorded_holdout(bundle), split, warnings)
+    choice = choose_split(bundle, log, protocol=options.protocol, seed=options.seed,
+                          test_fraction=options.test_fraction, warnings=warnings)
+    if choice.protocol is SplitProtocol.LEAVE_LAST_OUT and options.test_fraction is not None:
+        warnings.append(f"test_fraction {options.test_fraction} is not used: leave-last-out "
+                        "holds out one item per user")
+    split = choice.split(log)
+    check_split(recorded_holdout(bundle), split, log, warnings)
     recipe, candidates = _recipe(bundle, options)
     task = build_task(split, data, recipe)
     if not task.users:
@@ -375,39 +356,46 @@ def evaluate(
             f"{log.report.unknown_items} event(s) for unknown items dropped); evaluation needs "
             "users with at least two events"
         )
+    seed = choice.seed
     tiebreak = np.random.default_rng([seed, 1]).permutation(len(data.ids))
     scorer = None
     classify, pos, neg = _classifier(task, len(data.ids), seed)
+    scorer_options = ScorerOptions(engine=options.engine, precision=options.precision)
     try:
         rankers: list[Ranker] = []
         if has_scorer(bundle):  # opened first: a scorer that cannot run fails fast
-            scorer = Scorer.create_from_bundle(bundle, ScorerOptions(engine=options.engine,
-                                                                     precision=options.precision))
+            scorer = Scorer.create_from_bundle(bundle, scorer_options)
             rankers.append(DeviceRanker(scorer, task, data, candidates, tiebreak))
         else:
+            if "visual_knn" in options.baselines.skip:
+                raise ValueError("without a scorer visual_knn is the device's ranking (the "
+                                 "reference): do not skip it")
             warnings.insert(0, NO_SCORER_WARNING)
-        hyper = dict(factors=options.bpr_factors, epochs=options.bpr_epochs,
-                     lr=options.bpr_lr, reg=options.bpr_reg)
-        rankers += make_baselines(task, data, tiebreak, seed=seed, hyper=hyper,
-                                  skip=frozenset() if options.vbpr else frozenset({"vbpr"}))
+        baselines, skipped = make_baselines(BaselineContext(task, data, tiebreak, seed,
+                                                            options.baselines))
+        rankers += baselines
         runs = [_Run(r, seconds=r.fit_seconds) for r in rankers]
-        _rank_everyone(runs, task, data, options.k,
-                       classify if scorer is not None else None, progress)
+        _rank_everyone(runs, task, classify if scorer is not None else None, progress)
+        latency = _latency(bundle, cat, split, task, rankers[0], options, recipe, candidates,
+                           seed, scorer_options if scorer is not None else None, data)
     finally:
         if scorer is not None:
             scorer.close()
-    return _result(runs, task, data, options, seed, split, source, log, warnings,
-                   (pos, neg) if scorer is not None else None, start)
+    warnings += [f"{name} skipped: {why}" for name, why in skipped.items()]
+    warnings += [str(r.extras["warning"]) for r in rankers if "warning" in r.extras]
+    return _result(runs, task, data, options, seed, split, choice.source, log, warnings,
+                   (pos, neg) if scorer is not None else None, latency, skipped, start)
 
 
 def _result(runs: list[_Run], task: EvalTask, data: CatalogData, options: EvaluateOptions,
             seed: int, split: Holdout, source: str, log: EventLog, warnings: list[str],
-            logits: Optional[tuple[list, list]], start: float) -> EvaluationResult:
-    results, ndcg = _results(runs, task, data, options, seed)
-    reference = "scorer" if logits is not None else "visual_knn"
-    margins = {name: paired_bootstrap_ci(ndcg[reference], values, resamples=options.resamples,
-                                         level=options.level, seed=seed)
-               for name, values in ndcg.items() if name != reference}
+            logits: Optional[tuple[list, list]], latency: Optional[LatencyReport],
+            skipped: Mapping[str, str], start: float) -> EvaluationResult:
+    metrics = options.metric_list()
+    bootstrap = Bootstrap(options.resamples, options.level, seed)
+    results, per_user = _results(runs, task, data, metrics, bootstrap)
+    reference = runs[0].name
+    names = [m.name for m in metrics] + [AUC]
     report = None
     if logits is not None:
         pos, neg = logits
@@ -416,11 +404,13 @@ def _result(runs: list[_Run], task: EvalTask, data: CatalogData, options: Evalua
                                  np.zeros(sum(map(len, neg)), bool)])
         report = classification_report(_sigmoid(scores), labels, 0.5)
     split_info = _split_info(split, task, source)
-    warnings.extend(_data_warnings(log, task, split_info))
+    warnings.extend(_data_warnings(log, task, split_info, split))
     return EvaluationResult(
-        k=options.k, models=results, reference=reference, margins=margins,
-        classification=report, split=split_info, events=log.report, options=options,
-        warnings=tuple(warnings), seconds=round(time.perf_counter() - start, 3),
+        metrics=tuple(names), primary=metrics[0].name, models=results, reference=reference,
+        margins=margins(per_user, reference, names, bootstrap), classification=report,
+        split=split_info, events=log.report, options=options, latency=latency,
+        skipped=dict(skipped), warnings=tuple(warnings),
+        seconds=round(time.perf_counter() - start, 3),
     )
 
 
@@ -433,18 +423,25 @@ def _split_info(split: Holdout, task: EvalTask, source: str) -> dict[str, Any]:
             "users_without_history": task.no_history_users}
 
 
-def _data_warnings(log: EventLog, task: EvalTask, info: Mapping[str, Any]) -> list[str]:
+def _data_warnings(log: EventLog, task: EvalTask, info: Mapping[str, Any],
+                   split: Holdout) -> list[str]:
     out = []
     report = log.report
     if report.kept < report.rows:
         out.append(f"{report.rows - report.kept} of {report.rows} event rows were dropped "
                    "(see the events report)")
-    if report.missing_timestamps and not log.has_timestamps:
-        out.append(f"{report.missing_timestamps} event(s) have no timestamp, so the holdout is "
-                   "a seeded random choice, not leave-last-out; give every event a timestamp")
+    if not log.has_timestamps:
+        newest = ("each user's last item in file order" if split.protocol is
+                  SplitProtocol.LEAVE_LAST_OUT else "a seeded random choice")
+        if report.missing_timestamps:
+            out.append(f"{report.missing_timestamps} event(s) have no timestamp, so the "
+                       f"holdout is {newest}; give every event a timestamp")
+        elif split.protocol is SplitProtocol.LEAVE_LAST_OUT:
+            out.append(f"the events have no timestamps, so leave-last-out holds out {newest}")
     if info["cold_test_items"] and not info["warm_test_items"]:
         out.append("every held-out item is cold (no training event from anyone): popularity "
-                   "and bpr, which know items only by their events, cannot rank them")
+                   "and the behaviour baselines (co-occurrence, item-kNN, EASE, BPR, ALS), "
+                   "which know items only by their events, cannot rank them")
     if task.dropped_test_events:
         out.append(f"{task.dropped_test_events} held-out event(s) are for items not in the "
                    "catalog and were not evaluated")

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLE
 from edgerec.sdk import EventKind, ProfileError
-from edgerec.sdk.evaluation.events import Interaction, holdout_split, read_events
+from edgerec.sdk.evaluation.events import (
+    Interaction,
+    SplitProtocol,
+    holdout_split,
+    read_events,
+    strategy_protocol,
+)
 
 
 def write(tmp_path: Path, text: str, name: str = "events.csv") -> Path:
@@ -73,11 +79,11 @@ def test_missing_and_non_utf8_files_raise_profile_error(tmp_path):
         read_events(bad)
 
 
-def test_leave_last_out_holds_out_the_newest_items(tmp_path):
+def test_the_fraction_split_with_timestamps_holds_out_the_newest_fraction(tmp_path):
     rows = "".join(f"a,i{k},{100 + k}\n" for k in range(10)) + "b,j0,5\nb,j1,6\nc,k0,1\n"
     log = read_events(write(tmp_path, "user_id,item_id,timestamp\n" + rows))
     split = holdout_split(log, test_fraction=0.2, seed=0)
-    assert split.strategy == "leave_last_out"
+    assert split.strategy == "newest_fraction" and split.protocol is SplitProtocol.FRACTION
     assert [e.item_id for e in split.test["a"]] == ["i8", "i9"]
     assert [e.item_id for e in split.test["b"]] == ["j1"]
     assert "c" not in split.test and split.skipped_users == 1  # one item: nothing to hold out
@@ -119,3 +125,45 @@ def test_test_fraction_zero_keeps_everything_for_training_and_bad_fractions_rais
 def test_interaction_becomes_a_device_event_ordered_by_line_without_timestamps():
     ev = Interaction("a", "x", EventKind.CLICK, None, 1.0, line=7).to_event()
     assert (ev.item_id, ev.kind, ev.timestamp) == ("x", EventKind.CLICK, 7.0)
+
+
+def test_leave_last_out_holds_out_each_users_newest_distinct_item_ties_by_line(tmp_path):
+    rows = ("a,x,10\n"   # line 2
+            "a,y,30\n"   # line 3
+            "a,z,30\n"   # line 4: same second as y, later line -> newest
+            "a,x,20\n"   # x again, older than y and z
+            "b,p,5\nb,q,5\n"
+            "c,k,1\n")   # one item: nothing to hold out
+    log = read_events(write(tmp_path, "user_id,item_id,timestamp\n" + rows))
+    split = holdout_split(log, protocol="leave-last-out", test_fraction=0.5, seed=9)
+    assert (split.strategy, split.test_fraction) == ("leave_last_out", 0.0)
+    assert split.protocol is SplitProtocol.LEAVE_LAST_OUT
+    assert {u: [e.item_id for e in ev] for u, ev in split.test.items()} == {"a": ["z"],
+                                                                           "b": ["q"]}
+    assert [e.item_id for e in split.train["a"]] == ["x", "x", "y"]
+    assert "c" not in split.test and split.skipped_users == 1
+    assert split.describe()["protocol"] == "leave-last-out"
+    # the held-out item is always among the newest fraction's, whatever the fraction
+    for fraction in (0.1, 0.5, 0.9):
+        newest = holdout_split(log, test_fraction=fraction)
+        for user, held in split.test.items():
+            assert {e.item_id for e in held} <= {e.item_id for e in newest.test[user]}
+
+
+def test_leave_last_out_on_the_shipped_owners_holds_out_each_owners_last_line():
+    log = read_events(SAMPLE / "items.csv", user_column="owner_id")
+    split = holdout_split(log, protocol=SplitProtocol.LEAVE_LAST_OUT)
+    for user, held in split.test.items():
+        events = log.by_user()[user]
+        assert [e.item_id for e in held] == [events[-1].item_id]
+        assert len(split.train[user]) == len(events) - 1
+    assert len(split.test) + split.skipped_users == len(log.users)
+
+
+def test_recorded_strategies_name_their_protocol():
+    assert strategy_protocol("leave_last_out", 0.0) is SplitProtocol.LEAVE_LAST_OUT
+    assert strategy_protocol("leave_last_out", 0.2) is SplitProtocol.FRACTION  # older records
+    assert strategy_protocol("newest_fraction", 0.2) is SplitProtocol.FRACTION
+    assert strategy_protocol("random", 0.2) is SplitProtocol.FRACTION
+    with pytest.raises(ValueError):
+        holdout_split([], protocol="leave-one-out")

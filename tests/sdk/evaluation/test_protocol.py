@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,18 +31,26 @@ from edgerec.sdk import (
 )
 from edgerec.sdk.bundle.writer import NewArtifact, write_bundle
 from edgerec.sdk.cli.app import main
-from edgerec.sdk.evaluation.bpr import train_bpr
-from edgerec.sdk.evaluation.events import holdout_split, read_events
+from edgerec.sdk.evaluation.device import DeviceRanker
+from edgerec.sdk.evaluation.events import SplitProtocol, holdout_split, read_events
 from edgerec.sdk.evaluation.protocol import (
     NO_SCORER_WARNING,
     EvaluateOptions,
     EvaluationResult,
     evaluate,
 )
+from edgerec.sdk.evaluation.ranker import BaselineOptions
 from edgerec.sdk.evaluation.ranking_metrics import ranking_report
+from edgerec.sdk.evaluation.task import CatalogData, EvalTask
 
-BASELINES = ["visual_knn", "popularity", "label_popularity", "bpr", "vbpr"]
-FAST = dict(resamples=200)
+BASELINES = ["visual_knn", "visual_knn_mean", "random", "popularity", "label_popularity",
+             "cooccurrence", "item_knn", "ease", "bpr", "als", "vbpr"]
+METRICS = {"NDCG@20", "Recall@20", "HR@10", "MRR", "NDCG@10", "Recall@10", "MAP@10", "AUC"}
+SMALL = BaselineOptions(ease_lambdas=(1.0, 10.0, 100.0), knn_neighbours=(5, 0),
+                        als_factors=(8, 16), als_regularizations=(0.1,), bpr_factors=(16,),
+                        bpr_learning_rates=(0.05,), bpr_regularizations=(0.01,),
+                        bpr_iterations=50, vbpr_epochs=10)
+FAST = dict(resamples=200, latency_users=5, baselines=SMALL)
 
 
 @pytest.fixture(scope="module")
@@ -81,32 +91,55 @@ def _ci_ok(ci) -> bool:
     return ci.low <= ci.mean <= ci.high and ci.resamples == FAST["resamples"]
 
 
+def _label_log(by_label, seed=1, per_user=8) -> list[tuple]:
+    """Four groups of ten users, each liking one label (real photos, made-up behaviour)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for g, label in enumerate(["dress", "hat", "shoes", "pants"]):
+        for u in range(10):
+            for t, item in enumerate(rng.choice(by_label[label], per_user, replace=False)):
+                rows.append((f"g{g}u{u}", item, 1000 * u + t))
+    return rows
+
+
 # ------------------------------------------------------------------ the sample's owners
 
 
 def test_sample_owners_without_a_scorer_rank_every_baseline_with_cis(teacher_bundle, shop):
     result = _run(teacher_bundle, shop, SAMPLE / "items.csv", user_column="owner_id")
-    assert list(result.models) == BASELINES
+    assert list(result.models) == BASELINES and result.skipped == {}
     assert result.reference == "visual_knn" and result.target_met is None
+    assert result.primary == "NDCG@20" and set(result.metrics) == METRICS
     assert result.warnings[0] == NO_SCORER_WARNING and result.classification is None
     assert any("every held-out item is cold" in w for w in result.warnings)
     log = read_events(SAMPLE / "items.csv", user_column="owner_id")
-    expected = holdout_split(log, test_fraction=0.2, seed=0).describe()
+    expected = holdout_split(log, test_fraction=0.2, seed=0).describe()  # no timestamps
+    assert expected["protocol"] == "fraction"
     assert {k: result.split[k] for k in expected} == expected
     assert result.split["source"] == "default"
     assert result.split["cold_test_items"] == expected["test_events"]  # one event per item
     for model in result.models.values():
-        assert model.all.report.users == result.split["evaluated_users"] > 0
-        assert set(model.all.ci) == {"ndcg", "recall", "hit_rate", "map", "auc"}
-        assert all(_ci_ok(ci) for ci in model.all.ci.values())
-        assert model.warm is None and model.cold.report == model.all.report
+        assert model.all.users == result.split["evaluated_users"] > 0
+        assert set(model.all.metrics) == METRICS
+        assert all(_ci_ok(ci) for ci in model.all.metrics.values())
+        assert model.warm is None and model.cold.metrics == model.all.metrics
         assert set(model.labels) <= {lab for _, lab in sample_images(1)}
-    # every held-out owner item is cold: item-id models know nothing about it
-    assert result.models["popularity"].all.report.ndcg == 0.0
-    assert set(result.margins) == set(BASELINES) - {"visual_knn"}
+        assert "AUC" not in next(iter(model.labels.values()))
+    # every held-out owner item is cold: item-id models know nothing about it; popularity
+    # ranks them below every trained item, the item-item models give every candidate 0
+    assert result.models["popularity"].all.mean("NDCG@20") == 0.0
+    for name in ("cooccurrence", "item_knn", "ease"):
+        assert result.models[name].all.mean("AUC") == 0.5, name
+    assert set(result.margins) == METRICS
+    assert set(result.margins["MRR"]) == set(BASELINES) - {"visual_knn"}
+    assert 0.4 < result.models["random"].all.mean("AUC") < 0.6
     data = json.loads(json.dumps(result.to_dict()))
     assert data["events"]["sha256"] == log.report.sha256
-    assert data["models"]["bpr"]["extras"]["losses"]
+    assert data["models"]["vbpr"]["extras"]["losses"]
+    assert data["models"]["ease"]["extras"]["lam"] in SMALL.ease_lambdas
+    latency = result.latency
+    assert latency.users == 5 and latency.k == 20 and not latency.scorer_used
+    assert 0 < latency.median_ms <= latency.p90_ms and latency.agreement == 1.0
 
 
 # ------------------------------------------------------------------ baselines learn
@@ -122,63 +155,69 @@ def test_popularity_and_label_popularity_beat_random_on_a_popular_item_log(
         for item in rng.choice(hits, 4, replace=False):
             rows.append((f"u{u}", item))
         rows.append((f"u{u}", rng.choice(others)))
-    result = _run(teacher_bundle, shop, _csv(tmp_path / "e.csv", rows))
+    result = _run(teacher_bundle, shop, _csv(tmp_path / "e.csv", rows), protocol="fraction")
     pop, lab = result.models["popularity"].all, result.models["label_popularity"].all
-    assert pop.report.ndcg > 0.4 and pop.report.auc > 0.8
-    assert lab.report.auc > 0.7 and lab.report.hit_rate > 0.4
-    assert result.margins["popularity"].high < 0  # visual_knn loses to popularity here
+    assert pop.mean("NDCG@20") > 0.4 and pop.mean("AUC") > 0.8
+    assert lab.mean("AUC") > 0.7 and lab.mean("HR@10") > 0.4
+    assert result.margins["NDCG@20"]["popularity"].high < 0  # visual_knn loses to it here
 
 
-def test_visual_knn_bpr_and_vbpr_learn_users_who_like_one_label(
-        teacher_bundle, shop, by_label, tmp_path):
-    rng = np.random.default_rng(1)
-    rows = []
-    for g, label in enumerate(["dress", "hat", "shoes", "pants"]):
-        for u in range(10):
-            for item in rng.choice(by_label[label], 8, replace=False):
-                rows.append((f"g{g}u{u}", item))
-    result = _run(teacher_bundle, shop, _csv(tmp_path / "e.csv", rows), test_fraction=0.25)
-    for name in ("visual_knn", "bpr", "vbpr"):
-        report = result.models[name].all.report
-        assert report.auc > 0.75 and report.ndcg > 0.15, (name, report)
-    bpr = result.models["bpr"]
-    assert bpr.warm is not None and bpr.warm.report.auc > 0.75
-    assert bpr.extras["losses"][-1] < 0.5 * bpr.extras["losses"][0]
+def test_every_baseline_learns_users_who_like_one_label(teacher_bundle, shop, by_label,
+                                                        tmp_path):
+    path = _csv(tmp_path / "e.csv", _label_log(by_label), ("user_id", "item_id", "timestamp"))
+    result = _run(teacher_bundle, shop, path, protocol="fraction", test_fraction=0.25)
+    random_ = result.models["random"].all
+    assert 0.35 < random_.mean("AUC") < 0.65
+    for name in BASELINES:
+        if name in ("random", "popularity"):
+            continue
+        part = result.models[name].all
+        assert part.mean("AUC") > 0.7 and part.mean("MRR") > 2 * random_.mean("MRR"), (name, part)
+    ease = result.models["ease"]
+    assert ease.warm is not None and ease.warm.mean("AUC") > 0.75
+    assert len(ease.extras["validation"]) == len(SMALL.ease_lambdas)
+    assert result.models["vbpr"].extras["losses"][-1] < result.models["vbpr"].extras["losses"][0]
 
 
-def test_bpr_training_loss_falls_and_held_out_items_rank_above_random():
-    rng = np.random.default_rng(0)
-    n_users, n_items, block = 60, 120, 30
-    users, items, held = [], [], []
-    for u in range(n_users):
-        liked = rng.choice(np.arange(block) + block * (u % 4), 10, replace=False)
-        users += [u] * 9
-        items += list(liked[:9])
-        held.append(liked[9])
-    model = train_bpr(np.array(users), np.array(items), n_users, n_items, factors=8, epochs=30,
-                      seed=0)
-    assert model.losses[-1] < 0.5 * model.losses[0]
-    ranks = []
-    for u, item in enumerate(held):
-        s = model.scores(u)
-        s[np.array(items)[np.array(users) == u]] = -np.inf
-        ranks.append(int((s > s[item]).sum()))
-    assert np.mean(ranks) < 0.25 * (n_items - 9) / 2  # random: about half the items
+def test_a_missing_implicit_skips_bpr_and_als_with_a_warning(teacher_bundle, shop, monkeypatch):
+    monkeypatch.setitem(sys.modules, "implicit", None)
+    only = ("visual_knn", "bpr", "als")
+    result = _run(teacher_bundle, shop, SAMPLE / "items.csv", user_column="owner_id",
+                  latency_users=0, baselines=BaselineOptions(
+                      skip=tuple(b for b in BASELINES if b not in only)))
+    assert set(result.skipped) == {"bpr", "als"} and list(result.models) == ["visual_knn"]
+    assert any(w.startswith("bpr skipped: implicit is not installed") and "edgerec[eval]" in w
+               for w in result.warnings)
+    assert result.latency is None
+
+
+def test_importing_the_sdk_and_the_evaluation_never_imports_implicit():
+    code = ("import sys, edgerec.sdk, edgerec.sdk.evaluation, edgerec.sdk.cli.app; "
+            "print(sorted(m for m in ('implicit', 'scipy', 'threadpoolctl') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 # ------------------------------------------------------------------ split, slices
 
 
-def test_timestamps_give_leave_last_out_and_the_split_matches_holdout_split(
-        teacher_bundle, shop, by_label, tmp_path):
+def test_leave_last_out_holds_out_each_users_newest_item(teacher_bundle, shop, by_label,
+                                                         tmp_path):
     rows = [(f"u{u}", item, 1000 * u + t)
             for u in range(6) for t, item in enumerate(by_label["shirt"][u:u + 5])]
     path = _csv(tmp_path / "e.csv", rows, ("user_id", "item_id", "timestamp"))
-    result = _run(teacher_bundle, shop, path, seed=3, test_fraction=0.4)
-    expected = holdout_split(read_events(path), test_fraction=0.4, seed=3).describe()
-    assert expected["strategy"] == "leave_last_out"
+    result = _run(teacher_bundle, shop, path, seed=3)
+    expected = holdout_split(read_events(path), protocol=SplitProtocol.LEAVE_LAST_OUT,
+                             seed=3).describe()
+    assert expected["strategy"] == "leave_last_out" and expected["test_events"] == 6
     assert {k: result.split[k] for k in expected} == expected
-    assert result.split["source"] == "options"
+    assert result.split["source"] == "options" and result.split["evaluated_users"] == 6
+    assert result.options.protocol is None  # the default: timestamps -> leave-last-out
+    ignored = _run(teacher_bundle, shop, path, test_fraction=0.4, latency_users=0)
+    assert ignored.split["test_events"] == 6
+    assert any("test_fraction 0.4 is not used" in w for w in ignored.warnings)
+    fraction = _run(teacher_bundle, shop, path, seed=3, protocol="fraction", test_fraction=0.4)
+    assert fraction.split["strategy"] == "newest_fraction" and fraction.split["test_events"] == 12
 
 
 def test_cold_and_warm_held_out_items_are_reported_separately(
@@ -198,10 +237,13 @@ def test_cold_and_warm_held_out_items_are_reported_separately(
     assert result.split["cold_test_items"] == sum(map(len, cold.values())) > 0
     assert result.split["warm_test_items"] == sum(map(len, warm.values())) > 0
     for model in result.models.values():
-        assert model.cold.report.users == sum(1 for v in cold.values() if v)
-        assert model.warm.report.users == sum(1 for v in warm.values() if v)
-        assert "auc" in model.cold.ci and "auc" in model.warm.ci
-    assert result.models["bpr"].cold.report.ndcg < result.models["bpr"].warm.report.ndcg
+        assert model.cold.users == sum(1 for v in cold.values() if v)
+        assert model.warm.users == sum(1 for v in warm.values() if v)
+        assert "AUC" in model.cold and "AUC" in model.warm
+    for name in ("cooccurrence", "ease", "item_knn"):  # cold items score 0: never ahead
+        model = result.models[name]
+        assert model.cold.mean("AUC") <= 0.5 < model.warm.mean("AUC"), name
+        assert model.cold.mean("NDCG@20") < model.warm.mean("NDCG@20"), name
 
 
 # ------------------------------------------------------------------ bad input
@@ -222,6 +264,8 @@ def test_bad_rows_are_counted_single_event_users_skipped_and_gaps_in_time_noted(
     assert result.split["strategy"] == "random"
     assert any("3 of 9 event rows were dropped" in w for w in result.warnings)
     assert any("1 event(s) have no timestamp" in w for w in result.warnings)
+    llo = _run(teacher_bundle, shop, path, protocol="leave-last-out")
+    assert any("each user's last item in file order" in w for w in llo.warnings)
 
 
 def test_a_log_with_nothing_to_hold_out_is_a_clear_error(teacher_bundle, shop, by_label,
@@ -233,9 +277,44 @@ def test_a_log_with_nothing_to_hold_out_is_a_clear_error(teacher_bundle, shop, b
 
 def test_options_are_validated():
     for bad in (dict(k=0), dict(test_fraction=1.0), dict(seed=-1), dict(candidates=True),
-                dict(level=1.5), dict(bpr_lr=0)):
+                dict(level=1.5), dict(latency_users=-1), dict(metrics=("P@10",)),
+                dict(metrics=()), dict(protocol="leave-one-out")):
         with pytest.raises(ValueError):
             EvaluateOptions(**bad)
+    for bad in (dict(ease_lambdas=(0.0,)), dict(ease_lambdas=()), dict(knn_neighbours=(-1,)),
+                dict(als_factors=(True,)), dict(vbpr_reg=-1.0), dict(threads=0)):
+        with pytest.raises(ValueError):
+            BaselineOptions(**bad)
+    with pytest.raises(TypeError):
+        EvaluateOptions(baselines={"skip": ()})
+    names = [m.name for m in EvaluateOptions(k=5).metric_list()]
+    assert names == ["NDCG@20", "Recall@20", "HR@10", "MRR", "NDCG@5", "Recall@5", "HR@5",
+                     "MAP@5"]
+
+
+def test_the_device_ranking_continues_by_inner_product_after_the_top_c():
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(40, 8)).astype(np.float32)
+    u = rng.normal(size=8).astype(np.float32)
+
+    class Reverse:  # a pure-logic stand-in scorer: the negated inner product
+        key = "reverse"
+
+        def score(self, user_vector, vectors):
+            return -(np.asarray(vectors) @ user_vector).astype(np.float32)
+
+    data = CatalogData(tuple(map(str, range(40))), {str(i): i for i in range(40)}, v,
+                       ("",) * 40)
+    task = EvalTask(("a",), (np.array([0]),), (np.arange(1, 40),), u[None],
+                    np.zeros(0, np.int64), np.zeros(0, np.int64), {"a": 0}, np.zeros(40),
+                    np.zeros(40, bool), 0, 0)
+    order = np.arange(40)
+    device = DeviceRanker(Reverse(), task, data, 10, order)
+    by_ip = [r for r in np.argsort(-(v @ u), kind="stable") if r != 0]
+    expected = by_ip[:10][::-1] + by_ip[10:]  # top-C reversed, then inner-product order
+    ranks = device.ranks(0, np.array([0]), np.array(expected), np.zeros(40))
+    assert ranks.tolist() == list(range(1, 40))
+    assert device.top(0, np.array([0]), 3).tolist() == expected[:3]
 
 
 # ------------------------------------------------------------------ with a scorer
@@ -276,22 +355,28 @@ def _block(dim: int, block: int, scale: float = 1.0) -> np.ndarray:
     return w
 
 
+NO_FIT = dict(skip=("visual_knn_mean", "random", "popularity", "label_popularity",
+                    "cooccurrence", "item_knn", "ease", "bpr", "als", "vbpr"))
+
+
 def test_an_inner_product_scorer_matches_visual_knn_and_warns_about_its_split(
         teacher_bundle, shop, tmp_path):
     dim = teacher_bundle.embedding_dim
     bundle = _scorer_bundle(teacher_bundle, tmp_path / "b", _block(dim, 2))  # logit = u.v
-    result = _run(bundle, shop, SAMPLE / "items.csv", user_column="owner_id", vbpr=False)
-    assert list(result.models) == ["scorer", "visual_knn", "popularity", "label_popularity",
-                                   "bpr"]
-    scorer, knn = result.models["scorer"].all.report, result.models["visual_knn"].all.report
-    assert scorer.ndcg == pytest.approx(knn.ndcg) and scorer.auc == pytest.approx(knn.auc)
-    assert result.margins["visual_knn"].mean == pytest.approx(0.0, abs=1e-12)
+    result = _run(bundle, shop, SAMPLE / "items.csv", user_column="owner_id",
+                  baselines=BaselineOptions(skip=("vbpr",)))
+    assert list(result.models) == ["scorer"] + [b for b in BASELINES if b != "vbpr"]
+    scorer, knn = result.models["scorer"].all, result.models["visual_knn"].all
+    for name in METRICS:  # the same ranking, beyond C too: every metric agrees
+        assert scorer.mean(name) == pytest.approx(knn.mean(name)), name
+        assert result.margins[name]["visual_knn"].mean == pytest.approx(0.0, abs=1e-12)
     assert result.reference == "scorer" and result.target_met is False
     assert result.ahead_of_all is False and "visual_knn" in result.not_significant
     assert any("does not record its training split" in w for w in result.warnings)
     assert NO_SCORER_WARNING not in result.warnings
     c = result.classification
     assert c.support == 2 * result.split["cold_test_items"] and c.positives == c.support // 2
+    assert result.latency.scorer_used and result.latency.agreement == 1.0
 
 
 def test_the_scorer_row_is_the_devices_two_stage_for_user(teacher_bundle, shop, tmp_path):
@@ -299,7 +384,8 @@ def test_the_scorer_row_is_the_devices_two_stage_for_user(teacher_bundle, shop, 
     weights = _block(dim, 1) * np.random.default_rng(0).normal(size=3 * dim)  # a v-only logit
     bundle = _scorer_bundle(teacher_bundle, tmp_path / "b", weights)
     events = SAMPLE / "items.csv"
-    result = _run(bundle, shop, events, user_column="owner_id", candidates=20, vbpr=False)
+    result = _run(bundle, shop, events, user_column="owner_id", candidates=20,
+                  latency_users=1000, baselines=BaselineOptions(**NO_FIT))
     log = read_events(events, user_column="owner_id")
     split = holdout_split(log, test_fraction=0.2, seed=0)
     rankings, relevant = {}, {}
@@ -309,30 +395,66 @@ def test_the_scorer_row_is_the_devices_two_stage_for_user(teacher_bundle, shop, 
             rankings[user] = rec.for_user(history, k=10).ids
             relevant[user] = [e.item_id for e in held]
     device = ranking_report(rankings, relevant, 10)
-    got = result.models["scorer"].all.report
-    assert (got.ndcg, got.recall, got.map) == pytest.approx((device.ndcg, device.recall,
-                                                             device.map))
-    assert got.ndcg != pytest.approx(result.models["visual_knn"].all.report.ndcg)
+    got = result.models["scorer"].all
+    assert (got.mean("NDCG@10"), got.mean("Recall@10"), got.mean("MAP@10")) == pytest.approx(
+        (device.ndcg, device.recall, device.map))
+    assert got.mean("NDCG@20") != pytest.approx(result.models["visual_knn"].all.mean("NDCG@20"))
+    assert result.latency.users == len(split.test) and result.latency.agreement == 1.0
+
+
+def _timed_log(tmp_path: Path, by_label) -> Path:
+    rows = _label_log(by_label, seed=4, per_user=6)
+    return _csv(tmp_path / "timed.csv", rows, ("user_id", "item_id", "timestamp"))
+
+
+def _record(log, **split) -> dict:
+    held = holdout_split(log, **split)
+    return {**held.describe(), "events_sha256": log.report.sha256}
 
 
 def test_the_scorers_recorded_split_is_used_and_a_different_events_file_is_flagged(
         teacher_bundle, shop, tmp_path):
     dim = teacher_bundle.embedding_dim
     events = SAMPLE / "items.csv"
-    sha = read_events(events, user_column="owner_id").report.sha256
-    record = {"strategy": "random", "seed": 7, "test_fraction": 0.3, "events_sha256": sha}
+    log = read_events(events, user_column="owner_id")
+    record = _record(log, test_fraction=0.3, seed=7)
     same = _scorer_bundle(teacher_bundle, tmp_path / "same", _block(dim, 2),
                           {"scorer": {"holdout": record}})
-    result = _run(same, shop, events, user_column="owner_id", vbpr=False)
+    fit = dict(baselines=BaselineOptions(**NO_FIT), latency_users=0)
+    result = _run(same, shop, events, user_column="owner_id", **fit)
     assert (result.split["seed"], result.split["test_fraction"]) == (7, 0.3)
-    assert result.split["source"] == "bundle"
+    assert result.split["source"] == "bundle" and result.split["strategy"] == "random"
     assert not any("scorer" in w for w in result.warnings if "cold" not in w)  # split matches
     other = _scorer_bundle(teacher_bundle, tmp_path / "other", _block(dim, 2),
                            {"scorer": {"holdout": {**record, "events_sha256": "0" * 64}}})
-    flagged = _run(other, shop, events, user_column="owner_id", vbpr=False, seed=1)
+    flagged = _run(other, shop, events, user_column="owner_id", seed=1, **fit)
     assert any(w.startswith("WARNING: the events file") for w in flagged.warnings)
-    assert any("seed 1 differs from the 7" in w for w in flagged.warnings)
     assert flagged.split["seed"] == 1 and flagged.split["source"] == "options"
+    leaky = _run(same, shop, events, user_column="owner_id", seed=1, **fit)  # another draw
+    assert any(w.startswith("WARNING: ") and "are in the scorer's training events" in w
+               for w in leaky.warnings)
+
+
+def test_leave_last_out_on_a_scorer_trained_around_the_newest_fraction_is_clean(
+        teacher_bundle, shop, by_label, tmp_path):
+    dim = teacher_bundle.embedding_dim
+    path = _timed_log(tmp_path, by_label)
+    log = read_events(path)
+    fit = dict(baselines=BaselineOptions(**NO_FIT), latency_users=0)
+    newest = _scorer_bundle(teacher_bundle, tmp_path / "newest", _block(dim, 2),
+                            {"scorer": {"holdout": _record(log, test_fraction=0.3)}})
+    result = _run(newest, shop, path, protocol="leave-last-out", **fit)
+    assert result.split["strategy"] == "leave_last_out"
+    assert not any(w.startswith("WARNING") for w in result.warnings)
+    assert any(w.startswith("note: this split (leave_last_out) is not the scorer's")
+               for w in result.warnings)
+    recorded = _run(newest, shop, path, **fit)  # no protocol given: the scorer's own split
+    assert recorded.split["strategy"] == "newest_fraction" and recorded.split["source"] == "bundle"
+    everything = _scorer_bundle(teacher_bundle, tmp_path / "all", _block(dim, 2), {"scorer": {
+        "holdout": _record(log, test_fraction=0.0)}})
+    leaked = _run(everything, shop, path, protocol="leave-last-out", **fit)
+    assert any(w.startswith("WARNING: 40 of 40 held-out (user, item) pairs") for w in
+               leaked.warnings)
 
 
 # ------------------------------------------------------------------ the CLI
@@ -344,26 +466,38 @@ def _cli(capsys, *argv):
     return code, out.out, out.err
 
 
+CLI_FAST = ["--resamples", 50, "--latency-users", 3, "--ease-lambdas", 10, 100,
+            "--knn-neighbours", 0, "--skip", "bpr", "als", "vbpr"]
+
+
 def test_cli_json_and_out_file(teacher_bundle, shop, capsys, tmp_path):
     out = tmp_path / "results.json"
     code, stdout, _ = _cli(capsys, "evaluate", "--bundle", teacher_bundle.path, "--catalog",
                            shop, "--events", SAMPLE / "items.csv", "--user-column", "owner_id",
-                           "--resamples", 50, "--no-vbpr", "--out", out, "--json")
+                           *CLI_FAST, "--out", out, "--json")
     assert code == 0
     payload = json.loads(stdout)
     assert payload == json.loads(out.read_text())
-    assert set(payload["models"]) == set(BASELINES) - {"vbpr"}
-    assert payload["models"]["visual_knn"]["all"]["ci"]["ndcg"]["resamples"] == 50
+    assert set(payload["models"]) == set(BASELINES) - {"bpr", "als", "vbpr"}
+    assert payload["models"]["visual_knn"]["all"]["metrics"]["NDCG@20"]["resamples"] == 50
+    assert payload["options"]["baselines"]["ease_lambdas"] == [10.0, 100.0]
+    assert payload["latency"]["users"] == 3 and payload["split"]["protocol"] == "fraction"
 
 
-def test_cli_prints_a_table_margins_and_warnings(teacher_bundle, shop, capsys):
+def test_cli_prints_a_table_margins_latency_and_warnings(teacher_bundle, shop, capsys):
     code, stdout, _ = _cli(capsys, "evaluate", "--bundle", teacher_bundle.path, "--catalog",
                            shop, "--events", SAMPLE / "items.csv", "--user-column", "owner_id",
-                           "--resamples", 50, "--k", 5, "--no-vbpr")
+                           *CLI_FAST, "--k", 5, "--protocol", "leave-last-out")
     assert code == 0
-    assert "NDCG@5 [95% CI]" in stdout and "margins: NDCG@5 of visual_knn" in stdout
-    assert "per-label NDCG@5" in stdout and "warnings:" in stdout
+    assert "NDCG@20 [95% CI]" in stdout and "MRR" in stdout and "cold NDCG@20" in stdout
+    assert "margins: visual_knn minus each baseline" in stdout
+    assert "at k=5: NDCG@5, Recall@5, HR@5, MAP@5" in stdout
+    assert "device for_user: median" in stdout and "(3 users, k=20" in stdout
+    assert "per-label NDCG@20" in stdout and "warnings:" in stdout
     assert "events: 200 of 200 events kept" in stdout
+    assert "leave_last_out (protocol leave-last-out)" in stdout
+    for name in ("ease", "item_knn", "cooccurrence", "random", "visual_knn_mean"):
+        assert f"\n{name} " in stdout
 
 
 def test_cli_refuses_an_empty_events_file_with_one_line(teacher_bundle, shop, capsys,
@@ -382,7 +516,9 @@ def test_cli_refuses_an_empty_events_file_with_one_line(teacher_bundle, shop, ca
 def test_cli_help_and_bad_arguments(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", "--help"])
-    assert exc.value.code == 0 and "--events" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert exc.value.code == 0 and "--events" in text and "--protocol" in text
+    assert "leave-last-out" in text and "--ease-lambdas" in text
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", "--bundle", "b", "--catalog", "c", "--events", "e", "--k", "0"])
     assert exc.value.code == 2
