@@ -9,8 +9,13 @@
 
 Honesty: the scorer trains only on ``holdout_split(log, test_fraction, split_seed).train``;
 ``metrics["scorer"]["holdout"]`` records the split (and the events file's sha256) so that
-``edgerec evaluate`` can rebuild the same held-out events and score them. Early stopping uses a
-second split of the training part (:mod:`.scorer_train`), never the test part.
+``edgerec evaluate`` can rebuild the same held-out events and score them. Early stopping uses
+further splits of the training part (:mod:`.train`), never the test part.
+
+A scorer ships only when it beats the inner-product order on that validation: when the best
+epoch is 0, :func:`train_and_export_scorer` returns no files, ``metrics["scorer"]["shipped"]``
+is false with the ``reason`` and the ``comparison`` (inner-product NDCG against the best
+trained epoch's), and the bundle is written without a scorer (the device ranks by ``u . v``).
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ import numpy as np
 from edgerec.export.errors import ExportError
 from edgerec.export.scorer.artifacts import (
     BuiltScorer,
+    ParitySets,
     ScorerGate,
     build_scorer_artifacts,
     calibration_rows,
     parity_sets,
 )
+from edgerec.export.scorer.data import Examples
 from edgerec.export.scorer.train import ScorerConfig, ScorerTrainResult, train_scorer
 from edgerec.runtimes import Engine
 from edgerec.sdk import Bundle, Catalog, Role
@@ -52,6 +59,7 @@ __all__ = [
 
 PathLike = Union[str, os.PathLike]
 Log = Callable[[str], None]
+_CALIBRATION_ROWS = 4096  # calibration_rows' max_rows
 
 
 @dataclass(frozen=True)
@@ -135,7 +143,8 @@ def train_and_export_scorer(
     vectors_source: Optional[dict[str, Any]] = None,
     log: Log = print,
 ) -> ScorerBuild:
-    """Split, train, convert, quantize and check the scorer.
+    """Split, train, convert, quantize and check the scorer; no files (``metrics["shipped"]``
+    false, with the ``reason``) when no trained epoch beat the inner-product order.
 
     Args:
         events: the events CSV (read against ``item_ids``) or an already read log.
@@ -163,19 +172,45 @@ def train_and_export_scorer(
     cfg = options.config
     result = train_scorer(holdout.train, item_ids, vectors, cfg,
                           timestamps=events.has_timestamps, log=log)
-    sets = parity_sets(result.validation, result.examples, vectors,
-                       candidates=options.candidates, seed=cfg.seed)
-    calibration = calibration_rows(sets, result.examples, vectors, seed=cfg.seed)
-    built: BuiltScorer = build_scorer_artifacts(
-        result.model, Path(work_dir), sets=sets, vectors=vectors, calibration=calibration,
-        k=cfg.k, gate=options.gate, fail_on_gate=options.fail_on_gate, int8=options.int8,
-        log=log)
-    metrics = {
+    comparison = result.comparison(cfg.k)
+    recipe = {**cfg.to_dict(), "test_fraction": options.test_fraction,
+              "split_seed": options.split_seed, "input": "[u, v, u*v]",
+              "user_vector": "edgerec.sdk.user_vector, leave-one-out, default event weights"}
+    metrics: dict[str, Any] = {
+        "shipped": result.improves,
+        "comparison": comparison,
         "holdout": {**holdout.describe(), "events_sha256": report.sha256,
                     "user_column": options.user_column, "item_column": options.item_column,
                     "known_items": len(item_ids)},
         "events": report.to_dict(),
         "training": result.to_dict(),
+        "item_vectors": vectors_source or {},
+    }
+    if options.test_fraction == 0:
+        metrics["holdout"]["note"] = ("trained on every event (test_fraction 0): nothing is "
+                                      "held out; evaluate on other events")
+    if not result.improves:
+        metrics["reason"] = (
+            f"no trained epoch beat the inner-product order on validation (NDCG@{cfg.k}: "
+            f"inner product {_fmt(comparison['inner_product'])}, best trained "
+            f"{_fmt(comparison['best_trained'])} at epoch {comparison['best_trained_epoch']}, "
+            f"over {comparison['folds']} fold(s)): no scorer is shipped and the device ranks "
+            "by u.v (visual kNN)")
+        metrics["seconds"] = time.perf_counter() - t0
+        log(f"scorer not shipped: {metrics['reason']}")
+        return ScorerBuild((), (), metrics, recipe, result)
+    rng = np.random.default_rng(cfg.seed)
+    examples = result.examples.subset(  # leave-one-out vectors for parity without validation
+        np.sort(rng.permutation(len(result.examples))[:_CALIBRATION_ROWS]))
+    sets = parity_sets(result.validation, examples, vectors, candidates=options.candidates,
+                       seed=cfg.seed)
+    calibration = calibration_rows(*_calibration_inputs(sets, result.examples, rng), vectors,
+                                   seed=cfg.seed)
+    built: BuiltScorer = build_scorer_artifacts(
+        result.model, Path(work_dir), sets=sets, vectors=vectors, calibration=calibration,
+        k=cfg.k, gate=options.gate, fail_on_gate=options.fail_on_gate, int8=options.int8,
+        log=log)
+    metrics.update({
         **built.metrics(),
         "gate": {"min_ndcg_ratio": options.gate.min_ndcg_ratio,
                  "min_top_k_overlap": options.gate.min_top_k_overlap,
@@ -185,16 +220,28 @@ def train_and_export_scorer(
                                   for key, r in built.parity.items()},
                  "parity_candidates": int(sets.candidates.shape[1]),
                  "parity_users": len(sets.u)},
-        "item_vectors": vectors_source or {},
         "seconds": time.perf_counter() - t0,
-    }
-    if options.test_fraction == 0:
-        metrics["holdout"]["note"] = ("trained on every event (test_fraction 0): nothing is "
-                                      "held out; evaluate on other events")
-    recipe = {**cfg.to_dict(), "test_fraction": options.test_fraction,
-              "split_seed": options.split_seed, "input": "[u, v, u*v]",
-              "user_vector": "edgerec.sdk.user_vector, leave-one-out, default event weights"}
+    })
     return ScorerBuild(tuple(built.artifacts), tuple(built.weights), metrics, recipe, result)
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _calibration_inputs(sets: ParitySets, examples: Examples,
+                        rng: np.random.Generator) -> tuple[ParitySets, Examples]:
+    """Inputs for :func:`calibration_rows` that hold about its ``max_rows`` (4096) rows, mixed
+    as its draw from *every* parity user's candidate rows and every training positive would be
+    (users x C candidate rows to P positives), without building all those ``(C, 3D)`` rows and
+    leave-one-out vectors at once (300 x 200 x 3072 floats alone are 0.7 GB at D = 1024)."""
+    n_users, c = len(sets.u), max(1, sets.candidates.shape[1])
+    share = n_users * c / max(1, n_users * c + len(examples))
+    users = min(n_users, max(1, -(-round(_CALIBRATION_ROWS * share) // c)))
+    n_ex = min(len(examples), round(_CALIBRATION_ROWS * (1 - share)))
+    pick = np.sort(rng.permutation(len(examples))[:n_ex])
+    return (ParitySets(sets.u[:users], sets.candidates[:users], None),
+            examples.subset(pick))
 
 
 def _unlisted_files(bundle: Bundle) -> dict[str, Path]:
@@ -221,8 +268,11 @@ def add_scorer(
 ) -> ScorerResult:
     """Train a scorer for ``bundle`` on ``events`` with the vectors ``catalog`` holds, and write
     ``out``: the bundle's encoder files (and reports) copied, any old scorer replaced, the new
-    scorer added; ``metrics["scorer"]`` and ``recipe["scorer"]`` set. Atomic: on any error no
-    ``out`` is left behind (or the old one stays, with ``force``).
+    scorer added; ``metrics["scorer"]`` and ``recipe["scorer"]`` set. When no trained epoch
+    beat the inner-product order on validation, ``out`` has no scorer files (the device then
+    ranks by ``u . v``) and ``metrics["scorer"]`` says so (``"shipped": false``, ``"reason"``,
+    ``"comparison"``). Atomic: on any error no ``out`` is left behind (or the old one stays,
+    with ``force``).
 
     Raises:
         ExportError: ``out`` exists without ``force``; bad events; training or export failed.
@@ -236,7 +286,7 @@ def add_scorer(
         raise ExportError(f"{out} already exists; choose another --out or pass --force to "
                           "replace it")
     if not isinstance(bundle, Bundle):
-        bundle = Bundle.load(bundle)
+        bundle = Bundle.open(bundle)
     opened = not isinstance(catalog, Catalog)
     cat = Catalog.open(catalog, readonly=True) if opened else catalog
     try:
@@ -274,6 +324,9 @@ def add_scorer(
     if written.encoder_id != bundle.encoder_id:  # copies of the same files: cannot happen
         raise ExportError(f"{out} got encoder id {written.encoder_id}, not "
                           f"{bundle.encoder_id}: please report this bug")
-    keys = ", ".join(a.key for a in written.artifacts(Role.SCORER))
-    log(f"wrote {written.path}: scorer {keys} + folded weights")
+    if build.metrics["shipped"]:
+        keys = ", ".join(a.key for a in written.artifacts(Role.SCORER))
+        log(f"wrote {written.path}: scorer {keys} + folded weights")
+    else:
+        log(f"wrote {written.path} without a scorer (metrics.scorer says why)")
     return ScorerResult(written, build.metrics, time.perf_counter() - t0)

@@ -13,6 +13,7 @@ from edgerec.export.errors import ExportError
 from edgerec.export.pipeline import ExportOptions, export_bundle
 from edgerec.export.scorer.artifacts import ScorerGate, ScorerParity
 from edgerec.export.scorer.bundle import ScorerExportOptions, add_scorer
+from edgerec.export.scorer.train import ScorerConfig
 from edgerec.sdk import (
     Bundle,
     Catalog,
@@ -22,6 +23,7 @@ from edgerec.sdk import (
     RecommenderOptions,
     Role,
     Scorer,
+    ScorerOptions,
     SourceItem,
     build_catalog,
 )
@@ -64,7 +66,7 @@ def trained(tiny_bundle, shop, events, tmp_path_factory):
 def test_scorer_train_writes_a_bundle_with_gated_scorer_files(trained, tiny_bundle, events):
     code, out = trained
     assert code == 0
-    bundle = Bundle.load(out)
+    bundle = Bundle.open(out)
     assert bundle.encoder_id == tiny_bundle.encoder_id
     keys = {a.key for a in bundle.artifacts(Role.SCORER)}
     m = bundle.manifest.metrics["scorer"]
@@ -88,7 +90,7 @@ def test_scorer_train_writes_a_bundle_with_gated_scorer_files(trained, tiny_bund
 
 
 def test_folded_equals_the_exported_models(trained, shop):
-    bundle = Bundle.load(trained[1])
+    bundle = Bundle.open(trained[1])
     with Catalog.open(shop, readonly=True) as cat:
         _, vectors = cat.vectors(list(cat))
     u = vectors[:5].mean(0)
@@ -96,15 +98,16 @@ def test_folded_equals_the_exported_models(trained, shop):
     scores = {}
     for mode, engine, precision in (("folded", None, None), ("engine", "onnx", "fp32"),
                                     ("engine", "tflite", "fp32")):
-        with Scorer.create_from_bundle(bundle, mode=mode, engine=engine,
-                                       precision=precision) as s:
+        with Scorer.create_from_bundle(bundle, ScorerOptions(mode=mode, engine=engine,
+                                                             precision=precision)) as s:
             scores[s.key] = s.score(u, vectors)
     folded = scores["scorer/folded/fp32"]
     for key, value in scores.items():
         np.testing.assert_allclose(value, folded, atol=1e-4, err_msg=key)
     for a in bundle.artifacts(Role.SCORER):
         if a.precision.value == "int8":
-            with Scorer.create_from_bundle(bundle, engine=a.engine, precision="int8") as s:
+            with Scorer.create_from_bundle(
+                    bundle, ScorerOptions(engine=a.engine, precision="int8")) as s:
                 q = s.score(u, vectors)
             assert np.corrcoef(q, folded)[0, 1] > 0.95
 
@@ -112,7 +115,8 @@ def test_folded_equals_the_exported_models(trained, shop):
 def test_for_user_re_ranks_with_the_folded_scorer(trained, shop):
     with Catalog.open(shop, readonly=True) as cat:
         ids = list(cat)
-    with Recommender.create(trained[1], shop, RecommenderOptions(candidates=50)) as rec:
+    with Recommender.create_from_bundle_path(trained[1], shop,
+                                             RecommenderOptions(candidates=50)) as rec:
         assert rec.has_scorer and "scorer/folded/fp32" in repr(rec)
         history = [Event(i, "purchase", 1_700_000_000.0 + k) for k, i in enumerate(ids[:2])]
         recs = rec.for_user(history, k=5)
@@ -173,3 +177,35 @@ def test_the_int8_gate_says_what_fell_short_and_checks_ndcg_only_on_enough_hits(
     assert not gate.ndcg_checked(few) and gate.shortfalls(few) == {}
     unmeasured = ScorerParity(10, 200, 10, 0.1, 0.95, 0.995)  # no held-out items at all
     assert gate.shortfalls(unmeasured) == {}
+
+
+@pytest.fixture(scope="module")
+def not_shipped(tiny_bundle, shop, events, tmp_path_factory):
+    """A scorer whose training cannot move it (learning rate 0): it never beats u.v."""
+    out = tmp_path_factory.mktemp("scorer-frozen") / "bundle"
+    options = ScorerExportOptions(
+        config=ScorerConfig(hidden=(8,), epochs=2, lr=0.0), user_column="owner_id")
+    return add_scorer(tiny_bundle, shop, events, out, options, log=lambda _m: None)
+
+
+def test_a_scorer_that_does_not_beat_the_inner_product_is_not_shipped(not_shipped, shop,
+                                                                      tiny_bundle):
+    bundle = Bundle.open(not_shipped.bundle.path)
+    assert not bundle.artifacts(Role.SCORER) and not bundle.weights(Role.SCORER)
+    assert bundle.encoder_id == tiny_bundle.encoder_id
+    m = bundle.manifest.metrics["scorer"]
+    assert m["shipped"] is False and "inner-product" in m["reason"]
+    comparison = m["comparison"]
+    assert comparison["best_epoch"] == 0 and comparison["metric"] == "ndcg@10"
+    assert comparison["best_trained"] <= comparison["inner_product"]
+    assert m["holdout"]["test_fraction"] == 0.2 and "parity" not in m
+    with Recommender.create_from_bundle(bundle, shop) as rec:  # ranks as without a scorer
+        assert not rec.has_scorer
+
+
+def test_evaluate_falls_back_to_visual_knn_on_a_bundle_without_a_scorer(not_shipped, shop,
+                                                                         events, capsys):
+    code = main(["evaluate", "--bundle", str(not_shipped.bundle.path), "--catalog", str(shop),
+                 "--events", str(events), "--user-column", "owner_id", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["reference"] == "visual_knn"

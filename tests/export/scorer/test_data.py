@@ -8,6 +8,7 @@ import pytest
 from edgerec.export.scorer.data import (
     NegativeSampling,
     build_examples,
+    candidate_rows,
     hits_at_k,
     mean_ndcg,
     ranking_set,
@@ -65,18 +66,20 @@ def test_hard_negatives_come_from_nearest_neighbours_and_never_from_the_users_it
     ids, v = _catalog(n=80)
     train = {"a": _events("a", ["i1", "i2", "i3", "i7"]), "b": _events("b", ["i3", "i4"])}
     ex = build_examples(train, ids, v, hard_pool=6)
+    pool, u = ex.hard_pool, ex.u
     for p in range(len(ex)):
-        sims = v @ ex.u[p]
+        sims = v @ u[p]
         own = ex.own[ex.user[p]]
         sims[own] = -np.inf
         nearest = np.argsort(-sims)[:6]
-        assert ex.hard_pool[p].tolist() == nearest.tolist()
+        assert pool[p].tolist() == nearest.tolist()
+    np.testing.assert_array_equal(ex.nearest([3, 1]), pool[[3, 1]])  # searched per epoch
     rows = sample_epoch(ex, NegativeSampling(uniform=0, popular=0, hard=3), 80,
                         np.random.default_rng(0))
     neg = rows.label == 0
     assert neg.sum() == 3 * len(ex)
     for p, item in zip(rows.example[neg], rows.item[neg]):
-        assert item in ex.hard_pool[p] and item not in ex.own[ex.user[p]]
+        assert item in pool[p] and item not in ex.own[ex.user[p]]
 
 
 def test_uniform_and_popular_negatives_are_never_the_users_items():
@@ -116,3 +119,79 @@ def test_ranking_set_and_ndcg_match_a_hand_computed_case():
     assert mean_ndcg(np.array([[1.0, 5.0, 2.0]]), rs, k=10, candidates=cands) == \
         pytest.approx(1 / np.log2(3))
     assert mean_ndcg(np.empty((0, 5)), ranking_set({}, {}, ids, v), k=10) is None
+
+
+def _device_vector(events, item, vectors, half_life_days=30.0):
+    """What the device computes for ``events`` without any event on ``item``."""
+    others = [e.to_event() for e in events if e.item_id != item]
+    return user_vector(others, vectors, half_life_days=half_life_days)
+
+
+def test_leave_one_out_vectors_equal_the_device_formula_for_mixed_histories():
+    """The O(n) leave-one-out (``normalise(S - W_i v_i)``) against ``user_vector`` of the other
+    events: several kinds, repeated items, dismisses, no timestamps, and a user whose newest
+    item is years after the rest (the subtraction would cancel: computed exactly instead)."""
+    ids, v = _catalog(n=200, d=32, seed=3)
+    rng = np.random.default_rng(4)
+    kinds = [EventKind.VIEW, EventKind.CLICK, EventKind.ADD_TO_CART, EventKind.PURCHASE,
+             EventKind.DISMISS]
+    train = {}
+    for u in range(12):
+        items = rng.choice(200, 15, replace=True)  # repeats: several events on one item
+        train[f"u{u}"] = [
+            Interaction(f"u{u}", ids[i], kinds[rng.integers(0, 5)],
+                        float(rng.integers(0, 400)) * DAY + rng.random() * 3600, 1.0, line=k)
+            for k, i in enumerate(items)]
+    train["no_time"] = [Interaction("no_time", ids[i], EventKind.PURCHASE, None, line=50 + k)
+                        for k, i in enumerate([5, 6, 7, 5])]
+    train["returning"] = [*_events("returning", ["i20", "i21", "i22"]),  # then 10 years later
+                          Interaction("returning", "i23", EventKind.PURCHASE, 3650 * DAY)]
+    ex = build_examples(train, ids, v, half_life_days=30.0, hard_pool=0)
+    vec_of = {i: v[k] for k, i in enumerate(ids)}
+    assert len(ex) > 100 and ex.counts["exact_vectors"] >= 1
+    got = ex.u
+    for p in range(len(ex)):
+        user = ex.user_ids[ex.user[p]]
+        want = _device_vector(train[user], ids[ex.item[p]], vec_of)
+        np.testing.assert_allclose(got[p], want, atol=2e-7, err_msg=f"{user} {ids[ex.item[p]]}")
+    assert ex.counts["dismissed"] > 0  # dismissed items' vectors were checked too
+
+
+def test_examples_keep_no_vector_per_example_and_subsets_agree():
+    ids, v = _catalog(n=300, d=64)
+    train = {f"u{u}": _events(f"u{u}", [f"i{(u * 7 + k) % 300}" for k in range(40)])
+             for u in range(30)}
+    ex = build_examples(train, ids, v, hard_pool=0)
+    assert len(ex) == 30 * 40
+    assert ex.user_sum.shape == (30, 64) and ex.drop.shape == (len(ex),)  # O(users x D + P)
+    pick = np.array([5, 17, 400, 1199])
+    sub = ex.subset(pick)
+    np.testing.assert_array_equal(sub.u, ex.user_vectors(pick))
+    np.testing.assert_array_equal(sub.item, ex.item[pick])
+    rows = sample_epoch(ex, NegativeSampling(uniform=3), 300, np.random.default_rng(0),
+                        examples=pick)
+    assert set(rows.example.tolist()) == set(pick.tolist()) and len(rows) <= 4 * len(pick)
+
+
+def test_candidates_are_each_users_nearest_unseen_items_best_first():
+    ids, v = _catalog(n=50, d=8)
+    history = {"a": _events("a", ["i1", "i2"]), "b": _events("b", ["i3"])}
+    heldout = {"a": _events("a", ["i4"]), "b": _events("b", ["i5"])}
+    rs = ranking_set(history, heldout, ids, v)
+    cand = candidate_rows(rs, v, 10)
+    for b in range(len(rs)):
+        sims = v @ rs.u[b]
+        sims[rs.seen[b]] = -np.inf
+        assert cand[b].tolist() == np.argsort(-sims, kind="stable")[:10].tolist()
+    assert candidate_rows(rs, v, 1000).shape == (2, 48)  # at most the catalog minus a history
+
+
+def test_validation_users_are_a_seeded_sample_when_capped():
+    ids, v = _catalog(n=80, d=8)
+    history = {f"u{k}": _events(f"u{k}", [f"i{k}", f"i{k + 1}"]) for k in range(40)}
+    heldout = {f"u{k}": _events(f"u{k}", [f"i{k + 2}"]) for k in range(40)}
+    whole = ranking_set(history, heldout, ids, v)
+    capped = ranking_set(history, heldout, ids, v, max_users=10, seed=3)
+    assert len(whole) == 40 and len(capped) == 10
+    assert list(capped.users) == sorted(capped.users) and set(capped.users) < set(whole.users)
+    assert capped.users == ranking_set(history, heldout, ids, v, max_users=10, seed=3).users

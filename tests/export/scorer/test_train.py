@@ -3,6 +3,8 @@ falls, it beats random, and the device's folded weights compute exactly the torc
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -114,3 +116,70 @@ def test_config_is_validated():
     with pytest.raises(ValueError, match="hidden"):
         ScorerConfig(hidden=())
     assert ScorerConfig(hidden=[4]).to_dict()["hidden"] == [4]
+
+
+class BusierClock:
+    """A clock whose every reading is later by more than the previous one (a machine getting
+    busier): a later fold uses up the same time budget in fewer epochs."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return float(self.reads**2)
+
+
+def test_folds_that_stop_at_different_epochs_are_compared_on_the_epochs_they_all_reached():
+    train, ids, v = clustered(users=30)
+    # budget 48 "seconds" per fold: fold 1 stops after 7 epochs, fold 2 after 3 (reads^2)
+    config = ScorerConfig(hidden=(8,), epochs=12, folds=2, max_minutes=2.4,
+                          negatives=NegativeSampling(uniform=4))
+    result = train_scorer(train, ids, v, config, log=lambda _m: None, clock=BusierClock())
+    runs = result.data["validation_split"]["fold_runs"]
+    epochs = [r["epochs_run"] for r in runs]
+    assert len(set(epochs)) == 2 and all(r["stopped"] == "time" for r in runs)
+    assert [len(r["curve"]) for r in runs] == [e + 1 for e in epochs]
+    assert len(result.history) == min(epochs) + 1  # the common epochs, each fold's value kept
+    assert all(len(row["folds"]) == 2 for row in result.history)
+    assert result.best_epoch <= min(epochs) and result.stopped == "time"
+
+
+def test_training_memory_does_not_grow_with_examples_times_negatives_times_dimension():
+    """3,000 examples x 17 rows x 3 x 256 floats would be 157 MB materialised; an epoch of at
+    most 4,096 rows built per mini-batch stays far below (numpy's allocations, traced)."""
+    import tracemalloc
+
+    train, ids, v = clustered(n_items=2000, dim=256, users=100, per_user=30)
+    config = ScorerConfig(hidden=(16,), epochs=2, folds=1, epoch_rows=4096,
+                          negatives=NegativeSampling(uniform=16))
+    tracemalloc.start()
+    try:
+        result = train_scorer(train, ids, v, config, log=lambda _m: None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.data["examples"] == 3000
+    assert result.data["budget"]["examples_per_epoch"] == 4096 // 17
+    assert peak < 40e6, f"numpy peak {peak / 1e6:.0f} MB"
+
+
+def test_no_further_fold_once_the_validation_holds_enough_held_out_items():
+    train, ids, v = clustered(users=40)
+    few = ScorerConfig(hidden=(8,), epochs=1, folds=3, val_relevant=10)
+    result = train_scorer(train, ids, v, few, log=lambda _m: None)
+    split = result.data["validation_split"]
+    assert split["folds_run"] == 1 and split["fold_runs"][0]["validation"]["relevant"] >= 10
+    many = train_scorer(train, ids, v, replace(few, val_relevant=10**6), log=lambda _m: None)
+    assert many.data["validation_split"]["folds_run"] == 3
+
+
+def test_a_scorer_that_never_beats_the_inner_product_reports_it():
+    train, ids, v = clustered(users=30)
+    frozen = ScorerConfig(hidden=(8,), epochs=3, folds=2, lr=0.0)  # training changes nothing
+    result = train_scorer(train, ids, v, frozen, log=lambda _m: None)
+    assert result.best_epoch == 0 and not result.improves
+    comparison = result.comparison()
+    assert comparison["best_trained_epoch"] == 1
+    assert comparison["best_trained"] == pytest.approx(comparison["inner_product"])
+    assert comparison["folds"] == 2 and len(comparison["validation_users"]) == 2
