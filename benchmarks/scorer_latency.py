@@ -54,12 +54,13 @@ def synthetic_bundle(dim: int = 128) -> Path:
     from edgerec.export.artifacts.convert import ModelIO, to_onnx, to_tflite
     from edgerec.export.artifacts.quantize_onnx import quantize_onnx
     from edgerec.export.artifacts.quantize_tflite import quantize_tflite
+    from edgerec.export.options import ScorerConfig
     from edgerec.export.scorer.artifacts import (
         CALIBRATION_BATCH,
         onnx_remedies,
         tflite_remedies,
     )
-    from edgerec.export.scorer.train import ScorerConfig, ScorerNet
+    from edgerec.export.scorer.train import ScorerNet
     from edgerec.runtimes import open_runtime
     from edgerec.sdk import Precision, Preprocessing, Role
     from edgerec.sdk.bundle.manifest import MLP_WEIGHTS_FORMAT

@@ -27,8 +27,8 @@ from _report import parse_value  # noqa: E402
 
 
 def main() -> None:
-    from edgerec.export.scorer.data import NegativeSampling
-    from edgerec.export.scorer.train import ScorerConfig, train_scorer
+    from edgerec.export.options import NegativeSampling, ScorerConfig
+    from edgerec.export.scorer.train import train_scorer
     from edgerec.sdk import Catalog, user_vector
     from edgerec.sdk.evaluation.events import holdout_split, read_events
     from edgerec.sdk.evaluation.ranking_metrics import ndcg_at_k, paired_bootstrap_ci

@@ -100,7 +100,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"`edgerec export` needs the export extra ({exc.name} is missing): "
             "pip install 'edgerec[export]'"
         ) from exc
-    options = _export_options(args)
+    try:
+        options = _export_options(args)
+    except ValueError as exc:  # a bad flag value, e.g. --scorer-test-fraction 1
+        raise ExportError(f"bad export option: {exc}") from exc
     log = (lambda _msg: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
     with stdout_to_stderr():  # converters print progress to stdout; keep it for the result
         result = export_bundle(options, log=log)
@@ -211,46 +214,45 @@ def add_export_parser(sub: Any) -> None:
 
 
 def add_scorer_arguments(p: argparse.ArgumentParser, *, events_required: bool) -> None:
-    """The events and scorer-training flags (``edgerec scorer train`` and ``edgerec export``)."""
+    """The events and scorer-training flags (``edgerec scorer train`` and ``edgerec export``);
+    their defaults are read from :mod:`edgerec.export.options`."""
+    from edgerec.export.options import NegativeSampling, ScorerConfig, ScorerExportOptions
+
     p.add_argument("--events", required=events_required,
                    help="events CSV user_id,item_id[,event][,timestamp][,weight]"
                    + ("" if events_required else "; trains a personalised scorer too"))
-    p.add_argument("--user-column", default="user_id",
-                   help="the events' user id column (e.g. owner_id)")
-    p.add_argument("--item-column", default="item_id", help="the events' item id column")
-    p.add_argument("--scorer-test-fraction", type=float, default=0.2,
-                   help="share of each user's items held out for `edgerec evaluate` and never "
-                   "trained on (0: train on everything, for production)")
-    p.add_argument("--scorer-seed", type=int, default=0, help="split and training seed")
-    p.add_argument("--scorer-epochs", type=int, help="maximum scorer epochs (default: 40)")
-    p.add_argument("--scorer-hidden", type=int, nargs="+", metavar="WIDTH",
-                   help="hidden layer widths (default: 128 64)")
-    p.add_argument("--scorer-negatives", type=int, nargs=3,
-                   metavar=("UNIFORM", "POPULAR", "HARD"),
-                   help="negatives per positive: uniform, by popularity, and hard ones from the "
-                   "user's nearest items (default: 4 2 0)")
+    option(p, "--user-column", source=ScorerExportOptions, name="user_column",
+           help="the events' user id column (e.g. owner_id)")
+    option(p, "--item-column", source=ScorerExportOptions, name="item_column",
+           help="the events' item id column")
+    option(p, "--scorer-test-fraction", type=float, source=ScorerExportOptions,
+           name="test_fraction",
+           help="share of each user's items held out for `edgerec evaluate` and never "
+           "trained on (0: train on everything, for production)")
+    option(p, "--scorer-seed", type=int, source=ScorerExportOptions, name="split_seed",
+           help="split and training seed")
+    option(p, "--scorer-epochs", type=int, source=ScorerConfig, name="epochs",
+           help="maximum scorer epochs")
+    option(p, "--scorer-hidden", type=int, nargs="+", metavar="WIDTH", source=ScorerConfig,
+           name="hidden", help="hidden layer widths")
+    option(p, "--scorer-negatives", type=int, nargs=3, metavar=("UNIFORM", "POPULAR", "HARD"),
+           source=NegativeSampling, name=("uniform", "popular", "hard"),
+           help="negatives per positive: uniform, by popularity, and hard ones from the "
+           "user's nearest items")
     p.add_argument("--scorer-strict-int8", action="store_true",
-                   help="fail if an int8 scorer misses its gate (default: leave it out and "
-                   "record why)")
+                   help="fail if an int8 scorer misses its gate (without it: leave that file "
+                   "out and record why)")
 
 
 def scorer_options(args: argparse.Namespace) -> Any:
-    """:class:`edgerec.export.scorer.bundle.ScorerExportOptions` from the flags (imports the
-    export extra)."""
-    from dataclasses import replace
+    """:class:`edgerec.export.options.ScorerExportOptions` from the flags."""
+    from edgerec.export.options import NegativeSampling, ScorerConfig, ScorerExportOptions
 
-    from edgerec.export.scorer.bundle import ScorerExportOptions
-    from edgerec.export.scorer.train import ScorerConfig
-
-    config = ScorerConfig(seed=args.scorer_seed)
-    if args.scorer_epochs is not None:
-        config = replace(config, epochs=args.scorer_epochs)
-    if args.scorer_hidden:
-        config = replace(config, hidden=tuple(args.scorer_hidden))
-    if args.scorer_negatives:
-        uniform, popular, hard = args.scorer_negatives
-        config = replace(config, negatives=replace(config.negatives, uniform=uniform,
-                                                   popular=popular, hard=hard))
+    uniform, popular, hard = args.scorer_negatives
+    config = ScorerConfig(seed=args.scorer_seed, epochs=args.scorer_epochs,
+                          hidden=tuple(args.scorer_hidden),
+                          negatives=NegativeSampling(uniform=uniform, popular=popular,
+                                                     hard=hard))
     return ScorerExportOptions(config=config, test_fraction=args.scorer_test_fraction,
                                split_seed=args.scorer_seed, user_column=args.user_column,
                                item_column=args.item_column,

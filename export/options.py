@@ -12,15 +12,16 @@ The CLI's defaults are read from these dataclasses. Nothing here imports torch.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from edgerec.export.artifacts.quantize_onnx import QuantTarget
 from edgerec.export.errors import ExportError
+from edgerec.runtimes import Engine
 
 if TYPE_CHECKING:
-    from edgerec.export.scorer.bundle import ScorerExportOptions
+    from edgerec.export.scorer.artifacts import ScorerGate
 
 __all__ = [
     "DEFAULT_TEACHER",
@@ -28,7 +29,10 @@ __all__ = [
     "DataOptions",
     "DistillConfig",
     "ExportOptions",
+    "NegativeSampling",
     "QuantizationOptions",
+    "ScorerConfig",
+    "ScorerExportOptions",
     "StudentConfig",
     "StudentOptions",
     "TeacherOptions",
@@ -235,6 +239,158 @@ class QuantizationOptions:
         object.__setattr__(self, "target", QuantTarget(self.target))
 
 
+# --------------------------------------------------------------------------- the scorer
+
+
+@dataclass(frozen=True)
+class NegativeSampling:
+    """Negatives drawn per positive, per epoch (see the module docstring).
+
+    ``hard`` defaults to 0: when a user's items share a look (one owner's background and camera
+    in clothing-small), the nearest items the user has no event on are mostly their own unseen
+    items, i.e. false negatives, and hard negatives lowered validation NDCG there. Turn them on
+    where unobserved look-alikes really are uninteresting (e.g. logged impressions).
+    ``uniform`` 16 (and no popularity negatives) measured best of the few recipes tried
+    (README, "Personalised scorer"; benchmarks/results/scorer_runs.jsonl); ``popular`` matters
+    where popularity is skewed.
+    """
+
+    uniform: int = 16
+    popular: int = 0
+    hard: int = 0
+    hard_pool: int = 50
+
+    def __post_init__(self) -> None:
+        for name in ("uniform", "popular", "hard", "hard_pool"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        if self.uniform + self.popular + self.hard == 0:
+            raise ValueError("at least one negative per positive is needed")
+
+    @property
+    def per_positive(self) -> int:
+        """Negatives per example and epoch (a few unlucky draws may be dropped)."""
+        return self.uniform + self.popular + self.hard
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    """The scorer recipe.
+
+    Attributes:
+        hidden: widths of the deep path's hidden layers.
+        dropout: dropout after each hidden ReLU (training only).
+        lr: Adam learning rate.
+        weight_decay: Adam L2 on the deep path.
+        batch_size: rows per step.
+        epochs: epochs each validation fold trains (the refit trains the best of them).
+        epoch_rows: rows (positives and negatives) per epoch at most; with more examples an
+            epoch takes the next slice of a shuffled cycle through them (module docstring).
+        max_minutes: wall-time budget of the whole training: each fold may use
+            ``max_minutes / (folds + 1)``, the refit the rest (a fold or refit that runs out
+            stops after its current epoch; ``stopped`` says so).
+        negatives: :class:`NegativeSampling` per positive.
+        inner_product_prior: start from ``prior_scale * u.v`` (see the module docstring).
+        prior_scale: the logit per unit of ``u.v`` at the start.
+        half_life_days: recency half-life of the user vector (the device's default is 30).
+        val_fraction: share of each user's training items a validation fold holds out
+            (0: no validation, train ``epochs`` epochs on everything).
+        folds: validation folds (at most) whose mean NDCG curve picks the epoch count.
+        val_relevant: no further fold once the folds' validation sets hold this many
+            held-out items together.
+        val_users: validation users per fold at most (a seeded sample).
+        candidates: validation re-ranks each user's top-``candidates`` items by ``u . v`` (the
+            device's C, :class:`~edgerec.sdk.RecommenderOptions`).
+        refit: retrain on all training events for that many epochs (else: fold 0's fit).
+        user_balance: examples of a user with ``n`` examples weigh ``n ** -user_balance``
+            (0: every example alike, so a bulk user dominates; 1: every user alike, as NDCG
+            averages over users).
+        k: the NDCG cut-off.
+        seed: sampling, initialisation and split seed (validation folds use seed + 1, ...).
+        threads: torch threads while training (a network this small gains nothing from more,
+            and on a busy machine loses a lot).
+    """
+
+    hidden: tuple[int, ...] = (128, 64)
+    dropout: float = 0.1
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 256
+    epochs: int = 20
+    epoch_rows: int = 65_536
+    max_minutes: float = 20.0
+    negatives: NegativeSampling = field(default_factory=NegativeSampling)
+    inner_product_prior: bool = True
+    prior_scale: float = 10.0
+    half_life_days: float = 30.0
+    val_fraction: float = 0.2
+    folds: int = 3
+    val_relevant: int = 2000
+    val_users: int = 300
+    candidates: int = 500
+    refit: bool = True
+    user_balance: float = 0.0
+    k: int = 10
+    seed: int = 0
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if not self.hidden or min(self.hidden) < 1:
+            raise ValueError(f"hidden must be positive widths, got {self.hidden!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        for name in ("epochs", "batch_size", "k", "threads", "folds", "epoch_rows",
+                     "val_relevant", "val_users", "candidates"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not self.max_minutes > 0:
+            raise ValueError(f"max_minutes must be > 0, got {self.max_minutes!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["hidden"] = list(self.hidden)
+        return out
+
+
+@dataclass(frozen=True)
+class ScorerExportOptions:
+    """How the scorer is trained, split, gated and exported.
+
+    Attributes:
+        config: the training recipe (:class:`ScorerConfig`; its ``candidates`` is the C the
+            parity gate measures and the bundle records for the device).
+        test_fraction: share of each user's items held out for ``edgerec evaluate`` and never
+            trained on (0: train on everything, for production; recorded).
+        split_seed: seed of that split.
+        user_column, item_column: the events CSV's id columns (e.g. ``owner_id``).
+        gate: what int8 files must reach (None: the defaults of
+            :class:`~edgerec.export.scorer.artifacts.ScorerGate`); fail_on_gate: fail the export
+            instead of leaving a failing int8 file out.
+        int8: engines to build int8 files for.
+    """
+
+    config: ScorerConfig = field(default_factory=ScorerConfig)
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    user_column: str = "user_id"
+    item_column: str = "item_id"
+    gate: Optional[ScorerGate] = None
+    fail_on_gate: bool = False
+    int8: tuple[Engine, ...] = (Engine.ONNX, Engine.TFLITE)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction!r}")
+        object.__setattr__(self, "int8", tuple(Engine(e) for e in self.int8))
+
+
+# --------------------------------------------------------------------------- the export
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     """What ``edgerec export`` reads and writes, and how (the CLI's flags map onto the groups).
@@ -261,7 +417,7 @@ class ExportOptions:
     student: StudentOptions = field(default_factory=StudentOptions)
     distill: DistillConfig = field(default_factory=DistillConfig)
     quantization: QuantizationOptions = field(default_factory=QuantizationOptions)
-    scorer: ScorerExportOptions = field(default_factory=lambda: _scorer_defaults())
+    scorer: ScorerExportOptions = field(default_factory=lambda: ScorerExportOptions())
     events: Optional[Path] = None
     quick: bool = False
     resume: bool = False
@@ -292,9 +448,3 @@ class ExportOptions:
                                                         32)),
             scorer=replace(self.scorer, config=replace(
                 self.scorer.config, epochs=min(self.scorer.config.epochs, 3))))
-
-
-def _scorer_defaults() -> ScorerExportOptions:
-    from edgerec.export.scorer.bundle import ScorerExportOptions
-
-    return ScorerExportOptions()

@@ -650,4 +650,5 @@ def _write(options: ExportOptions, out: Path, work: Path, student: _Student,
         weights=weights, preprocessing=_pre(options),
         embedding_dim=options.student.config().dim, name=out.name, teacher=teacher,
         metrics=metrics, recipe=recipe, force=True, extra_files=extra_files,
+        scorer=scorer.record if scorer else None,
     )

@@ -40,7 +40,13 @@ from edgerec.export.artifacts.ladder import Remedy, remedies_from
 from edgerec.export.artifacts.quantize_onnx import OnnxQuantOptions, QuantTarget
 from edgerec.export.artifacts.quantize_tflite import TfliteQuantOptions
 from edgerec.export.errors import ExportError
-from edgerec.export.scorer.data import Examples, RankingSet, hits_at_k, mean_ndcg
+from edgerec.export.scorer.data import (
+    Examples,
+    RankingSet,
+    device_candidates,
+    hits_at_k,
+    mean_ndcg,
+)
 from edgerec.export.scorer.train import ScorerNet
 from edgerec.runtimes import Engine, RuntimeOptions, open_runtime
 from edgerec.sdk import Precision, Role
@@ -93,9 +99,10 @@ class ParitySets:
 
 
 def parity_sets(validation: RankingSet, examples: Examples, vectors: np.ndarray, *,
-                candidates: int = 200, max_users: int = 300, seed: int = 0) -> ParitySets:
-    """Candidate sets of up to ``max_users`` validation users (their ``seen`` items left out);
-    without validation users, of training examples' leave-one-out vectors (no NDCG then)."""
+                candidates: int = 500, max_users: int = 300, seed: int = 0) -> ParitySets:
+    """The device's candidate sets (:func:`~.data.device_candidates`, C = ``candidates``) of up
+    to ``max_users`` validation users (their ``seen`` items left out); without validation users,
+    of training examples' leave-one-out vectors (no NDCG then)."""
     rng = np.random.default_rng(seed)
     c = min(candidates, len(vectors))
     if len(validation):
@@ -109,14 +116,10 @@ def parity_sets(validation: RankingSet, examples: Examples, vectors: np.ndarray,
         u = examples.u[pick]
         seen = [examples.own[examples.user[i]] for i in pick]
         ranking = None
-    sims = u @ vectors.T
-    for b, rows in enumerate(seen):
-        sims[b, rows] = -np.inf
-    c = min(c, len(vectors) - max((len(s) for s in seen), default=0))
-    if c < 1:
+    if min(c, len(vectors) - max((len(s) for s in seen), default=0)) < 1:
         raise ExportError("every catalog item is in the users' histories: no candidates to score")
-    top = np.argsort(-sims, axis=1, kind="stable")[:, :c]
-    return ParitySets(u.astype(np.float32), top.astype(np.int64), ranking)
+    top = device_candidates(u, seen, vectors, c)
+    return ParitySets(u.astype(np.float32), top, ranking)
 
 
 def calibration_rows(sets: ParitySets, examples: Examples, vectors: np.ndarray, *,

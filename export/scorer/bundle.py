@@ -24,12 +24,13 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
 from edgerec.export.errors import ExportError
+from edgerec.export.options import ScorerExportOptions
 from edgerec.export.scorer.artifacts import (
     BuiltScorer,
     ParitySets,
@@ -39,18 +40,21 @@ from edgerec.export.scorer.artifacts import (
     parity_sets,
 )
 from edgerec.export.scorer.data import Examples
-from edgerec.export.scorer.train import ScorerConfig, ScorerTrainResult, train_scorer
-from edgerec.runtimes import Engine
+from edgerec.export.scorer.train import ScorerTrainResult, train_scorer
 from edgerec.sdk import Bundle, Catalog, Role
-from edgerec.sdk.bundle.manifest import MANIFEST_NAME
+from edgerec.sdk.bundle.manifest import (
+    MANIFEST_NAME,
+    HoldoutRecord,
+    ScorerRecord,
+    UserVectorRecipe,
+)
 from edgerec.sdk.bundle.writer import NewArtifact, NewWeights, write_bundle
 from edgerec.sdk.catalog.checks import check_encoder_match
 from edgerec.sdk.errors import ProfileError
-from edgerec.sdk.evaluation.events import EventLog, holdout_split, read_events
+from edgerec.sdk.evaluation.events import EventLog, Holdout, holdout_split, read_events
 
 __all__ = [
     "ScorerBuild",
-    "ScorerExportOptions",
     "ScorerResult",
     "add_scorer",
     "read_scorer_events",
@@ -63,38 +67,6 @@ _CALIBRATION_ROWS = 4096  # calibration_rows' max_rows
 
 
 @dataclass(frozen=True)
-class ScorerExportOptions:
-    """How the scorer is trained, split, gated and exported.
-
-    Attributes:
-        config: the training recipe (:class:`~.scorer_train.ScorerConfig`).
-        test_fraction: share of each user's items held out for ``edgerec evaluate`` and never
-            trained on (0: train on everything, for production; recorded).
-        split_seed: seed of that split.
-        user_column, item_column: the events CSV's id columns (e.g. ``owner_id``).
-        candidates: C of the parity candidate sets (the recommender's default is 200).
-        gate: what int8 files must reach; fail_on_gate: fail the export instead of leaving a
-            failing int8 file out.
-        int8: engines to build int8 files for.
-    """
-
-    config: ScorerConfig = field(default_factory=ScorerConfig)
-    test_fraction: float = 0.2
-    split_seed: int = 0
-    user_column: str = "user_id"
-    item_column: str = "item_id"
-    candidates: int = 200
-    gate: ScorerGate = field(default_factory=ScorerGate)
-    fail_on_gate: bool = False
-    int8: tuple[Engine, ...] = (Engine.ONNX, Engine.TFLITE)
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction!r}")
-        object.__setattr__(self, "int8", tuple(Engine(e) for e in self.int8))
-
-
-@dataclass(frozen=True)
 class ScorerBuild:
     """The scorer's files for a bundle and what goes into its manifest."""
 
@@ -103,6 +75,7 @@ class ScorerBuild:
     metrics: dict[str, Any]
     recipe: dict[str, Any]
     training: ScorerTrainResult
+    record: ScorerRecord
 
 
 @dataclass(frozen=True)
@@ -198,31 +171,53 @@ def train_and_export_scorer(
             "by u.v (visual kNN)")
         metrics["seconds"] = time.perf_counter() - t0
         log(f"scorer not shipped: {metrics['reason']}")
-        return ScorerBuild((), (), metrics, recipe, result)
+        return ScorerBuild((), (), metrics, recipe, result,
+                           _record(options, holdout, report.sha256, metrics))
     rng = np.random.default_rng(cfg.seed)
     examples = result.examples.subset(  # leave-one-out vectors for parity without validation
         np.sort(rng.permutation(len(result.examples))[:_CALIBRATION_ROWS]))
-    sets = parity_sets(result.validation, examples, vectors, candidates=options.candidates,
+    sets = parity_sets(result.validation, examples, vectors, candidates=cfg.candidates,
                        seed=cfg.seed)
     calibration = calibration_rows(*_calibration_inputs(sets, result.examples, rng), vectors,
                                    seed=cfg.seed)
+    gate = options.gate or ScorerGate()
     built: BuiltScorer = build_scorer_artifacts(
         result.model, Path(work_dir), sets=sets, vectors=vectors, calibration=calibration,
-        k=cfg.k, gate=options.gate, fail_on_gate=options.fail_on_gate, int8=options.int8,
+        k=cfg.k, gate=gate, fail_on_gate=options.fail_on_gate, int8=options.int8,
         log=log)
     metrics.update({
         **built.metrics(),
-        "gate": {"min_ndcg_ratio": options.gate.min_ndcg_ratio,
-                 "min_top_k_overlap": options.gate.min_top_k_overlap,
-                 "min_spearman": options.gate.min_spearman,
-                 "min_hits_for_ndcg": options.gate.min_hits,
-                 "ndcg_checked": {key: options.gate.ndcg_checked(r)
+        "gate": {"min_ndcg_ratio": gate.min_ndcg_ratio,
+                 "min_top_k_overlap": gate.min_top_k_overlap,
+                 "min_spearman": gate.min_spearman,
+                 "min_hits_for_ndcg": gate.min_hits,
+                 "ndcg_checked": {key: gate.ndcg_checked(r)
                                   for key, r in built.parity.items()},
                  "parity_candidates": int(sets.candidates.shape[1]),
                  "parity_users": len(sets.u)},
         "seconds": time.perf_counter() - t0,
     })
-    return ScorerBuild(tuple(built.artifacts), tuple(built.weights), metrics, recipe, result)
+    return ScorerBuild(tuple(built.artifacts), tuple(built.weights), metrics, recipe, result,
+                       _record(options, holdout, report.sha256, metrics))
+
+
+def _record(options: ScorerExportOptions, holdout: Holdout, events_sha256: str,
+            metrics: dict[str, Any]) -> ScorerRecord:
+    """What the bundle records for the device and for ``edgerec evaluate``: the C the scorer
+    was validated and gated with, the user-vector recipe it was trained on, the held-out
+    split, and whether it was shipped."""
+    cfg, split = options.config, holdout.describe()
+    held = None
+    if options.test_fraction > 0:
+        held = HoldoutRecord(strategy=holdout.strategy, seed=holdout.seed,
+                             test_fraction=holdout.test_fraction, events_sha256=events_sha256,
+                             user_column=options.user_column, item_column=options.item_column,
+                             train_events=split["train_events"],
+                             test_events=split["test_events"], test_users=split["test_users"])
+    return ScorerRecord(candidates=cfg.candidates,
+                        user_vector=UserVectorRecipe(half_life_days=cfg.half_life_days),
+                        holdout=held, shipped=bool(metrics["shipped"]),
+                        reason=str(metrics.get("reason", "")))
 
 
 def _fmt(value: Optional[float]) -> str:
@@ -319,7 +314,7 @@ def add_scorer(
             preprocessing=m.preprocessing, embedding_dim=m.embedding_dim, name=m.name,
             teacher=m.teacher, metrics={**m.metrics, "scorer": build.metrics},
             recipe={**m.recipe, "scorer": build.recipe}, force=force,
-            extra_files=_unlisted_files(bundle),
+            extra_files=_unlisted_files(bundle), scorer=build.record,
         )
     if written.encoder_id != bundle.encoder_id:  # copies of the same files: cannot happen
         raise ExportError(f"{out} got encoder id {written.encoder_id}, not "

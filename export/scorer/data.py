@@ -29,26 +29,28 @@ kept (at most about one per user).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional
 
 import numpy as np
+from edgerec.export.options import NegativeSampling
 from edgerec.sdk import DEFAULT_EVENT_WEIGHTS
 from edgerec.sdk.evaluation.events import Interaction
 from edgerec.sdk.evaluation.ranking_metrics import ndcg_at_k
 from edgerec.sdk.profile import user_vector
+from edgerec.sdk.progress import track
+from edgerec.sdk.ranking import MatrixCandidates, pool_size
 
 __all__ = [
     "EpochRows",
     "Examples",
-    "NegativeSampling",
     "RankingSet",
     "build_examples",
     "candidate_rows",
+    "device_candidates",
     "hits_at_k",
     "mean_ndcg",
-    "progress",
     "ranking_set",
     "sample_epoch",
 ]
@@ -60,50 +62,6 @@ _SECONDS_PER_DAY = 86400.0
 _CANCELLATION = 1e-6
 _CHUNK = 512  # rows per block where a (rows, D) float64 temporary is made
 
-T = TypeVar("T")
-
-
-def progress(items: Iterable[T], desc: str, total: Optional[int] = None,
-             unit: str = "it") -> Iterable[T]:
-    """``items`` with a tqdm bar on a terminal (none when tqdm is missing or output is not a
-    TTY)."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return items
-    return tqdm(items, desc=desc, total=total, unit=unit, disable=None, leave=False)
-
-
-@dataclass(frozen=True)
-class NegativeSampling:
-    """Negatives drawn per positive, per epoch (see the module docstring).
-
-    ``hard`` defaults to 0: when a user's items share a look (one owner's background and camera
-    in clothing-small), the nearest items the user has no event on are mostly their own unseen
-    items, i.e. false negatives, and hard negatives lowered validation NDCG there. Turn them on
-    where unobserved look-alikes really are uninteresting (e.g. logged impressions).
-    ``uniform`` 16 (and no popularity negatives) measured best of the few recipes tried
-    (README, "Personalised scorer"; benchmarks/results/scorer_runs.jsonl); ``popular`` matters
-    where popularity is skewed.
-    """
-
-    uniform: int = 16
-    popular: int = 0
-    hard: int = 0
-    hard_pool: int = 50
-
-    def __post_init__(self) -> None:
-        for name in ("uniform", "popular", "hard", "hard_pool"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-        if self.uniform + self.popular + self.hard == 0:
-            raise ValueError("at least one negative per positive is needed")
-
-    @property
-    def per_positive(self) -> int:
-        """Negatives per example and epoch (a few unlucky draws may be dropped)."""
-        return self.uniform + self.popular + self.hard
 
 
 @dataclass(frozen=True)
@@ -271,7 +229,7 @@ def build_examples(
     popularity = np.zeros(n_items, dtype=np.float64)
     counts = {"users": 0, "single_item_users": 0, "examples": 0, "positives": 0,
               "dismissed": 0, "no_vector": 0, "exact_vectors": 0}
-    for user in progress(sorted(train), "scorer examples", unit="user"):
+    for user in track(sorted(train), "scorer examples", unit="user"):
         events = [e for e in train[user] if e.item_id in row_of]
         positives = _positives(events)
         for item in positives:
@@ -456,22 +414,23 @@ def ranking_set(
                       tuple(c[2] for c in chosen), tuple(c[3] for c in chosen))
 
 
-def candidate_rows(rs: RankingSet, vectors: np.ndarray, candidates: int,
-                   chunk: int = 256) -> np.ndarray:
-    """int64 ``(B, C)``: each user's top ``C`` catalog rows by ``u . v``, best first, their
-    ``seen`` rows left out (what the device's search hands its scorer); ``C`` is
-    ``candidates`` or fewer where the catalog minus the largest history is smaller."""
-    c = max(1, min(candidates, len(vectors) - max((len(s) for s in rs.seen), default=0)))
-    out = np.empty((len(rs), c), dtype=np.int64)
-    for start in range(0, len(rs), chunk):
-        sims = rs.u[start : start + chunk] @ vectors.T
-        for r in range(len(sims)):
-            sims[r, rs.seen[start + r]] = -np.inf
-        top = np.argpartition(-sims, c - 1, axis=1)[:, :c] if c < sims.shape[1] else \
-            np.broadcast_to(np.arange(sims.shape[1]), sims.shape).copy()
-        order = np.argsort(-np.take_along_axis(sims, top, 1), axis=1, kind="stable")
-        out[start : start + len(sims)] = np.take_along_axis(top, order, 1)
+def device_candidates(u: np.ndarray, seen: Sequence[np.ndarray], vectors: np.ndarray,
+                      candidates: int) -> np.ndarray:
+    """int64 ``(B, C)``: for each user vector ``u[b]`` the candidates the device's ranking
+    (:func:`edgerec.sdk.ranking.rank_for_user`, stage 1) hands its scorer: the top ``C`` catalog
+    rows by ``u . v``, best first, the user's ``seen`` rows left out. ``C`` is ``candidates`` or
+    fewer where the catalog minus the largest history is smaller."""
+    c = max(1, min(candidates, len(vectors) - max((len(s) for s in seen), default=0)))
+    size = pool_size(c, c, reranked=True)
+    out = np.empty((len(u), c), dtype=np.int64)
+    for b, (user, rows) in enumerate(zip(u, seen)):
+        out[b] = MatrixCandidates(vectors, exclude=rows)(user, size).keys[:c]
     return out
+
+
+def candidate_rows(rs: RankingSet, vectors: np.ndarray, candidates: int) -> np.ndarray:
+    """:func:`device_candidates` of a :class:`RankingSet`'s users."""
+    return device_candidates(rs.u, rs.seen, vectors, candidates)
 
 
 def _top_k(scores: np.ndarray, rs: RankingSet, b: int, k: int,

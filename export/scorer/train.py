@@ -44,111 +44,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 from edgerec.export.errors import ExportError
+from edgerec.export.options import ScorerConfig
 from edgerec.export.scorer.data import (
     EpochRows,
     Examples,
-    NegativeSampling,
     RankingSet,
     build_examples,
     candidate_rows,
     mean_ndcg,
-    progress,
     ranking_set,
     sample_epoch,
 )
 from edgerec.sdk.evaluation.events import Interaction, holdout_split
+from edgerec.sdk.progress import track
 from edgerec.sdk.scorer import MlpWeights
 from torch import nn
 
-__all__ = ["ScorerConfig", "ScorerNet", "ScorerTrainResult", "catalog_scores", "train_scorer"]
-
-
-@dataclass(frozen=True)
-class ScorerConfig:
-    """The scorer recipe.
-
-    Attributes:
-        hidden: widths of the deep path's hidden layers.
-        dropout: dropout after each hidden ReLU (training only).
-        lr: Adam learning rate.
-        weight_decay: Adam L2 on the deep path.
-        batch_size: rows per step.
-        epochs: epochs each validation fold trains (the refit trains the best of them).
-        epoch_rows: rows (positives and negatives) per epoch at most; with more examples an
-            epoch takes the next slice of a shuffled cycle through them (module docstring).
-        max_minutes: wall-time budget of the whole training: each fold may use
-            ``max_minutes / (folds + 1)``, the refit the rest (a fold or refit that runs out
-            stops after its current epoch; ``stopped`` says so).
-        negatives: :class:`~.scorer_data.NegativeSampling` per positive.
-        inner_product_prior: start from ``prior_scale * u.v`` (see the module docstring).
-        prior_scale: the logit per unit of ``u.v`` at the start.
-        half_life_days: recency half-life of the user vector (the device's default is 30).
-        val_fraction: share of each user's training items a validation fold holds out
-            (0: no validation, train ``epochs`` epochs on everything).
-        folds: validation folds (at most) whose mean NDCG curve picks the epoch count.
-        val_relevant: no further fold once the folds' validation sets hold this many
-            held-out items together.
-        val_users: validation users per fold at most (a seeded sample).
-        candidates: validation re-ranks each user's top-``candidates`` items by ``u . v`` (the
-            device's C, :class:`~edgerec.sdk.RecommenderOptions`).
-        refit: retrain on all training events for that many epochs (else: fold 0's fit).
-        user_balance: examples of a user with ``n`` examples weigh ``n ** -user_balance``
-            (0: every example alike, so a bulk user dominates; 1: every user alike, as NDCG
-            averages over users).
-        k: the NDCG cut-off.
-        seed: sampling, initialisation and split seed (validation folds use seed + 1, ...).
-        threads: torch threads while training (a network this small gains nothing from more,
-            and on a busy machine loses a lot).
-    """
-
-    hidden: tuple[int, ...] = (128, 64)
-    dropout: float = 0.1
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 256
-    epochs: int = 20
-    epoch_rows: int = 65_536
-    max_minutes: float = 20.0
-    negatives: NegativeSampling = field(default_factory=NegativeSampling)
-    inner_product_prior: bool = True
-    prior_scale: float = 10.0
-    half_life_days: float = 30.0
-    val_fraction: float = 0.2
-    folds: int = 3
-    val_relevant: int = 2000
-    val_users: int = 300
-    candidates: int = 500
-    refit: bool = True
-    user_balance: float = 0.0
-    k: int = 10
-    seed: int = 0
-    threads: int = 1
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        if not self.hidden or min(self.hidden) < 1:
-            raise ValueError(f"hidden must be positive widths, got {self.hidden!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
-        for name in ("epochs", "batch_size", "k", "threads", "folds", "epoch_rows",
-                     "val_relevant", "val_users", "candidates"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if not self.max_minutes > 0:
-            raise ValueError(f"max_minutes must be > 0, got {self.max_minutes!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["hidden"] = list(self.hidden)
-        return out
+__all__ = ["ScorerNet", "ScorerTrainResult", "catalog_scores", "train_scorer"]
 
 
 class Standardize(nn.Module):
@@ -368,7 +286,7 @@ def train_scorer(
     train: Mapping[str, Sequence[Interaction]],
     item_ids: Sequence[str],
     vectors: np.ndarray,
-    config: ScorerConfig = ScorerConfig(),
+    config: Optional[ScorerConfig] = None,
     *,
     timestamps: bool = False,
     log: Callable[[str], None] = print,
@@ -387,6 +305,7 @@ def train_scorer(
         ExportError: no user has two or more items to learn from.
     """
     threads = torch.get_num_threads()
+    config = config or ScorerConfig()
     torch.set_num_threads(config.threads)
     try:
         return _train(train, item_ids, vectors, config, timestamps, log, clock)
@@ -616,7 +535,7 @@ def _fit(fit: Mapping[str, Sequence[Interaction]], heldout: Mapping[str, Sequenc
     balance = (balance / balance.mean()).astype(np.float32)
     v_t = torch.from_numpy(vectors)
     stopped = "epochs"
-    for epoch in progress(range(1, epochs + 1), desc, total=epochs, unit="epoch"):
+    for epoch in track(range(1, epochs + 1), desc, unit="epoch", total=epochs):
         if epoch > 1:
             chosen = cycle.next()
         rows = first if epoch == 1 else sample_epoch(ex, negatives, n_items, rng,

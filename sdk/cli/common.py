@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from edgerec.sdk.catalog.ingest import IMAGE_SUFFIXES
 from edgerec.sdk.errors import InvalidImageError
@@ -82,9 +82,12 @@ def stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def default_of(source: Any, name: str) -> Any:
+def default_of(source: Any, name: Union[str, tuple[str, ...]]) -> Any:
     """The default of field ``name`` of dataclass ``source``, or of parameter ``name`` of the
-    function ``source``: the one place a CLI default is read from."""
+    function ``source`` (a tuple of names: the tuple of their defaults): the one place a CLI
+    default is read from."""
+    if isinstance(name, tuple):
+        return tuple(default_of(source, n) for n in name)
     if dataclasses.is_dataclass(source):
         for f in dataclasses.fields(source):
             if f.name == name:
@@ -107,7 +110,8 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def option(parser: argparse.ArgumentParser, *flags: str, source: Any, name: str, help: str,
+def option(parser: argparse.ArgumentParser, *flags: str, source: Any,
+           name: Union[str, tuple[str, ...]], help: str,
            none_means: Optional[str] = None, **kwargs: Any) -> argparse.Action:
     """An option whose default is :func:`default_of` ``(source, name)``, stated in its help as
     ``(default: VALUE)``; a None default is described by ``none_means`` instead. Enum defaults

@@ -12,9 +12,14 @@ import pytest
 from conftest import SAMPLE, TINY_ONNX, sample_images
 from edgerec.export.data.scan import ImageRecord
 from edgerec.export.errors import ExportError
-from edgerec.export.options import DataOptions, ExportOptions, StudentOptions, TeacherOptions
+from edgerec.export.options import (
+    DataOptions,
+    ExportOptions,
+    ScorerExportOptions,
+    StudentOptions,
+    TeacherOptions,
+)
 from edgerec.export.pipeline import export_bundle, selection_split
-from edgerec.export.scorer.bundle import ScorerExportOptions
 from edgerec.sdk import Bundle, Encoder, EncoderOptions, Precision, Scorer
 from edgerec.sdk.cli.app import main
 from edgerec.sdk.scorer import ScorerMode

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from conftest import SAMPLE, sample_images
 from edgerec.export.errors import ExportError
+from edgerec.export.options import ScorerConfig, ScorerExportOptions
 from edgerec.export.pipeline import ExportOptions, export_bundle
 from edgerec.export.scorer.artifacts import ScorerGate, ScorerParity
-from edgerec.export.scorer.bundle import ScorerExportOptions, add_scorer
-from edgerec.export.scorer.train import ScorerConfig
+from edgerec.export.scorer.bundle import add_scorer
 from edgerec.sdk import (
     Bundle,
     Catalog,

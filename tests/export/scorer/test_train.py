@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 from edgerec.export.errors import ExportError
-from edgerec.export.scorer.data import NegativeSampling, mean_ndcg
-from edgerec.export.scorer.train import ScorerConfig, ScorerNet, catalog_scores, train_scorer
+from edgerec.export.options import NegativeSampling, ScorerConfig
+from edgerec.export.scorer.data import mean_ndcg
+from edgerec.export.scorer.train import ScorerNet, catalog_scores, train_scorer
 from edgerec.sdk.evaluation.events import Interaction
 
 CONFIG = ScorerConfig(hidden=(32, 16), epochs=12, folds=2, lr=3e-3,
