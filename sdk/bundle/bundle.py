@@ -76,7 +76,6 @@ class Bundle:
             bundle.verify()
         return bundle
 
-    load = open  # TEMPORARY while the scorer work lands; removed in the vocabulary sweep
 
     def artifact_path(self, spec: Union[ArtifactSpec, WeightsSpec]) -> Path:
         """Absolute path of an artifact (or weights file), checked to exist inside the bundle
