@@ -86,6 +86,12 @@ def test_scorer_train_writes_a_bundle_with_gated_scorer_files(trained, tiny_bund
     assert m["training"]["data"]["single_item_users"] > 0
     assert len(m["training"]["history"]) >= 2 and m["training"]["history"][0]["epoch"] == 0
     assert bundle.manifest.recipe["scorer"]["hidden"] == [16, 8]
+    # the typed record the device ranks by: C as the parity gate measured, the recipe, the split
+    record = bundle.manifest.scorer
+    assert record.shipped and record.candidates == ScorerConfig().candidates
+    assert record.user_vector.half_life_days == ScorerConfig().half_life_days
+    assert record.holdout.test_fraction == 0.2 and record.holdout.user_column == "owner_id"
+    assert record.holdout.events_sha256 == m["events"]["sha256"]
     assert (out / "manifest.json").is_file() and not list(out.parent.glob(".bundle*"))
 
 
@@ -199,6 +205,8 @@ def test_a_scorer_that_does_not_beat_the_inner_product_is_not_shipped(not_shippe
     assert comparison["best_epoch"] == 0 and comparison["metric"] == "ndcg@10"
     assert comparison["best_trained"] <= comparison["inner_product"]
     assert m["holdout"]["test_fraction"] == 0.2 and "parity" not in m
+    assert bundle.manifest.scorer.shipped is False
+    assert "inner-product" in bundle.manifest.scorer.reason
     with Recommender.create_from_bundle(bundle, shop) as rec:  # ranks as without a scorer
         assert not rec.has_scorer
 
