@@ -281,6 +281,23 @@ def _selection_score(row: dict, select_on: str) -> float:
     return float(row[select_on])
 
 
+def _history_row(trainer: _Trainer, epoch: int, means: dict, val_views: np.ndarray,
+                 val_labels: Optional[np.ndarray],
+                 probe: Optional[Callable[[nn.Module], dict]]) -> dict:
+    """One epoch's history row: learning rate, validation mAP@10 (when labelled), the label
+    weight, the epoch's mean losses and the probe's numbers."""
+    config = trainer.config
+    row = {"epoch": epoch, "lr": trainer.sched.get_last_lr()[0]}
+    if val_labels is not None:
+        val = label_retrieval(embed_views(trainer.judged, val_views, config), val_labels, k=10)
+        row.update({"val_map@10": val.map_at_k, "val_p@10": val.precision_at_k})
+    row.update({"w_label": trainer.label_weight((epoch + 1) * trainer.steps_per_epoch),
+                **means})
+    if probe is not None:
+        row.update(probe(trainer.judged))
+    return row
+
+
 def train_student(
     model: nn.Module,
     *,
@@ -327,15 +344,7 @@ def train_student(
     stopped = "epochs"
     for epoch in range(trainer.start_epoch, config.epochs):
         means = trainer.epoch(epoch)
-        row = {"epoch": epoch, "lr": trainer.sched.get_last_lr()[0]}
-        if val_labels is not None:
-            val = label_retrieval(embed_views(trainer.judged, val_views, config), val_labels,
-                                  k=10)
-            row.update({"val_map@10": val.map_at_k, "val_p@10": val.precision_at_k})
-        row.update({"w_label": trainer.label_weight((epoch + 1) * trainer.steps_per_epoch),
-                    **means})
-        if probe is not None:
-            row.update(probe(trainer.judged))
+        row = _history_row(trainer, epoch, means, val_views, val_labels, probe)
         row["seconds"] = time.perf_counter() - t0
         trainer.history.append(row)
         if _selection_score(row, select_on) > trainer.best_map:
