@@ -53,6 +53,7 @@ from edgerec.sdk.errors import (
     InferenceError,
     InvalidImageError,
     ModelError,
+    OutputError,
     ProfileError,
     RuntimeUnavailableError,
 )
@@ -110,6 +111,7 @@ __all__ = [
     "Matches",
     "MlpWeights",
     "ModelError",
+    "OutputError",
     "Precision",
     "Preprocessing",
     "Profile",

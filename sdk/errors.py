@@ -15,6 +15,7 @@ message is a sentence that says what was wrong and what to do about it::
     │   ├── CatalogLockedError                   another writer holds the catalog
     │   └── EncoderMismatchError                 vectors or queries from another encoder
     ├── ProfileError (ValueError)                a profile store, user id or event that is unusable
+    ├── OutputError (ValueError)                 an output path that cannot be written
     └── ExportError (RuntimeError)               an export step that failed (edgerec.export.errors)
 
 Each class is defined in the layer that raises it: the first three in
@@ -44,6 +45,7 @@ __all__ = [
     "InferenceError",
     "InvalidImageError",
     "ModelError",
+    "OutputError",
     "ProfileError",
     "RuntimeUnavailableError",
 ]
@@ -79,3 +81,8 @@ class EncoderMismatchError(CatalogError):
 
 class ProfileError(EdgeRecError, ValueError):
     """A profile file that cannot be opened or used, or a bad user id or event."""
+
+
+class OutputError(EdgeRecError, ValueError):
+    """An output path that cannot be written (a folder where a file is expected, no permission);
+    checked before any work starts."""

@@ -18,7 +18,7 @@ from typing import Optional
 
 from edgerec.sdk.cli.bundle import add_bundle_parsers, add_embed_parser, add_engines_parser
 from edgerec.sdk.cli.catalog import add_catalog_parsers
-from edgerec.sdk.cli.common import usage
+from edgerec.sdk.cli.common import OneLineParser, usage
 from edgerec.sdk.cli.evaluate import add_evaluate_parser
 from edgerec.sdk.cli.recommend import add_recommend_parser
 from edgerec.sdk.errors import EdgeRecError
@@ -36,7 +36,7 @@ def _register_plugins(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``edgerec`` argument parser (every command and option has help text)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="edgerec",
         description="On-device visual recommendation: bundles, embeddings, catalogs, "
         "recommendations.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,17 @@ from edgerec.runtimes import Engine, engine_versions
 from edgerec.sdk.bundle.bundle import Bundle
 from edgerec.sdk.bundle.importer import ImportOptions, import_model
 from edgerec.sdk.bundle.manifest import Interpolation, Layout, Precision, ResizeMode
-from edgerec.sdk.cli.common import add_json, emit, expand_images, option, progress, usage
+from edgerec.sdk.cli.common import (
+    add_json,
+    emit,
+    expand_images,
+    option,
+    positive_int,
+    progress,
+    usage,
+)
 from edgerec.sdk.encoder import Encoder, EncoderOptions
+from edgerec.sdk.errors import OutputError
 from edgerec.sdk.files import atomic_write
 
 __all__ = ["add_bundle_parsers", "add_embed_parser", "add_engines_parser"]
@@ -24,6 +34,20 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as f:
         np.save(f, array, allow_pickle=False)
+
+
+def _writable_npy(out: Path) -> Path:
+    """``out`` checked before any work: not a folder, and in a folder that exists or can be
+    made and written to."""
+    if out.is_dir():
+        raise OutputError(f"--out {out} is a folder; give a file name such as "
+                          f"{out / 'vectors.npy'}")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"--out {out}: cannot write in {parent}; choose a writable place")
+    return out
 
 
 def cmd_bundle_import(args: argparse.Namespace) -> int:
@@ -82,6 +106,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         num_threads=args.threads,
         batch_size=args.batch_size,
     )
+    out = _writable_npy(Path(args.out))
     paths = expand_images(args.images)
     with Encoder.create_from_bundle_path(args.bundle, options) as encoder:
         update, done = progress(len(paths), "embed")
@@ -90,7 +115,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
         finally:
             done()
         key = encoder.artifact.key
-    out = Path(args.out)
     _save_npy(out, vectors)
     listing = out.with_suffix(".paths.txt")
     listing.write_text("".join(f"{p}\n" for p in paths), encoding="utf-8")
@@ -123,7 +147,8 @@ def add_bundle_parsers(sub: Any) -> None:
     )
     imp.add_argument("models", nargs="+", help=".onnx and/or .tflite files of one network")
     imp.add_argument("--out", required=True, help="bundle directory to create")
-    imp.add_argument("--size", type=int, help="square input side in pixels (default: model's)")
+    imp.add_argument("--size", type=positive_int,
+                     help="square input side in pixels (default: model's)")
     imp.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"),
                      help="per-channel mean on [0,1] pixels, e.g. 0.485 0.456 0.406")
     imp.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"),
@@ -173,8 +198,8 @@ def add_embed_parser(sub: Any) -> None:
     emb.add_argument("--engine", choices=[e.value for e in Engine], help="engine (default: any)")
     emb.add_argument("--precision", choices=[p.value for p in Precision],
                      help="precision (default: fp32 when the bundle has it)")
-    emb.add_argument("--threads", type=int, help="engine threads (default: engine's)")
-    option(emb, "--batch-size", type=int, source=EncoderOptions, name="batch_size",
+    emb.add_argument("--threads", type=positive_int, help="engine threads (default: engine's)")
+    option(emb, "--batch-size", type=positive_int, source=EncoderOptions, name="batch_size",
            help="images per engine call")
     add_json(emb)
     emb.set_defaults(func=cmd_embed)

@@ -18,7 +18,15 @@ from edgerec.sdk.catalog.ingest import (
     listing_from_folder,
     parse_value,
 )
-from edgerec.sdk.cli.common import add_json, emit, expand_images, option, progress, usage
+from edgerec.sdk.cli.common import (
+    add_json,
+    emit,
+    expand_images,
+    option,
+    positive_int,
+    progress,
+    usage,
+)
 from edgerec.sdk.encoder import Encoder, EncoderOptions
 from edgerec.sdk.errors import CatalogError
 
@@ -135,8 +143,8 @@ def add_encoder_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=[e.value for e in Engine], help="engine (default: any)")
     p.add_argument("--precision", choices=[x.value for x in Precision],
                    help="encoder precision (default: fp32 when the bundle has it)")
-    p.add_argument("--threads", type=int, help="engine threads (default: engine's)")
-    option(p, "--batch-size", type=int, source=EncoderOptions, name="batch_size",
+    p.add_argument("--threads", type=positive_int, help="engine threads (default: engine's)")
+    option(p, "--batch-size", type=positive_int, source=EncoderOptions, name="batch_size",
            help="images per engine call")
 
 
@@ -170,7 +178,7 @@ def _add_build_parser(csub: Any) -> None:
     build.add_argument("--dtype", choices=[d.value for d in VectorDType],
                        help="vector storage of a new catalog (default int8; a resumed catalog "
                        "keeps its own)")
-    option(build, "--chunk-size", type=int, source=build_catalog, name="chunk_size",
+    option(build, "--chunk-size", type=positive_int, source=build_catalog, name="chunk_size",
            help="images per catalog commit (the unit of resumption)")
     add_encoder_arguments(build)
     add_json(build)
@@ -188,7 +196,7 @@ def _add_add_parser(csub: Any) -> None:
     add.add_argument("--items", help="CSV item_id,path[,label][,...] (paths relative to it)")
     add.add_argument("--meta", type=_key_value, action="append", default=[],
                      metavar="KEY=VALUE", help="metadata for every added item (repeatable)")
-    option(add, "--chunk-size", type=int, source=add_images, name="chunk_size",
+    option(add, "--chunk-size", type=positive_int, source=add_images, name="chunk_size",
            help="images per catalog commit")
     add_encoder_arguments(add)
     add_json(add)

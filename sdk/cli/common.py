@@ -12,18 +12,20 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, NoReturn, Optional, Union
 
 from edgerec.sdk.catalog.ingest import IMAGE_SUFFIXES
 from edgerec.sdk.errors import InvalidImageError
 from edgerec.sdk.progress import ProgressBar
 
 __all__ = [
+    "OneLineParser",
     "add_json",
     "default_of",
     "emit",
     "expand_images",
     "option",
+    "positive_int",
     "progress",
     "stdout_to_stderr",
     "usage",
@@ -62,9 +64,32 @@ def expand_images(inputs: Sequence[str]) -> list[Path]:
     return paths
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line on stderr and exit code 2 (the
+    full usage only with ``--help``); its sub-parsers are of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
+    """A command group run without its action: one line naming the actions; exit code 2."""
+    actions = [name for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+               for name in a.choices]
+    print(f"{parser.prog}: error: choose one of {', '.join(actions)} "
+          f"(see `{parser.prog} --help`)", file=sys.stderr)
     return 2
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 1 (a usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from edgerec.sdk.bundle.manifest import Precision
 from edgerec.sdk.catalog.catalog import Catalog
 from edgerec.sdk.cli.common import add_json as _add_json
 from edgerec.sdk.cli.common import emit as _emit
-from edgerec.sdk.cli.common import option
+from edgerec.sdk.cli.common import option, positive_int
 from edgerec.sdk.errors import ProfileError
 from edgerec.sdk.evaluation.baselines import BASELINES
 from edgerec.sdk.evaluation.events import SplitProtocol, read_events
@@ -26,16 +26,6 @@ from edgerec.sdk.files import atomic_write_text
 from edgerec.sdk.progress import ProgressBar
 
 __all__ = ["add_evaluate_parser", "format_result"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _non_negative_int(text: str) -> int:
@@ -245,7 +235,7 @@ def add_evaluate_parser(sub: Any) -> None:
            "fraction: a share of each user's items (the newest, or random without timestamps)",
            none_means="the scorer's recorded split, else leave-last-out when every event has a "
            "timestamp, else fraction")
-    option(ev, "-k", "--k", type=_positive_int, source=EvaluateOptions, name="k",
+    option(ev, "-k", "--k", type=positive_int, source=EvaluateOptions, name="k",
            help="a further cut-off: NDCG, Recall, HR and MAP at k are reported too")
     option(ev, "--metrics", nargs="+", metavar="METRIC", source=EvaluateOptions, name="metrics",
            help="headline metrics (NDCG@n, Recall@n, HR@n, MAP@n, MRR), the first the primary")
@@ -255,10 +245,10 @@ def add_evaluate_parser(sub: Any) -> None:
     option(ev, "--seed", type=_non_negative_int, source=EvaluateOptions, name="seed",
            help="holdout, tie, baseline and bootstrap seed",
            none_means=f"the scorer's recorded seed, else {DEFAULT_SEED}")
-    option(ev, "--candidates", type=_positive_int, source=EvaluateOptions, name="candidates",
+    option(ev, "--candidates", type=positive_int, source=EvaluateOptions, name="candidates",
            help="candidates by inner product that the scorer re-ranks (the device's C)",
            none_means="the C the bundle's scorer records, as on the device")
-    option(ev, "--resamples", type=_positive_int, source=EvaluateOptions, name="resamples",
+    option(ev, "--resamples", type=positive_int, source=EvaluateOptions, name="resamples",
            help="bootstrap resamples over users")
     option(ev, "--latency-users", type=_non_negative_int, source=EvaluateOptions,
            name="latency_users", help="users whose for_user is timed on the device path (0: none)")
@@ -271,9 +261,9 @@ def add_evaluate_parser(sub: Any) -> None:
     option(ev, "--knn-neighbours", nargs="+", type=_non_negative_int, metavar="K",
            source=BaselineOptions,
            name="knn_neighbours", help="item-kNN neighbourhood sizes tried (0: all items)")
-    option(ev, "--validation-users", type=_positive_int, source=BaselineOptions,
+    option(ev, "--validation-users", type=positive_int, source=BaselineOptions,
            name="validation_users", help="most training users in the validation cut")
-    option(ev, "--item-item-max", type=_positive_int, source=BaselineOptions,
+    option(ev, "--item-item-max", type=positive_int, source=BaselineOptions,
            name="item_item_max", help="most item columns of co-occurrence, item-kNN and EASE "
            "(the most popular; they need ~24 bytes per column squared)")
     ev.add_argument("--engine", choices=[e.value for e in Engine],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any, Optional
 
 from edgerec.sdk.catalog.ingest import parse_value
 from edgerec.sdk.cli.catalog import add_encoder_arguments, encoder_options
-from edgerec.sdk.cli.common import add_json, emit, option
+from edgerec.sdk.cli.common import add_json, emit, option, positive_int
 from edgerec.sdk.errors import CatalogError, ProfileError
 from edgerec.sdk.profile import Event, EventKind
 from edgerec.sdk.recommender import Recommender, RecommenderOptions
@@ -90,8 +91,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         label = r.metadata.get("label")
         lines.append(f"{rank:>3}. {r.item_id}  {r.score:.4f}"
                      f"{f'  [{label}]' if label is not None else ''}  {r.reason}")
-    if recs.note:
-        lines.append(f"note: {recs.note}")
+    if recs.note and not args.json:  # on stderr, so that a pipe gets the results only
+        print(f"note: {recs.note}", file=sys.stderr)
     emit(args, recs.to_dict(), "\n".join(lines) if lines else "no results")
     return 0
 
@@ -112,7 +113,7 @@ def add_recommend_parser(sub: Any) -> None:
                        help="the person's items, each with an event kind "
                        f"({', '.join(k.value for k in EventKind)}; default purchase); all "
                        "count as equally recent")
-    option(rec, "-k", "--k", type=int, source=Recommender.for_user, name="k",
+    option(rec, "-k", "--k", type=positive_int, source=Recommender.for_user, name="k",
            help="number of results")
     rec.add_argument("--filter", type=_filter_arg, action="append", default=[],
                      metavar="KEY=VALUE",
@@ -122,7 +123,7 @@ def add_recommend_parser(sub: Any) -> None:
                      help="item id never to return (repeatable)")
     rec.add_argument("--diversity", type=float,
                      help="MMR trade-off in [0, 1] for --image/--item (default: none)")
-    option(rec, "--candidates", type=int, source=RecommenderOptions, name="candidates",
+    option(rec, "--candidates", type=positive_int, source=RecommenderOptions, name="candidates",
            help="candidates the scorer re-ranks for --history",
            none_means="the C the bundle's scorer records")
     rec.add_argument("--no-scorer", action="store_true",
