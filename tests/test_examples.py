@@ -17,3 +17,26 @@ def test_quickstart_runs_on_the_sample_and_reports_json(tmp_path):
     assert len(result["similar_same_label"]) == 3
     assert result["feed"]["user"] and len(result["feed"]["results"]) == 5
     assert "no scorer" in result["feed"]["note"]
+
+
+def _example(name, *args, cwd):
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / name), *map(str, args)],
+                         capture_output=True, text=True, check=True, cwd=cwd)
+    return out.stdout.splitlines()
+
+
+def test_visual_search_and_the_feed_examples_run_on_the_sample(teacher_bundle, tmp_path):
+    catalog = tmp_path / "catalog"
+    lines = _example("visual_search.py", "--bundle", teacher_bundle.path, "--out", catalog,
+                     cwd=tmp_path)
+    assert lines[0].endswith("200 added, 0 failed")
+    first = lines.index("looks like the photo")
+    diverse = lines.index("same label, diverse")
+    assert diverse - first - 1 == 5 and len(lines) - diverse - 1 == 5
+    labels = {line.split("[")[1].split("]")[0] for line in lines[diverse + 1:]}
+    assert len(labels) == 1  # the label filter held
+    lines = _example("personalized_feed.py", "--bundle", teacher_bundle.path, "--catalog",
+                     catalog, "--profiles", tmp_path / "profiles.sqlite", cwd=tmp_path)
+    people = [n for n, line in enumerate(lines) if not line.startswith(" ")]
+    assert len(people) == 2 and people[1] - people[0] - 1 == 5
+    assert all("you bought" in line for line in lines if line.startswith(" "))
