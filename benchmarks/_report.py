@@ -46,6 +46,23 @@ def percentiles(samples_ms: list[float]) -> dict[str, float]:
             "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: ``VmHWM`` of ``/proc/self/status``.
+
+    Not ``ru_maxrss``: Linux carries the parent's high-water mark into a child across fork and
+    exec, so a worker started by a parent that holds 1.7 GB reports at least 1.7 GB however
+    little it uses itself; ``VmHWM`` belongs to the process's own address space, which exec
+    creates afresh. NaN where ``/proc`` is absent.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def write(name: str, payload: dict[str, Any], markdown: str) -> tuple[Path, Path]:
     """Write ``results/<name>.json`` and ``results/<name>.md``; returns both paths."""
     RESULTS.mkdir(parents=True, exist_ok=True)

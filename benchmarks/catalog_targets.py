@@ -31,7 +31,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import resource  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -40,7 +39,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import RESULTS, machine_info, percentiles, write  # noqa: E402
+from _report import RESULTS, machine_info, peak_rss_mb, percentiles, write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "sample"
@@ -303,7 +302,8 @@ def run_startup(bundle: Path, catalog: Path) -> dict:
 
 
 def work_rss(bundle: str, catalog: str, engine: str, kernel: str, n: int) -> dict:
-    """(d) peak RSS after loading, opening and ``n`` photo queries (ru_maxrss)."""
+    """(d) peak RSS after loading, opening and ``n`` photo queries (this process's own
+    ``VmHWM``: :func:`_report.peak_rss_mb`)."""
     from edgerec.sdk import EncoderOptions, Recommender
     from edgerec.sdk.catalog.prefilter import search_kernel
 
@@ -316,7 +316,7 @@ def work_rss(bundle: str, catalog: str, engine: str, kernel: str, n: int) -> dic
         for i in range(n):
             rec.similar(photos[i % len(photos)], k=K)
         after = _vm_rss_mb()
-    return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    return {"peak_rss_mb": peak_rss_mb(),
             "rss_ready_mb": before, "rss_after_mb": after,
             "onnxruntime_loaded": "onnxruntime" in sys.modules}
 
