@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import ROOT, SAMPLE
 
 
 def test_quickstart_runs_on_the_sample_and_reports_json(tmp_path):
@@ -40,3 +40,22 @@ def test_visual_search_and_the_feed_examples_run_on_the_sample(teacher_bundle, t
     people = [n for n, line in enumerate(lines) if not line.startswith(" ")]
     assert len(people) == 2 and people[1] - people[0] - 1 == 5
     assert all("you bought" in line for line in lines if line.startswith(" "))
+
+
+def test_the_raspberry_pi_loop_recommends_from_each_photo_in_a_watched_folder(teacher_bundle,
+                                                                               tmp_path):
+    catalog, watch = tmp_path / "catalog", tmp_path / "incoming"
+    _example("visual_search.py", "--bundle", teacher_bundle.path, "--out", catalog, cwd=tmp_path)
+    watch.mkdir()
+    photos = sorted((SAMPLE / "images" / "dress").glob("*.jpg"))[:3]
+    for p in photos:
+        (watch / p.name).write_bytes(p.read_bytes())
+    (watch / "zz-half-written.jpg").write_bytes(photos[0].read_bytes()[:100])
+    lines = _example("raspberry_pi/camera_loop.py", "--bundle", teacher_bundle.path,
+                     "--catalog", catalog, "--watch", watch, "--once", "-k", "3", cwd=tmp_path)
+    frames = [json.loads(line) for line in lines]
+    assert [f["frame"] for f in frames] == [p.name for p in photos] + ["zz-half-written.jpg"]
+    for frame, photo in zip(frames, photos):
+        assert frame["results"][0]["item_id"] == photo.stem  # the catalog holds the photo itself
+        assert len(frame["results"]) == 3 and frame["ms"] > 0
+    assert "error" in frames[-1]  # reported, and the loop went on
