@@ -195,6 +195,45 @@ def _positives(events: Sequence[Interaction]) -> list[str]:
     return list(dict.fromkeys(e.item_id for e in events if e.positive))
 
 
+def _targets(events: Sequence[Interaction], positives: Sequence[str]
+             ) -> tuple[list[tuple[str, float]], dict[str, float]]:
+    """A user's examples ``(item, label)``: every positive item (label 1), then every item
+    only dismissed (label 0); and each item's largest event weight."""
+    best_weight: dict[str, float] = {}
+    for e in events:
+        best_weight[e.item_id] = max(best_weight.get(e.item_id, 0.0), e.weight)
+    positive_set = set(positives)
+    dismissed = [i for i in dict.fromkeys(e.item_id for e in events if not e.positive)
+                 if i not in positive_set]
+    return [(i, 1.0) for i in positives] + [(i, 0.0) for i in dismissed], best_weight
+
+
+def _leave_one_out_sums(events: Sequence[Interaction], targets: Sequence[tuple[str, float]],
+                        row_of: Mapping[str, int], vectors: np.ndarray,
+                        half_life_days: float) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """The device's weighted sum over a user's usable events (weights relative to their
+    newest event), and per target what leaving it out removes.
+
+    Returns ``(s, scale, drop, left_positive)``: ``s`` float64 ``(D,)`` the weighted sum of
+    item vectors; ``scale`` the sum of absolute weights; ``drop`` float64 ``(T,)`` the weight
+    of each target's own events (so its leave-one-out sum is ``s - drop[k] * v_k``);
+    ``left_positive`` int ``(T,)`` the positive events left when it is out.
+    """
+    kind_weight = DEFAULT_EVENT_WEIGHTS
+    local = {item: k for k, (item, _) in enumerate(targets)}
+    usable = [e.to_event() for e in events if kind_weight[e.kind] != 0.0]
+    stamps = np.array([e.timestamp for e in usable], dtype=np.float64)
+    kinds = np.array([kind_weight[e.kind] for e in usable], dtype=np.float64)
+    w = kinds * np.power(0.5, (stamps.max() - stamps) / _SECONDS_PER_DAY / half_life_days)
+    rows = np.array([row_of[e.item_id] for e in usable], dtype=np.int64)
+    s = w @ vectors[rows].astype(np.float64)
+    target = np.array([local.get(e.item_id, -1) for e in usable], dtype=np.int64)
+    on = target >= 0
+    drop = np.bincount(target[on], weights=w[on], minlength=len(targets))
+    pos_events = np.bincount(target[on & (kinds > 0)], minlength=len(targets))
+    return s, float(np.abs(w).sum()), drop, int((kinds > 0).sum()) - pos_events
+
+
 def build_examples(
     train: Mapping[str, Sequence[Interaction]],
     item_ids: Sequence[str],
@@ -220,7 +259,6 @@ def build_examples(
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     row_of = {item: r for r, item in enumerate(item_ids)}
     n_items, dim = vectors.shape
-    kind_weight = DEFAULT_EVENT_WEIGHTS
     items, labels, weights, users, drops = [], [], [], [], []
     sums: list[np.ndarray] = []
     exact: dict[int, np.ndarray] = {}
@@ -237,28 +275,10 @@ def build_examples(
         if len(positives) < 2:
             counts["single_item_users"] += 1
             continue
-        best_weight: dict[str, float] = {}
-        for e in events:
-            best_weight[e.item_id] = max(best_weight.get(e.item_id, 0.0), e.weight)
-        positive_set = set(positives)
-        dismissed = [i for i in dict.fromkeys(e.item_id for e in events if not e.positive)
-                     if i not in positive_set]
-        targets = [(i, 1.0) for i in positives] + [(i, 0.0) for i in dismissed]
-        local = {item: k for k, (item, _) in enumerate(targets)}
-        # the device's weights, relative to this user's newest usable event
-        usable = [e.to_event() for e in events if kind_weight[e.kind] != 0.0]
-        stamps = np.array([e.timestamp for e in usable], dtype=np.float64)
-        kinds = np.array([kind_weight[e.kind] for e in usable], dtype=np.float64)
-        w = kinds * np.power(0.5, (stamps.max() - stamps) / _SECONDS_PER_DAY / half_life_days)
-        rows = np.array([row_of[e.item_id] for e in usable], dtype=np.int64)
-        s = w @ vectors[rows].astype(np.float64)
-        scale = float(np.abs(w).sum())
-        target = np.array([local.get(e.item_id, -1) for e in usable], dtype=np.int64)
-        on = target >= 0
-        drop = np.bincount(target[on], weights=w[on], minlength=len(targets))
-        pos_events = np.bincount(target[on & (kinds > 0)], minlength=len(targets))
-        left_positive = int((kinds > 0).sum()) - pos_events  # positive events left out of i
+        targets, best_weight = _targets(events, positives)
         t_rows = np.array([row_of[i] for i, _ in targets], dtype=np.int64)
+        s, scale, drop, left_positive = _leave_one_out_sums(events, targets, row_of, vectors,
+                                                            half_life_days)
         rest = s[None, :] - drop[:, None] * vectors[t_rows].astype(np.float64)
         norm = np.linalg.norm(rest, axis=1)
         index = len(user_ids)

@@ -346,21 +346,7 @@ def _train(train: Mapping[str, Sequence[Interaction]], item_ids: Sequence[str],
                    clock=clock, desc="scorer")
         return _result(fit, fit, [], None, fit.stopped, {"test_fraction": 0.0}, config,
                        clock() - t0)
-    folds: list[tuple[Any, _Fit]] = []
-    relevant = 0
-    for fold in range(config.folds):
-        split = holdout_split(_flatten(train), test_fraction=config.val_fraction,
-                              seed=config.seed + 1 + fold, timestamps=timestamps)
-        log(f"scorer validation fold {fold + 1}/{config.folds}")
-        fit = _fit(split.train, split.test, item_ids, vectors,
-                   replace(config, seed=config.seed + fold), config.epochs, log, seconds=share,
-                   clock=clock, desc=f"scorer fold {fold + 1}", val_seed=config.seed + 1 + fold)
-        folds.append((split, fit))
-        relevant += fit.validation.describe()["relevant"]
-        if relevant >= config.val_relevant and fold + 1 < config.folds:
-            log(f"scorer: {relevant} held-out items in {fold + 1} fold(s) (>= "
-                f"{config.val_relevant}): enough to pick the epoch count; no further fold")
-            break
+    folds = _validation_folds(train, item_ids, vectors, config, timestamps, share, log, clock)
     scored = [f for _, f in folds if len(f.validation)]
     fold_runs = [{"seed": config.seed + 1 + i, "epochs_run": f.epochs_run,
                   "stopped": f.stopped, "curve": [row[key] for row in f.history],
@@ -376,12 +362,8 @@ def _train(train: Mapping[str, Sequence[Interaction]], item_ids: Sequence[str],
                      seconds=left(), clock=clock, desc="scorer refit")
         return _result(final, folds[0][1], [], None, final.stopped, split_info, config,
                        clock() - t0)
-    curves = [[row[key] for row in f.history] for f in scored]
-    depth = min(len(c) for c in curves)
-    if any(len(c) != depth for c in curves):
-        log(f"scorer: the folds stopped at different epochs ({[len(c) - 1 for c in curves]}); "
-            f"comparing them on epochs 0-{depth - 1}")
-    matrix = np.array([c[:depth] for c in curves], dtype=np.float64)
+    matrix = _fold_curves(scored, key, log)
+    depth = matrix.shape[1]
     mean_curve = matrix.mean(0)
     best_epoch = int(np.argmax(mean_curve - 1e-9 * np.arange(depth)))  # ties: fewer epochs
     baseline = float(np.mean([f.baseline for f in scored]))
@@ -408,6 +390,42 @@ def _train(train: Mapping[str, Sequence[Interaction]], item_ids: Sequence[str],
     best = (best_epoch, float(mean_curve[best_epoch]), baseline,
             trained, float(mean_curve[trained]) if trained else None)
     return _result(final, scored[0], history, best, stopped, split_info, config, clock() - t0)
+
+
+def _validation_folds(train: Mapping[str, Sequence[Interaction]], item_ids: Sequence[str],
+                      vectors: np.ndarray, config: ScorerConfig, timestamps: bool,
+                      seconds: float, log: Callable[[str], None],
+                      clock: Callable[[], float]) -> list[tuple[Any, _Fit]]:
+    """Train ``config.epochs`` on each validation fold (a seeded holdout of ``train``), until
+    the folds' validation sets hold ``config.val_relevant`` items together; ``(split, fit)``
+    per fold run."""
+    folds: list[tuple[Any, _Fit]] = []
+    relevant = 0
+    for fold in range(config.folds):
+        split = holdout_split(_flatten(train), test_fraction=config.val_fraction,
+                              seed=config.seed + 1 + fold, timestamps=timestamps)
+        log(f"scorer validation fold {fold + 1}/{config.folds}")
+        fit = _fit(split.train, split.test, item_ids, vectors,
+                   replace(config, seed=config.seed + fold), config.epochs, log, seconds=seconds,
+                   clock=clock, desc=f"scorer fold {fold + 1}", val_seed=config.seed + 1 + fold)
+        folds.append((split, fit))
+        relevant += fit.validation.describe()["relevant"]
+        if relevant >= config.val_relevant and fold + 1 < config.folds:
+            log(f"scorer: {relevant} held-out items in {fold + 1} fold(s) (>= "
+                f"{config.val_relevant}): enough to pick the epoch count; no further fold")
+            break
+    return folds
+
+
+def _fold_curves(scored: Sequence[_Fit], key: str, log: Callable[[str], None]) -> np.ndarray:
+    """(folds, epochs) float64 validation curves, cut to the epochs every fold reached (folds
+    that stop early stop at different epochs)."""
+    curves = [[row[key] for row in f.history] for f in scored]
+    depth = min(len(c) for c in curves)
+    if any(len(c) != depth for c in curves):
+        log(f"scorer: the folds stopped at different epochs ({[len(c) - 1 for c in curves]}); "
+            f"comparing them on epochs 0-{depth - 1}")
+    return np.array([c[:depth] for c in curves], dtype=np.float64)
 
 
 def _result(final: _Fit, reference: _Fit, history: list[dict[str, Any]],
@@ -506,13 +524,7 @@ def _fit(fit: Mapping[str, Sequence[Interaction]], heldout: Mapping[str, Sequenc
     # standardisation statistics from the first epoch's rows (streamed), then the prior
     chosen = cycle.next()
     first = sample_epoch(ex, negatives, n_items, rng, None if cycle.whole else chosen)
-    mean, std, ip_mean = _row_stats(ex, first)
-    model = ScorerNet(dim, config.hidden, config.dropout, mean, std)
-    if config.inner_product_prior:
-        rate = float(np.clip(np.average(first.label, weights=first.weight), 1e-3, 1 - 1e-3))
-        model.init_inner_product_prior(
-            config.prior_scale, float(np.log(rate / (1 - rate))) - config.prior_scale * ip_mean)
-    model.eval()
+    model = _initial_model(ex, first, dim, config)
 
     def validate() -> Optional[float]:
         if not len(val):
@@ -529,7 +541,6 @@ def _fit(fit: Mapping[str, Sequence[Interaction]], heldout: Mapping[str, Sequenc
          "weight_decay": config.weight_decay},
         {"params": model.skip.parameters(), "weight_decay": 0.0},
     ], lr=config.lr)
-    loss_fn = nn.BCEWithLogitsLoss(reduction="none")
     per_user = np.bincount(ex.user, minlength=len(ex.user_ids)).astype(np.float64)
     balance = per_user[ex.user] ** -config.user_balance  # per example
     balance = (balance / balance.mean()).astype(np.float32)
@@ -540,28 +551,10 @@ def _fit(fit: Mapping[str, Sequence[Interaction]], heldout: Mapping[str, Sequenc
             chosen = cycle.next()
         rows = first if epoch == 1 else sample_epoch(ex, negatives, n_items, rng,
                                                      None if cycle.whole else chosen)
-        # this epoch's user vectors (chosen x D), rows index them by position
-        u_t = torch.from_numpy(ex.user_vectors(chosen))
-        local = torch.from_numpy(np.searchsorted(chosen, rows.example))
-        order = torch.from_numpy(rng.permutation(len(rows)))
-        item = torch.from_numpy(rows.item)
-        label = torch.from_numpy(rows.label)
-        weight = torch.from_numpy(rows.weight * balance[rows.example])
-        model.train()
-        total = 0.0
-        for start in range(0, len(order), config.batch_size):
-            idx = order[start : start + config.batch_size]
-            logits = model(_rows(u_t[local[idx]], v_t[item[idx]]))[:, 0]
-            w = weight[idx]
-            loss = (loss_fn(logits, label[idx]) * w).sum() / w.sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        model.eval()
+        loss = _train_epoch(model, opt, ex, rows, chosen, v_t, balance, rng, config.batch_size)
         score = validate()
         elapsed = clock() - t0
-        history.append({"epoch": epoch, "loss": total / len(order),
+        history.append({"epoch": epoch, "loss": loss,
                         f"val_ndcg@{config.k}": score, "seconds": round(elapsed, 2)})
         _log_epoch(log, history[-1], config.k, baseline)
         if elapsed > seconds and epoch < epochs:
@@ -570,6 +563,48 @@ def _fit(fit: Mapping[str, Sequence[Interaction]], heldout: Mapping[str, Sequenc
             break
     model.eval()
     return _Fit(model, history, baseline, stopped, ex, val, cycle.per_epoch)
+
+
+def _initial_model(ex: Examples, first: EpochRows, dim: int, config: ScorerConfig) -> ScorerNet:
+    """A scorer standardised on the first epoch's rows (``dim``: item vector D), starting from
+    ``prior_scale * u.v`` plus the rows' base-rate logit when ``inner_product_prior``; eval
+    mode."""
+    mean, std, ip_mean = _row_stats(ex, first)
+    model = ScorerNet(dim, config.hidden, config.dropout, mean, std)
+    if config.inner_product_prior:
+        rate = float(np.clip(np.average(first.label, weights=first.weight), 1e-3, 1 - 1e-3))
+        model.init_inner_product_prior(
+            config.prior_scale, float(np.log(rate / (1 - rate))) - config.prior_scale * ip_mean)
+    model.eval()
+    return model
+
+
+def _train_epoch(model: ScorerNet, opt: torch.optim.Optimizer, ex: Examples, rows: EpochRows,
+                 chosen: np.ndarray, v_t: torch.Tensor, balance: np.ndarray,
+                 rng: np.random.Generator, batch_size: int) -> float:
+    """One pass over ``rows`` in a random order, mini-batch rows ``[u, v, u*v]`` built on the
+    fly (``chosen``: the epoch's example indices, whose user vectors are built once); returns
+    the mean weighted BCE; leaves the model in eval mode."""
+    loss_fn = nn.BCEWithLogitsLoss(reduction="none")
+    u_t = torch.from_numpy(ex.user_vectors(chosen))  # (chosen, D); rows index it by position
+    local = torch.from_numpy(np.searchsorted(chosen, rows.example))
+    order = torch.from_numpy(rng.permutation(len(rows)))
+    item = torch.from_numpy(rows.item)
+    label = torch.from_numpy(rows.label)
+    weight = torch.from_numpy(rows.weight * balance[rows.example])
+    model.train()
+    total = 0.0
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        logits = model(_rows(u_t[local[idx]], v_t[item[idx]]))[:, 0]
+        w = weight[idx]
+        loss = (loss_fn(logits, label[idx]) * w).sum() / w.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * len(idx)
+    model.eval()
+    return total / len(order)
 
 
 def _log_epoch(log: Callable[[str], None], row: dict[str, Any], k: int,
