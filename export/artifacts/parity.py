@@ -68,7 +68,7 @@ class ParityReport:
         return text + ")"
 
 
-def _top_k(x: np.ndarray, k: int) -> np.ndarray:
+def _neighbour_rows(x: np.ndarray, k: int) -> np.ndarray:
     """Indices of each row's k nearest other rows by inner product, (N, k), order not kept."""
     top = np.empty((len(x), k), dtype=np.int64)
     for start in range(0, len(x), 1024):
@@ -101,7 +101,8 @@ def neighbour_overlap(reference: np.ndarray, candidate: np.ndarray, k: int = 10)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}.")
     k = min(k, len(ref) - 1)
-    top_ref, top_cand = np.sort(_top_k(ref, k), axis=1), np.sort(_top_k(cand, k), axis=1)
+    top_ref = np.sort(_neighbour_rows(ref, k), axis=1)
+    top_cand = np.sort(_neighbour_rows(cand, k), axis=1)
     return float(np.mean([len(np.intersect1d(a, b, assume_unique=True))
                           for a, b in zip(top_ref, top_cand)]) / k)
 

@@ -40,7 +40,7 @@ from edgerec.sdk.evaluation.events import Interaction
 from edgerec.sdk.evaluation.ranking_metrics import ndcg_at_k
 from edgerec.sdk.profile import user_vector
 from edgerec.sdk.progress import track
-from edgerec.sdk.ranking import MatrixCandidates, pool_size
+from edgerec.sdk.ranking import MatrixCandidates, pool_size, top_rows
 
 __all__ = [
     "EpochRows",
@@ -453,21 +453,19 @@ def candidate_rows(rs: RankingSet, vectors: np.ndarray, candidates: int) -> np.n
     return device_candidates(rs.u, rs.seen, vectors, candidates)
 
 
-def _top_k(scores: np.ndarray, rs: RankingSet, b: int, k: int,
-           candidates: Optional[np.ndarray]) -> np.ndarray:
-    """User ``b``'s top-k catalog rows by ``scores``, seen rows left out."""
-    row = np.asarray(scores[b], dtype=np.float64).copy()
-    ids = np.arange(len(row)) if candidates is None else candidates[b]
-    row[np.isin(ids, rs.seen[b])] = -np.inf
-    top = np.argsort(-row, kind="stable")[:k]
-    return ids[top[np.isfinite(row[top])]]
+def _user_top_k(scores: np.ndarray, rs: RankingSet, b: int, k: int,
+                candidates: Optional[np.ndarray]) -> np.ndarray:
+    """User ``b``'s top-k catalog rows by ``scores`` (:func:`~edgerec.sdk.ranking.top_rows`:
+    ties to the lower position), seen rows left out."""
+    ids = np.arange(scores.shape[1]) if candidates is None else candidates[b]
+    return ids[top_rows(scores[b], k, exclude=np.flatnonzero(np.isin(ids, rs.seen[b])))]
 
 
 def hits_at_k(scores: np.ndarray, rs: RankingSet, k: int = 10,
               candidates: Optional[np.ndarray] = None) -> int:
     """Held-out items found in the users' top-k, summed over ``rs`` (arguments as
     :func:`mean_ndcg`): how much evidence an NDCG value rests on."""
-    return int(sum(np.isin(_top_k(scores, rs, b, k, candidates), rs.relevant[b]).sum()
+    return int(sum(np.isin(_user_top_k(scores, rs, b, k, candidates), rs.relevant[b]).sum()
                    for b in range(len(rs))))
 
 
@@ -482,6 +480,6 @@ def mean_ndcg(scores: np.ndarray, rs: RankingSet, k: int = 10,
     """
     if len(rs) == 0:
         return None
-    values = [ndcg_at_k(_top_k(scores, rs, b, k, candidates), rs.relevant[b].tolist(), k)
+    values = [ndcg_at_k(_user_top_k(scores, rs, b, k, candidates), rs.relevant[b].tolist(), k)
               for b in range(len(rs))]
     return float(np.mean(values))
