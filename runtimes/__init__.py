@@ -2,7 +2,9 @@
 
 ``open_runtime(path)`` picks the adapter from the file suffix (``.onnx`` -> ONNX Runtime,
 ``.tflite`` -> LiteRT); engines are imported only when a model is opened, so importing this
-package costs nothing and needs neither engine installed.
+package costs nothing and needs neither engine installed. ``open_runtime(data, engine)`` loads
+the model from bytes already in memory, so a caller that verified those bytes (a bundle's
+sha256) runs exactly them: nothing re-reads the file between the check and the use.
 """
 
 from __future__ import annotations
@@ -49,30 +51,40 @@ def engine_for_path(path: Union[str, os.PathLike]) -> Engine:
 
 
 def open_runtime(
-    path: Union[str, os.PathLike],
+    path: Union[str, os.PathLike, bytes],
     engine: Optional[Engine] = None,
     options: Optional[RuntimeOptions] = None,
+    *,
+    name: Optional[str] = None,
 ) -> Runtime:
-    """Load a model file on an engine.
+    """Load a model on an engine, from a file or from its bytes.
 
     Args:
-        path: ``.onnx`` or ``.tflite`` file.
+        path: ``.onnx`` or ``.tflite`` file, or the model file's bytes (then ``engine`` is
+            required: bytes have no suffix).
         engine: engine to use; by default the one matching the suffix.
         options: threads, device, delegates.
+        name: what messages call the model (default: the file name, or "model bytes").
 
     Raises:
         RuntimeUnavailableError: the engine, provider or delegate is not installed here.
-        ModelError: the file is missing or is not a model the engine can load.
+        ModelError: the file is missing or is not a model the engine can load; bytes without
+            an engine.
     """
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        if engine is None:
+            raise ModelError("open_runtime() got model bytes without an engine; pass "
+                             "engine=Engine.ONNX or Engine.TFLITE.")
+        path = bytes(path)
     engine = Engine(engine) if engine is not None else engine_for_path(path)
     options = options or RuntimeOptions()
     if engine is Engine.ONNX:
         from edgerec.runtimes.ort import OnnxRuntime
 
-        return OnnxRuntime(path, options)
+        return OnnxRuntime(path, options, name=name)
     from edgerec.runtimes.litert import LiteRtRuntime
 
-    return LiteRtRuntime(path, options)
+    return LiteRtRuntime(path, options, name=name)
 
 
 def engine_versions() -> dict[str, Optional[str]]:

@@ -6,12 +6,17 @@ turns it off. ``Device.GPU`` loads the GPU delegate and raises when it cannot.
 
 Batches larger than the model's fixed batch are run by resizing the input tensor when the
 model allows it, else by looping over single items (decided once, on the first batch).
+
+A LiteRT interpreter is not thread-safe (its input and output tensors are shared state), so
+one adapter shared by several threads runs one batch at a time under a lock; for parallel
+runs, open one adapter per thread.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import threading
 from pathlib import Path
 from typing import Any, Optional
 
@@ -79,21 +84,28 @@ class LiteRtRuntime(Runtime):
 
     engine = Engine.TFLITE
 
-    def __init__(self, path: str | os.PathLike, options: Optional[RuntimeOptions] = None):
+    def __init__(self, path: str | os.PathLike | bytes, options: Optional[RuntimeOptions] = None,
+                 *, name: Optional[str] = None):
+        """``path`` is a ``.tflite`` file or its bytes (loaded as given, never re-read)."""
         self.backend, module = _import_backend()
-        path = Path(path)
+        content = path if isinstance(path, bytes) else None
+        path = Path(name or "model bytes") if content is not None else Path(path)
         options = options or RuntimeOptions()
         if options.device not in (Device.CPU, Device.GPU):
             raise RuntimeUnavailableError(
                 f"LiteRT cannot run on device {options.device.value!r}; use 'cpu' or 'gpu'."
             )
-        kwargs: dict[str, Any] = {"model_path": str(path), "num_threads": options.num_threads}
+        kwargs: dict[str, Any] = {"num_threads": options.num_threads}
+        if content is not None:
+            kwargs["model_content"] = content
+        else:
+            kwargs["model_path"] = str(path)
         if options.device is Device.GPU:
             kwargs["experimental_delegates"] = [self._gpu_delegate(module)]
         if not options.xnnpack:
             resolver = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
             kwargs["experimental_op_resolver_type"] = resolver
-        if not path.is_file():
+        if content is None and not path.is_file():
             raise ModelError(f"No model file at {path}; check the path.")
         try:
             interpreter = module.Interpreter(**kwargs)
@@ -111,6 +123,7 @@ class LiteRtRuntime(Runtime):
         self._outputs = [_spec(d) for d in interpreter.get_output_details()]
         self._batch = int(self._in_details[0]["shape"][0]) if self._in_details else 1
         self._resizable: Optional[bool] = None
+        self._lock = threading.Lock()  # one run at a time: the interpreter is shared state
 
     @staticmethod
     def _gpu_delegate(module: Any) -> Any:
@@ -159,6 +172,12 @@ class LiteRtRuntime(Runtime):
                 for s, d in zip(self._outputs, outs)}
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self._lock:
+            if self._interpreter is None:
+                raise InferenceError("This runtime is closed; open the model again to run it.")
+            return self._run_locked(inputs)
+
+    def _run_locked(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         batch = next(iter(inputs.values())).shape[0]
         try:
             if self._resizable is not False and self._resize(batch):
@@ -180,4 +199,5 @@ class LiteRtRuntime(Runtime):
         return self._interpreter is None
 
     def close(self) -> None:
-        self._interpreter = None
+        with self._lock:
+            self._interpreter = None

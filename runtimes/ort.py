@@ -74,9 +74,12 @@ class OnnxRuntime(Runtime):
 
     engine = Engine.ONNX
 
-    def __init__(self, path: str | os.PathLike, options: Optional[RuntimeOptions] = None):
+    def __init__(self, path: str | os.PathLike | bytes, options: Optional[RuntimeOptions] = None,
+                 *, name: Optional[str] = None):
+        """``path`` is an ``.onnx`` file or its bytes (loaded as given, never re-read)."""
         ort = _import_ort()
-        path = Path(path)
+        model = path if isinstance(path, bytes) else str(path)
+        path = Path(name or "model bytes") if isinstance(path, bytes) else Path(path)
         options = options or RuntimeOptions()
         if options.device not in _PROVIDERS:
             raise RuntimeUnavailableError(
@@ -95,9 +98,9 @@ class OnnxRuntime(Runtime):
             so.intra_op_num_threads = options.num_threads
             so.inter_op_num_threads = 1
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=so, providers=wanted)
+            self._session = ort.InferenceSession(model, sess_options=so, providers=wanted)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
-            if not path.is_file():
+            if isinstance(model, str) and not path.is_file():
                 raise ModelError(f"No model file at {path}; check the path.") from exc
             raise ModelError(
                 f"ONNX Runtime could not load {path.name}: {exc}. Is it a valid .onnx model?"

@@ -15,7 +15,12 @@ import numpy as np
 from edgerec.runtimes import Device, Engine, RuntimeOptions, available_engines, open_runtime
 from edgerec.sdk.bundle.bundle import Bundle
 from edgerec.sdk.bundle.manifest import WHITENING_FORMAT, ArtifactSpec, Layout, Precision, Role
-from edgerec.sdk.errors import InferenceError, ModelError, RuntimeUnavailableError
+from edgerec.sdk.errors import (
+    InferenceError,
+    InvalidImageError,
+    ModelError,
+    RuntimeUnavailableError,
+)
 from edgerec.sdk.image import ImageInput, ImageLimits, preprocess
 from edgerec.sdk.vectors import l2_normalize
 from edgerec.sdk.whitening import Whitening
@@ -92,13 +97,24 @@ class Encoder:
         self.artifact = artifact
         self.options = options
         self.whitening = _read_whitening(bundle)
+        # The engine gets the very bytes whose sha256 was checked (no re-read by path).
         self._runtime = open_runtime(
-            bundle.artifact_path(artifact),
+            bundle.read_artifact(artifact),
             artifact.engine,
             RuntimeOptions(num_threads=options.num_threads, device=options.device),
+            name=artifact.file,
         )
         self._input = artifact.inputs[0].name
         self._layout = artifact.layout or Layout.NCHW
+        inputs = [s.name for s in self._runtime.input_specs()]
+        outputs = [s.name for s in self._runtime.output_specs()]
+        if inputs != [self._input] or artifact.output not in outputs:
+            self._runtime.close()
+            raise ModelError(
+                f"{artifact.file} takes {inputs} and gives {outputs}, but the manifest lists the "
+                f"input {self._input!r} and the output {artifact.output!r}; the bundle is "
+                "inconsistent: export it again."
+            )
 
     @classmethod
     def create_from_bundle(
@@ -109,6 +125,9 @@ class Encoder:
         Raises:
             ArtifactNotFoundError: the bundle has no encoder for that engine/precision.
             RuntimeUnavailableError: the engine (or device) is not installed here.
+            BundleIntegrityError: the artifact's bytes no longer match its sha256 (the file
+                changed after the bundle was opened).
+            ModelError: the model is not loadable, or its tensors are not the manifest's.
         """
         engines = available_engines() if options.engine is None else [options.engine]
         if not engines:
@@ -176,8 +195,12 @@ class Encoder:
             (N, D) float32, each row of unit L2 norm (zero rows only if the model outputs 0).
 
         Raises:
-            InvalidImageError: an image cannot be used; the message names its index.
+            InvalidImageError: an image cannot be used (the message names its index), or
+                ``images`` is None.
         """
+        if images is None:
+            raise InvalidImageError("embed() got None instead of a list of images; pass a "
+                                    "list (paths, bytes, file objects, PIL images or arrays).")
         if isinstance(images, (str, bytes, np.ndarray)) or hasattr(images, "read"):
             raise TypeError("embed() takes a sequence of images; use embed_one() for one image.")
         images = list(images)

@@ -10,7 +10,8 @@
 
 Nothing here talks to a network: the file is the whole profile. It is created readable by its
 owner only (mode 0600), in WAL mode with ``secure_delete`` on, so :meth:`ProfileStore.forget`
-overwrites the deleted rows with zeros and then checkpoints and truncates the WAL: afterwards
+overwrites the deleted rows with zeros, rebuilds the file (``VACUUM``) and then checkpoints and
+truncates the WAL: afterwards
 neither ``profiles.sqlite`` nor its ``-wal`` holds the user's id or items (tested on the bytes).
 
 **The user vector** (:func:`user_vector`) is the weighted mean of the vectors of the history's
@@ -351,16 +352,20 @@ class ProfileStore:
     def forget(self, user_id: str) -> int:
         """Delete everything about the user; returns the number of events deleted.
 
-        The rows are overwritten with zeros (``secure_delete``), then the WAL is checkpointed
-        and truncated. If another connection is reading the file at that moment, the WAL keeps
-        old pages until the next checkpoint (the next ``forget``, the WAL passing 1000 pages,
-        or the last connection closing).
+        The rows are overwritten with zeros (``secure_delete``), the file is rebuilt
+        (``VACUUM``: secure_delete alone leaves copies of deleted index keys in the unallocated
+        space of pages that were split or merged), then the WAL is checkpointed and truncated.
+        If another connection is reading the file at that moment, the WAL keeps old pages
+        until the next checkpoint (the next ``forget``, the WAL passing 1000 pages, or the last
+        connection closing).
         """
         _check_user(user_id)
         with self._lock:
             try:
                 with self._transaction() as conn:
                     deleted = conn.execute("DELETE FROM events WHERE user = ?", (user_id,)).rowcount
+                if deleted:
+                    self._db().execute("VACUUM")
                 self._db().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             except sqlite3.Error as exc:
                 raise ProfileError(f"could not delete from {self._path}: {exc}") from exc

@@ -249,7 +249,15 @@ class Scorer:
                 f"takes one (C, {3 * dim}) input [u, v, u*v]: export the scorer again"
             )
         self._input = artifact.inputs[0].name
-        self._runtime = open_runtime(bundle.artifact_path(artifact), artifact.engine, options)
+        self._runtime = open_runtime(bundle.read_artifact(artifact), artifact.engine, options,
+                                     name=artifact.file)  # the very bytes whose sha256 matched
+        names = ([s.name for s in self._runtime.input_specs()],
+                 [s.name for s in self._runtime.output_specs()])
+        if names[0] != [self._input] or artifact.output not in names[1]:
+            self._runtime.close()
+            raise ModelError(f"scorer {artifact.file} takes {names[0]} and gives {names[1]}, "
+                             f"but the manifest lists {self._input!r} and {artifact.output!r}: "
+                             "export the scorer again")
 
     @classmethod
     def create_from_bundle(cls, bundle: Bundle,

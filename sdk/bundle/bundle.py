@@ -2,14 +2,19 @@
 
 A bundle is a directory with ``manifest.json`` (the contract: :mod:`edgerec.sdk.bundle.manifest`)
 and the model and weights files it lists. :meth:`Bundle.open` refuses a bundle whose files are
-missing, do not match their sha256, or point outside the directory; :meth:`Bundle.read_weights`
-re-checks the sha256 of the very bytes it returns. Bundles are written by
+missing, do not match their sha256, or point outside the directory, whose manifest is larger
+than :data:`MAX_MANIFEST_BYTES`, whose ``encoder_id`` is not the one its contents give, or whose
+artifacts could not run (an output the model lacks, no inputs, an absurd ``embedding_dim``).
+:meth:`Bundle.read_artifact` and :meth:`Bundle.read_weights` re-check the sha256 of the very
+bytes they return, and the engines are handed those bytes, so a file swapped after
+:meth:`Bundle.open` is refused, never run. Bundles are written by
 :func:`edgerec.sdk.bundle.writer.write_bundle`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,11 +29,18 @@ from edgerec.sdk.bundle.manifest import (
     Preprocessing,
     Role,
     WeightsSpec,
+    compute_encoder_id,
 )
 from edgerec.sdk.errors import ArtifactNotFoundError, BundleError, BundleIntegrityError
 from edgerec.sdk.files import sha256_file
 
-__all__ = ["Bundle"]
+__all__ = ["MAX_EMBEDDING_DIM", "MAX_MANIFEST_BYTES", "Bundle"]
+
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+"""Largest ``manifest.json`` read (real ones are under 20 kB); larger raises ``BundleError``."""
+
+MAX_EMBEDDING_DIM = 65_536
+"""Largest ``embedding_dim`` accepted (a (N, D) float32 result is allocated from it)."""
 
 PathLike = Union[str, os.PathLike]
 
@@ -50,9 +62,12 @@ class Bundle:
                 containment are always checked.
 
         Raises:
-            BundleError: no such directory, no or malformed manifest, unknown format version.
-            BundleIntegrityError: a listed file is missing, escapes the directory, or (with
-                ``verify``) does not match its sha256.
+            BundleError: no such directory, no, oversized or malformed manifest, unknown
+                format version, artifacts an engine could not run as listed.
+            BundleIntegrityError: a listed file is missing, escapes the directory or has a name
+                no file system takes, ``encoder_id`` differs from the one recomputed from the
+                preprocessing and the encoder files' hashes, or (with ``verify``) a file does
+                not match its sha256.
         """
         root = Path(path)
         if not root.is_dir():
@@ -66,11 +81,10 @@ class Bundle:
                 f"{root} has no {MANIFEST_NAME}: it is not a bundle, or its export did not "
                 "finish; export it again."
             )
-        manifest = Manifest.from_json(
-            manifest_path.read_text(encoding="utf-8", errors="strict"), str(manifest_path)
-        )
+        manifest = Manifest.from_json(_read_manifest(manifest_path), str(manifest_path))
+        _check_usable(manifest, str(manifest_path))
         bundle = cls(root, manifest)
-        for spec in (*manifest.artifacts, *manifest.weights):
+        for spec in bundle._listed():
             bundle.artifact_path(spec)  # containment + existence
         if verify:
             bundle.verify()
@@ -86,14 +100,31 @@ class Bundle:
                 f"Artifact {spec.key} names the file {spec.file!r}, which is outside the bundle; "
                 "the manifest was tampered with: do not use this bundle."
             )
-        root = self.path.resolve()
-        full = (root / rel).resolve()
+        try:
+            unusable = "\x00" in spec.file or any(len(os.fsencode(p)) > 255 for p in rel.parts)
+        except UnicodeError:  # a lone surrogate: no file system name
+            unusable = True
+        if unusable:
+            raise BundleIntegrityError(
+                f"Artifact {spec.key} names the file {spec.file[:80]!r}, which no file system "
+                "can hold (a NUL byte, an unencodable character or a part over 255 bytes); do "
+                "not use this bundle."
+            )
+        try:
+            root = self.path.resolve()
+            full = (root / rel).resolve()
+            is_file = full.is_file()
+        except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a name too long
+            raise BundleIntegrityError(
+                f"Artifact {spec.key} ({spec.file[:80]}) cannot be resolved in {self.path} "
+                f"({exc}); copy the real file into the bundle or export it again."
+            ) from None
         if root not in full.parents:
             raise BundleIntegrityError(
                 f"Artifact {spec.key} ({spec.file}) resolves to {full}, outside the bundle "
                 f"{root} (a symlink?); copy the real file into the bundle."
             )
-        if not full.is_file():
+        if not is_file:
             raise BundleIntegrityError(
                 f"Artifact {spec.key} is missing: {spec.file} is not in {self.path}; copy the "
                 "whole bundle again or export it again."
@@ -103,12 +134,41 @@ class Bundle:
     def verify(self) -> None:
         """Recompute every artifact's and weights file's sha256; raise
         ``BundleIntegrityError`` on a mismatch."""
-        for spec in (*self.manifest.artifacts, *self.manifest.weights):
+        for spec in self._listed():
             check_digest(spec, sha256_file(self.artifact_path(spec)))
+
+    def _listed(self) -> list[Union[ArtifactSpec, WeightsSpec]]:
+        """Every hashed file the manifest lists (artifacts, weights, behaviour signals)."""
+        m = self.manifest
+        extra = ([m.behaviour.weights_spec()] if m.behaviour is not None and m.behaviour.shipped
+                 else [])
+        return [*m.artifacts, *m.weights, *extra]
 
     def weights(self, role: Optional[Role] = None) -> list[WeightsSpec]:
         """Weights files, optionally of one role."""
         return [w for w in self.manifest.weights if role is None or w.role is Role(role)]
+
+    def read_artifact(self, spec: ArtifactSpec) -> bytes:
+        """The bytes of a model file, checked against its sha256 *as read*: hand these to the
+        engine (``open_runtime(data, spec.engine)``) so that what runs is exactly what the
+        manifest lists, even if the file changed on disk after :meth:`open`.
+
+        Raises:
+            BundleIntegrityError: the file is missing, outside the bundle, or modified.
+        """
+        return self._read_checked(spec)
+
+    def _read_checked(self, spec: Union[ArtifactSpec, WeightsSpec]) -> bytes:
+        path = self.artifact_path(spec)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise BundleIntegrityError(
+                f"{spec.file} in {self.path} cannot be read ({exc.strerror or exc}); copy the "
+                "bundle again."
+            ) from None
+        check_digest(spec, hashlib.sha256(data).hexdigest())
+        return data
 
     def read_weights(self, spec: WeightsSpec) -> bytes:
         """The bytes of a weights file, checked against its sha256 *as read* (so what the
@@ -118,9 +178,7 @@ class Bundle:
         Raises:
             BundleIntegrityError: the file is missing, outside the bundle, or modified.
         """
-        data = self.artifact_path(spec).read_bytes()
-        check_digest(spec, hashlib.sha256(data).hexdigest())
-        return data
+        return self._read_checked(spec)
 
     @property
     def embedding_dim(self) -> int:
@@ -211,6 +269,55 @@ class Bundle:
         keys = ", ".join(a.key for a in self.manifest.artifacts)
         return f"Bundle({str(self.path)!r}, dim={self.embedding_dim}, artifacts=[{keys}])"
 
+
+
+def _read_manifest(path: Path) -> bytes:
+    """At most :data:`MAX_MANIFEST_BYTES` of ``path``; more raises ``BundleError``."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as exc:
+        raise BundleError(f"{path} cannot be read ({exc.strerror or exc}); copy the bundle "
+                          "again.") from None
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise BundleError(
+            f"{path} is larger than {MAX_MANIFEST_BYTES} bytes (real manifests are a few kB): "
+            "it is not an edgerec manifest or was tampered with; export the bundle again."
+        )
+    return data
+
+
+def _check_usable(manifest: Manifest, where: str) -> None:
+    """What a manifest promises the device, checked before anything runs: every artifact has
+    inputs and the output it names, the encoder's output has ``embedding_dim`` values, and
+    ``encoder_id`` is the one its preprocessing and encoder files give."""
+    dim = manifest.embedding_dim
+    if dim > MAX_EMBEDDING_DIM:
+        raise BundleError(f"{where}: embedding_dim {dim} is over {MAX_EMBEDDING_DIM}; the "
+                          "manifest is damaged or tampered with: export the bundle again.")
+    for a in manifest.artifacts:
+        if not a.inputs:
+            raise BundleError(f"{where}: artifact {a.key} lists no input tensor; export the "
+                              "bundle again.")
+        outputs = {t.name: t for t in a.outputs}
+        if a.output not in outputs:
+            raise BundleError(
+                f"{where}: artifact {a.key} names the output {a.output!r}, which is not among "
+                f"its outputs {sorted(outputs)[:8]}; export the bundle again."
+            )
+        shape = outputs[a.output].shape[1:]
+        if a.role is Role.ENCODER and shape and None not in shape and math.prod(shape) != dim:
+            raise BundleError(
+                f"{where}: artifact {a.key} outputs {math.prod(shape)} values per image but "
+                f"embedding_dim is {dim}; export the bundle again."
+            )
+    expected = compute_encoder_id(manifest.preprocessing, manifest.artifacts, manifest.weights)
+    if manifest.encoder_id != expected:
+        raise BundleIntegrityError(
+            f"{where}: encoder_id {manifest.encoder_id[:16]}... is not the {expected[:16]}... "
+            "its preprocessing and encoder files give: the manifest was edited (its vectors "
+            "would no longer match catalogs built with it); export the bundle again."
+        )
 
 
 def check_digest(spec: Union[ArtifactSpec, WeightsSpec], digest: str) -> None:

@@ -16,6 +16,9 @@
     scorer           optional: :class:`ScorerRecord`, how the bundle's scorer was trained and
                      how the device must rank with it (candidates C, the user-vector recipe,
                      the held-out split ``edgerec evaluate`` rebuilds)
+    behaviour        optional: :class:`BehaviourRecord`, the behaviour signals learned from the
+                     events (one hashed ``.npz`` in :data:`BEHAVIOUR_FORMAT`, the fusion weights)
+                     or why there are none; a reader that does not know the key ranks as before
     teacher, metrics, recipe   free-form JSON objects written by the export (for people)
     created, edgerec_version   provenance
 
@@ -28,23 +31,27 @@ import enum
 import hashlib
 import io
 import json
+import math
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 from edgerec.runtimes import Engine, TensorSpec
 from edgerec.sdk.errors import BundleError, ModelError
 
 __all__ = [
+    "BEHAVIOUR_FORMAT",
     "DEFAULT_EVENT_WEIGHTS",
     "FORMAT_VERSION",
     "MLP_WEIGHTS_FORMAT",
     "WEIGHTS_FORMATS",
     "WHITENING_FORMAT",
     "ArtifactSpec",
+    "BehaviourRecord",
+    "FusionRecord",
     "HoldoutRecord",
     "Interpolation",
     "Layout",
@@ -461,6 +468,121 @@ class ScorerRecord:
         return cls(holdout=HoldoutRecord.from_dict(holdout))
 
 
+# --------------------------------------------------------------------------- behaviour record
+
+BEHAVIOUR_FORMAT = "edgerec.behaviour/1"
+"""The behaviour signals, one ``.npz`` keyed by item id (:mod:`edgerec.sdk.behaviour.model`):
+``ids`` (N,) utf-8 bytes; ``popularity``, ``count`` (N,) float16; ``neighbours`` (N, K) int32
+rows (-1: none) with ``neighbour_scores`` (N, K) float16; ``collab`` (N, d) int8 with
+``collab_scale`` (d,) float32; ``gram`` (d, d), ``mapping_w`` (D, d), ``mapping_b`` (d,)
+float32; ``regularization``, ``alpha`` () float32."""
+
+
+@dataclass(frozen=True)
+class FusionRecord:
+    """How the device fuses a candidate's features into one score: ``bias + sum(weights *
+    (x - mean) / scale)`` over ``features`` (names of :data:`edgerec.sdk.behaviour.FEATURES`).
+    ``fitted``: the weights were fitted at export (listwise softmax regression on a validation
+    cut of the training events, ``validation`` says how it measured); else hand-set defaults."""
+
+    features: tuple[str, ...]
+    weights: tuple[float, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    bias: float = 0.0
+    fitted: bool = False
+    validation: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.features)
+        for name in ("weights", "mean", "scale"):
+            values = tuple(float(v) for v in getattr(self, name))
+            if len(values) != n or not all(v == v and abs(v) < float("inf") for v in values):
+                raise ValueError(f"fusion {name} must be {n} finite numbers, got {values!r}")
+            object.__setattr__(self, name, values)
+        if any(s <= 0 for s in self.scale):
+            raise ValueError(f"fusion scale must be positive, got {self.scale!r}")
+        object.__setattr__(self, "features", tuple(str(f) for f in self.features))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": list(self.features), "weights": list(self.weights),
+                "mean": list(self.mean), "scale": list(self.scale), "bias": self.bias,
+                "fitted": self.fitted, "validation": dict(self.validation)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FusionRecord:
+        return cls(features=tuple(data["features"]), weights=tuple(data["weights"]),
+                   mean=tuple(data["mean"]), scale=tuple(data["scale"]),
+                   bias=float(data.get("bias", 0.0)), fitted=bool(data.get("fitted", False)),
+                   validation=dict(data.get("validation") or {}))
+
+
+@dataclass(frozen=True)
+class BehaviourRecord:
+    """The behaviour signals the export learned from the events, or why it learned none.
+
+    Attributes:
+        shipped: False when the events gave nothing to learn (e.g. no item with events from
+            two users): no file, ``reason`` says why, the device ranks by pixels as before.
+        file, sha256, size_bytes, format: the ``.npz`` (:data:`BEHAVIOUR_FORMAT`), read through
+            :meth:`weights_spec` and :meth:`edgerec.sdk.Bundle.read_weights` (hash checked).
+        items: N items it describes; warm_items: those with training events.
+        dim: d of the collaborative vectors; neighbours: K per item.
+        popularity_half_life_days: the popularity's decay (an event this much older than the
+            newest training event counts half).
+        fusion: how the device fuses the signals (:class:`FusionRecord`).
+        holdout: the held-out split the signals never saw (as the scorer's).
+        bytes_per_item: size of the per-item arrays over N; model_bytes: the rest.
+    """
+
+    shipped: bool = True
+    reason: str = ""
+    file: str = ""
+    sha256: str = ""
+    size_bytes: int = 0
+    format: str = BEHAVIOUR_FORMAT
+    items: int = 0
+    warm_items: int = 0
+    dim: int = 0
+    neighbours: int = 0
+    popularity_half_life_days: float = 30.0
+    fusion: Optional[FusionRecord] = None
+    holdout: Optional[HoldoutRecord] = None
+    bytes_per_item: float = 0.0
+    model_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        if self.shipped and not (self.file and self.sha256):
+            raise ValueError("a shipped behaviour record needs its file and sha256")
+
+    def weights_spec(self) -> WeightsSpec:
+        """The file as a :class:`WeightsSpec`, for :meth:`Bundle.read_weights`."""
+        return WeightsSpec(file=self.file, sha256=self.sha256, role=Role.SCORER,
+                           precision=Precision.INT8, format=self.format,
+                           size_bytes=self.size_bytes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["fusion"] = self.fusion.to_dict() if self.fusion else None
+        out["holdout"] = self.holdout.to_dict() if self.holdout else None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BehaviourRecord:
+        fusion, holdout = data.get("fusion"), data.get("holdout")
+        return cls(shipped=bool(data.get("shipped", True)), reason=str(data.get("reason", "")),
+                   file=str(data.get("file", "")), sha256=str(data.get("sha256", "")).lower(),
+                   size_bytes=int(data.get("size_bytes", 0)),
+                   format=str(data.get("format", BEHAVIOUR_FORMAT)),
+                   items=int(data.get("items", 0)), warm_items=int(data.get("warm_items", 0)),
+                   dim=int(data.get("dim", 0)), neighbours=int(data.get("neighbours", 0)),
+                   popularity_half_life_days=float(data.get("popularity_half_life_days", 30.0)),
+                   fusion=FusionRecord.from_dict(fusion) if isinstance(fusion, dict) else None,
+                   holdout=HoldoutRecord.from_dict(holdout) if isinstance(holdout, dict) else None,
+                   bytes_per_item=float(data.get("bytes_per_item", 0.0)),
+                   model_bytes=int(data.get("model_bytes", 0)))
+
+
 @dataclass(frozen=True)
 class Manifest:
     """Parsed ``manifest.json`` (see the module docstring)."""
@@ -478,6 +600,7 @@ class Manifest:
     edgerec_version: str = ""
     weights: tuple[WeightsSpec, ...] = ()
     scorer: Optional[ScorerRecord] = None
+    behaviour: Optional[BehaviourRecord] = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -497,23 +620,41 @@ class Manifest:
             out["weights"] = [w.to_dict() for w in self.weights]
         if self.scorer is not None:
             out["scorer"] = self.scorer.to_dict()
+        if self.behaviour is not None:
+            out["behaviour"] = self.behaviour.to_dict()
         return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
 
     @classmethod
-    def from_json(cls, text: str, where: str = MANIFEST_NAME) -> Manifest:
-        """Parse and validate; every problem raises ``BundleError`` saying what to do."""
+    def from_json(cls, text: Union[str, bytes], where: str = MANIFEST_NAME) -> Manifest:
+        """Parse and validate; every problem raises ``BundleError`` saying what to do (never
+        another exception: bytes that are not UTF-8, nesting deeper than the parser's stack,
+        integers over 32 digits, values of the wrong type included). ``NaN`` and ``Infinity``
+        are refused everywhere but in the free-form ``teacher``, ``metrics`` and ``recipe``."""
         try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            if isinstance(text, (bytes, bytearray)):
+                text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as exc:
             raise BundleError(
-                f"{where} is not valid JSON ({exc}); the bundle is damaged: export or copy "
+                f"{where} is not UTF-8 text (byte {exc.start}); the bundle is damaged: export "
+                "or copy it again."
+            ) from None
+        try:
+            data = json.loads(text, parse_int=_bounded_int)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+            raise BundleError(
+                f"{where} is not valid JSON ({reason}); the bundle is damaged: export or copy "
                 "it again."
-            ) from exc
+            ) from None
         if not isinstance(data, dict):
             raise BundleError(f"{where} must hold a JSON object; export or copy the bundle again.")
+        for key, value in data.items():
+            if key not in _FREE_FORM and not _finite(value):
+                raise BundleError(f"{where} has NaN or Infinity in {key!r}; the bundle is "
+                                  "damaged: export it again.")
         version = _check_version(data.get("format_version"), where)
         try:
             manifest = cls._from_fields(data, version)
@@ -521,8 +662,10 @@ class Manifest:
             raise BundleError(
                 f"{where} lacks the field {exc}; the bundle is incomplete: export it again."
             ) from exc
-        except (TypeError, ValueError) as exc:
-            raise BundleError(f"{where} has an invalid value ({exc}); export it again.") from exc
+        except (TypeError, ValueError, LookupError, ArithmeticError, AttributeError,
+                RecursionError) as exc:
+            raise BundleError(f"{where} has an invalid value ({str(exc)[:200]}); export it "
+                              "again.") from exc
         manifest._check(where)
         return manifest
 
@@ -548,6 +691,8 @@ class Manifest:
             weights=tuple(WeightsSpec.from_dict(w) for w in weights_data),
             scorer=(ScorerRecord.from_dict(scorer) if isinstance(scorer, dict)
                     else ScorerRecord.from_legacy_metrics(metrics)),
+            behaviour=(BehaviourRecord.from_dict(data["behaviour"])
+                       if isinstance(data.get("behaviour"), dict) else None),
         )
 
     def _check(self, where: str) -> None:
@@ -562,8 +707,36 @@ class Manifest:
         if len(set(wkeys)) != len(wkeys):
             raise BundleError(f"{where} lists the same weights twice: {wkeys}.")
         files = [a.file for a in self.artifacts] + [w.file for w in self.weights]
+        if self.behaviour is not None and self.behaviour.file:
+            files.append(self.behaviour.file)
         if len(set(files)) != len(files):
             raise BundleError(f"{where} lists one file for two entries: {files}.")
+
+
+_MAX_INT_DIGITS = 32  # no field needs more; Python's own limit (4,300) raises ValueError
+
+
+_FREE_FORM = ("teacher", "metrics", "recipe")  # written for people; may hold any JSON number
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > _MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text)} digits is out of range")
+    return int(text)
+
+
+def _finite(value: Any) -> bool:
+    """No NaN or infinity anywhere in a parsed JSON value (iterative: any depth)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            return False
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return True
 
 
 def _check_version(version: Any, where: str) -> int:

@@ -42,6 +42,7 @@ import dataclasses
 import json
 import os
 import sqlite3
+import tokenize
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -64,6 +65,7 @@ __all__ = [
 FORMAT_NAME = "edgerec-catalog"
 FORMAT_VERSION = 1
 HEADER_FILE = "catalog.json"
+MAX_DIM = 65_536  # a header claiming more is damaged (vectors are allocated from it)
 DB_FILE = "catalog.sqlite"
 SEGMENTS_DIR = "segments"
 DTYPES = {"int8": np.dtype("<i1"), "float16": np.dtype("<f2")}
@@ -128,20 +130,23 @@ def read_header(root: Path) -> Header:
     """Read and check ``catalog.json``; raise :class:`CatalogError` saying what to do."""
     path = root / HEADER_FILE
     if not root.is_dir():
-        raise CatalogError(f"no catalog at {root}: create one with Catalog.create(path, ...)")
+        raise CatalogError(f"no catalog at {root}: build one with `edgerec catalog build "
+                           f"--images PHOTOS --bundle BUNDLE --out {root}` (in Python: "
+                           "edgerec.sdk.build_catalog or Catalog.create)")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CatalogError(
             f"{root} is not a catalog ({HEADER_FILE} is missing): pass the folder that "
-            "Catalog.create made, or create a new catalog there"
+            "`edgerec catalog build --out` (or Catalog.create) made"
         ) from None
-    except (OSError, ValueError) as exc:
-        raise CatalogError(f"{path} is unreadable ({exc}); {_DAMAGED}") from None
+    except (OSError, ValueError, RecursionError) as exc:  # also non-UTF-8, deep nesting
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise CatalogError(f"{path} is unreadable ({reason}); {_DAMAGED}") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
         raise CatalogError(f"{path} is not an edgerec catalog header; {_DAMAGED}")
     version = raw.get("format_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise CatalogError(f"{path} has no integer format_version; {_DAMAGED}")
     if version > FORMAT_VERSION:
         raise CatalogError(
@@ -149,9 +154,9 @@ def read_header(root: Path) -> Header:
             f"{FORMAT_VERSION} this edgerec reads: upgrade edgerec to open it"
         )
     dim, dtype, encoder_id = raw.get("dim"), raw.get("dtype"), raw.get("encoder_id")
-    if not isinstance(dim, int) or dim <= 0 or dtype not in DTYPES or not isinstance(
-        encoder_id, str
-    ):
+    if (not isinstance(dim, int) or isinstance(dim, bool) or not 0 < dim <= MAX_DIM
+            or not isinstance(dtype, str) or dtype not in DTYPES
+            or not isinstance(encoder_id, str)):
         raise CatalogError(f"{path} has an invalid dim, dtype or encoder_id; {_DAMAGED}")
     return Header(dim=dim, dtype=dtype, encoder_id=encoder_id, format_version=version)
 
@@ -185,8 +190,10 @@ def map_npy(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
                 got_shape, fortran, got_dtype = np.lib.format.read_array_header_2_0(f)
             else:
                 raise ValueError(f"unsupported .npy version {version}")
-        except (ValueError, OSError, EOFError) as exc:
-            raise CatalogError(f"{path} has no valid .npy header ({exc}); {_DAMAGED}") from None
+        except (ValueError, OSError, EOFError, SyntaxError, TypeError, LookupError,
+                RecursionError, tokenize.TokenError) as exc:  # numpy parses the header text
+            raise CatalogError(f"{path} has no valid .npy header ({str(exc)[:200]}); "
+                               f"{_DAMAGED}") from None
         offset = f.tell()
         size = os.fstat(f.fileno()).st_size
     if got_dtype != dtype or tuple(got_shape) != tuple(shape) or fortran:

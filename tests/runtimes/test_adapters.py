@@ -134,3 +134,57 @@ def test_gpu_delegate_that_cannot_load_raises():
 def test_thread_count_must_be_positive():
     with pytest.raises(ValueError, match="num_threads"):
         RuntimeOptions(num_threads=0)
+
+
+@pytest.mark.parametrize("path", [TINY_ONNX, TINY_TFLITE, TEACHER])
+def test_a_model_opened_from_its_bytes_runs_like_the_file(path):
+    engine = engine_for_path(path)
+    with open_runtime(path) as from_file, \
+            open_runtime(path.read_bytes(), engine, name=path.name) as from_bytes:
+        assert from_bytes.input_specs() == from_file.input_specs()
+        assert from_bytes.output_specs() == from_file.output_specs()
+        x = {s.name: _input(s, 2) for s in from_file.input_specs()}
+        if path == TEACHER:
+            x = {k: (v + 1) * 127 for k, v in x.items()}
+        for name, value in from_file.run(x).items():
+            np.testing.assert_allclose(from_bytes.run(x)[name], value, atol=1e-6)
+
+
+def test_model_bytes_need_an_engine_and_bad_bytes_raise_model_error():
+    with pytest.raises(ModelError, match="engine"):
+        open_runtime(TINY_ONNX.read_bytes())
+    for engine in Engine:
+        with pytest.raises(ModelError, match="not-a-model"):
+            open_runtime(b"\x00" * 64, engine, name="not-a-model")
+
+
+@pytest.mark.parametrize("path", [TINY_ONNX, TINY_TFLITE, TEACHER])
+def test_one_runtime_shared_by_eight_threads_gives_the_serial_results(path):
+    """ONNX Runtime sessions are thread-safe; a LiteRT interpreter is not, so the adapter
+    serialises its runs (without that: wrong outputs and "reference to internal data" errors)."""
+    import threading
+
+    with open_runtime(path, options=RuntimeOptions(num_threads=1)) as rt:
+        (spec,) = rt.input_specs()
+        scale = 127.0 if path == TEACHER else 1.0
+        batches = [(_input(spec, 1 + s % 3, seed=s) + 1) * scale for s in range(8)]
+        want = [rt.run({spec.name: b}) for b in batches]
+        failures: list[object] = []
+
+        def work(t: int) -> None:
+            try:
+                for n in range(12):
+                    s = (t + n) % 8
+                    got = rt.run({spec.name: batches[s]})
+                    for name, value in want[s].items():
+                        if not np.allclose(got[name], value, atol=1e-6):
+                            failures.append((t, n, name))
+            except Exception as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not failures, failures[:3]

@@ -129,3 +129,14 @@ def test_teacher_reproduces_the_published_unseen_label_figures(teacher):
     assert report.map_at_k == pytest.approx(0.422, abs=0.002)
     assert report.precision_at_k == pytest.approx(0.530, abs=0.002)
 
+
+
+def test_none_instead_of_a_list_is_an_invalid_image_error(teacher):
+    with pytest.raises(InvalidImageError, match="None"):
+        teacher.embed(None)  # type: ignore[arg-type]
+
+
+def test_an_h_w_1_array_embeds_like_the_h_w_array(teacher):
+    grey = np.asarray(load_image(sample_images(1)[0][0]).convert("L"))
+    vectors = teacher.embed([grey, grey[..., None]])
+    np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-6)

@@ -15,6 +15,7 @@ from edgerec.sdk import (
     ResizeMode,
     load_image,
     preprocess,
+    resize_and_crop,
 )
 from PIL import Image
 
@@ -199,3 +200,177 @@ def test_real_sample_photos_decode():
     for path, _ in sample_images(2):
         img = load_image(path)
         assert img.mode == "RGB" and min(img.size) >= 100
+
+
+# ---------------------------------------------------------------- issue 16: hostile inputs
+
+
+def _png_strip(width: int, height: int) -> bytes:
+    """A real, tiny (compressed) grey PNG of width x height."""
+    return _png(Image.new("L", (width, height), 128))
+
+
+@pytest.mark.parametrize("source", [
+    lambda: _png_header_only(100_000, 8),       # the 872-byte panorama of the issue
+    lambda: _png_header_only(8, 8_000_000),     # 64 Mpx, inside the pixel limit
+    lambda: np.zeros((8, 4000, 3), np.uint8),   # an 8 x 4000 array
+    lambda: Image.new("RGB", (4000, 8)),        # and a PIL image
+])
+def test_an_extreme_aspect_ratio_is_refused_before_decoding(source):
+    with pytest.raises(InvalidImageError, match=r"Image 0: .*aspect ratio"):
+        preprocess([source()], PRE)
+
+
+def test_the_aspect_ratio_limit_is_configurable():
+    wide = np.zeros((8, 800, 3), np.uint8)
+    with pytest.raises(InvalidImageError, match="aspect ratio"):
+        load_image(wide, ImageLimits(max_aspect_ratio=50))
+    assert load_image(wide, ImageLimits(max_aspect_ratio=200)).size == (800, 8)
+
+
+def test_decoded_bytes_are_limited_from_the_header():
+    # 4000 x 4000 RGB decodes to 64 MB (4 bytes a pixel in PIL): over a 32 MB limit.
+    limits = ImageLimits(max_decoded_bytes=32 * 1024 * 1024)
+    with pytest.raises(InvalidImageError, match="decoded"):
+        load_image(_png_header_only(4000, 4000), limits)
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale(monkeypatch):
+    from PIL import JpegImagePlugin
+
+    buf = io.BytesIO()
+    Image.new("RGB", (2000, 1500), (90, 120, 200)).save(buf, format="JPEG")
+    sizes = []
+    draft = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        result = draft(self, mode, size)
+        sizes.append(self.size)
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    out = preprocess([buf.getvalue()], PRE, Layout.NHWC)
+    assert sizes and sizes[0][1] <= 1500 // 4  # the decoder produced a quarter-size frame
+    np.testing.assert_allclose(out[0].mean((0, 1)), (np.array([90, 120, 200]) / 255 - 0.5) / 0.5,
+                               atol=0.02)
+
+
+def test_reduced_decoding_matches_the_exact_resize():
+    """draft/reduce before the resize changes the tensor by less than JPEG noise does."""
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 255, (40, 30, 3), np.uint8)
+    img = Image.fromarray(base).resize((3000, 4000), Image.Resampling.BICUBIC)
+    pre = Preprocessing(input_size=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    exact = np.asarray(img.resize((64, round(64 * 4000 / 3000)), Image.Resampling.BILINEAR,
+                                  reducing_gap=None), np.float32)
+    top = (exact.shape[0] - 64) // 2
+    exact = (exact[top:top + 64] / 255.0 - 0.5) / 0.5
+    got = preprocess([img], pre, Layout.NHWC)[0]
+    assert np.abs(got - exact).mean() < 0.01
+
+
+def test_the_resize_box_is_the_crop_not_the_whole_image():
+    """A large wide image is resampled only where the crop is: resize-then-crop up to rounding."""
+    img = _smooth(6000, 800, seed=2)
+    pre = Preprocessing(input_size=16)
+    full = img.resize((120, 16), Image.Resampling.BILINEAR, reducing_gap=None)
+    want = np.asarray(full.crop((52, 0, 68, 16)), np.float32)
+    got = np.asarray(resize_and_crop(img, pre), np.float32)
+    assert np.abs(got - want).max() <= 1
+
+
+def _eps() -> bytes:
+    return (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n"
+            b"newpath 0 0 moveto 16 16 lineto stroke showpage\n%%EOF\n")
+
+
+def test_formats_outside_the_allow_list_never_reach_their_decoder(monkeypatch):
+    from PIL import EpsImagePlugin
+
+    called = []
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open",
+                        lambda self: called.append(1) or (_ for _ in ()).throw(SyntaxError()))
+    with pytest.raises(InvalidImageError, match=r"Image 0: .*allowed formats"):
+        preprocess([_eps()], PRE)
+    assert not called
+
+
+def test_the_format_allow_list_can_be_widened():
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (10, 200, 30)).save(buf, format="PCX")
+    with pytest.raises(InvalidImageError, match="allowed formats"):
+        load_image(buf.getvalue())
+    wider = ImageLimits(formats=(*ImageLimits().formats, "PCX"))
+    assert load_image(buf.getvalue(), wider).getpixel((0, 0)) == (10, 200, 30)
+
+
+def test_sixteen_bit_grey_is_scaled_by_its_bit_depth_not_its_maximum():
+    dark = Image.fromarray(np.full((16, 16), 255, np.uint16))  # 255/65535: nearly black
+    assert np.asarray(load_image(dark)).max() <= 1
+    darker = np.full((16, 16), 255, np.uint16)
+    darker[0, 0] = 256
+    a, b = np.asarray(load_image(dark)), np.asarray(load_image(Image.fromarray(darker)))
+    assert abs(int(a[8, 8, 0]) - int(b[8, 8, 0])) <= 1
+    png = _png(Image.fromarray(np.full((16, 16), 65535, np.uint16)))
+    assert np.asarray(load_image(png)).min() == 255
+
+
+def test_an_h_w_1_array_is_the_same_as_h_w():
+    grey = np.random.default_rng(3).integers(0, 255, (16, 16), np.uint8)
+    np.testing.assert_array_equal(load_image(grey[..., None]), load_image(grey))
+
+
+def test_none_instead_of_a_list_is_an_invalid_image_error():
+    with pytest.raises(InvalidImageError, match="None"):
+        preprocess(None, PRE)  # type: ignore[arg-type]
+
+
+def _old_resize_and_crop(img: Image.Image, pre: Preprocessing) -> np.ndarray:
+    """The contract as first written: resize the whole image, then crop (the reference)."""
+    from PIL import ImageOps
+
+    img = (ImageOps.exif_transpose(img) or img).convert("RGB")
+    size = pre.input_size
+    if pre.resize is ResizeMode.STRETCH:
+        return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), np.float32)
+    short = max(size, round(size / pre.crop_pct))
+    scale = short / min(img.size)
+    new_w, new_h = max(size, round(img.size[0] * scale)), max(size, round(img.size[1] * scale))
+    img = img.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=None)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return np.asarray(img.crop((left, top, left + size, top + size)), np.float32)
+
+
+def _smooth(width: int, height: int, seed: int) -> Image.Image:
+    small = np.random.default_rng(seed).integers(0, 255, (6, 9, 3), np.uint8)
+    return Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize(("size", "crop_pct", "resize", "tolerance"), [
+    ((90, 50), 1.0, ResizeMode.SHORTER_CENTER_CROP, 0.51),   # no reduction: the same pixels
+    ((61, 97), 0.875, ResizeMode.SHORTER_CENTER_CROP, 0.51),
+    ((1200, 400), 0.875, ResizeMode.SHORTER_CENTER_CROP, 2.0),  # reduced 3x before the resize
+    ((400, 1200), 1.0, ResizeMode.STRETCH, 2.0),
+    ((1600, 800), 1.0, ResizeMode.SHORTER_CENTER_CROP, 3.0),  # JPEG: drafted at 1/8 scale
+])
+def test_bounded_decoding_matches_the_whole_image_resize(orientation, size, crop_pct, resize,
+                                                         tolerance):
+    img = _smooth(*size, seed=orientation)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG" if size[0] == 1600 else "PNG", exif=exif.tobytes(), quality=95)
+    pre = Preprocessing(input_size=32, crop_pct=crop_pct, resize=resize, mean=(0, 0, 0),
+                        std=(1 / 255, 1 / 255, 1 / 255))
+    want = _old_resize_and_crop(Image.open(io.BytesIO(buf.getvalue())), pre)
+    got = preprocess([buf.getvalue()], pre, Layout.NHWC)[0]
+    assert np.abs(got - want).max() <= tolerance * 4 and np.abs(got - want).mean() <= tolerance
+
+
+def test_a_callers_lazy_pil_image_is_not_shrunk_by_preprocessing():
+    buf = io.BytesIO()
+    Image.new("RGB", (2000, 1500), (90, 120, 200)).save(buf, format="JPEG")
+    img = Image.open(io.BytesIO(buf.getvalue()))
+    preprocess([img], PRE)
+    assert img.size == (2000, 1500)

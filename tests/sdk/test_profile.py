@@ -100,6 +100,28 @@ def test_forget_removes_every_trace_of_the_user_from_the_files(tmp_path):
     assert secret_user.encode() not in on_disk and secret_item.encode() not in on_disk
 
 
+def test_forget_leaves_no_trace_among_many_users_whose_pages_were_rebalanced(tmp_path):
+    """Many users recorded and forgotten in turn: index pages split and merge, and SQLite's
+    secure_delete alone left a forgotten id in a page's unallocated space (issue 16's crash
+    harness found one in 191)."""
+    path = tmp_path / "p.sqlite"
+    forgotten, live = [], []
+    with ProfileStore.open(path) as s:
+        for step in range(1400):
+            user = f"user-{step // 3:05d}"
+            if step % 6 == 5 and live and live[0] != user:
+                s.forget(live[0])
+                forgotten.append(live.pop(0))
+            else:
+                s.record(user, [Event(f"i{step}-{j}", "view", T0 + step) for j in range(3)])
+                if user not in live:
+                    live.append(user)
+        on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+        left = [u for u in forgotten if u.encode() in on_disk]
+        assert not left, f"{len(left)} of {len(forgotten)} forgotten users left bytes behind"
+        assert sorted(s.users()) == sorted(live)
+
+
 def test_bad_user_ids_and_closed_stores_raise(store):
     with pytest.raises(ProfileError, match="user id"):
         store.record("", Event("a", "view"))

@@ -171,6 +171,17 @@ def test_a_tampered_weights_file_is_refused(scored, tmp_path):
         Bundle.open(copy)
 
 
+def test_a_scorer_model_swapped_after_open_is_refused_not_run(scored, tmp_path):
+    bundle, _ = scored
+    copy = tmp_path / "b"
+    shutil.copytree(bundle.path, copy)
+    loaded = Bundle.open(copy)
+    model = copy / loaded.select(Role.SCORER).file
+    model.write_bytes(model.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(BundleIntegrityError, match="does not match its sha256"):
+        Scorer.create_from_bundle(loaded, ScorerOptions(mode="engine"))
+
+
 def test_weights_are_listed_in_the_manifest_and_old_manifests_have_none(scored, tiny_bundle):
     bundle, _ = scored
     data = json.loads((bundle.path / "manifest.json").read_text())

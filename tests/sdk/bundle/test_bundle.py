@@ -1,9 +1,11 @@
 """Loading refuses anything but a complete, untampered bundle; writing is all-or-nothing."""
 
 import json
+import re
 import shutil
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from conftest import TINY_ONNX, TINY_TFLITE
 from edgerec.runtimes import open_runtime
@@ -215,3 +217,148 @@ def test_a_malformed_scorer_record_is_refused(bundle_dir, scorer):
     _edit_manifest(bundle_dir, lambda d: d.update(scorer=scorer))
     with pytest.raises(BundleError, match=r"invalid value|lacks the field"):
         Bundle.open(bundle_dir)
+
+
+# ---------------------------------------------------------------- issue 16: hostile manifests
+
+
+def _write_manifest_bytes(path, data: bytes):
+    (path / "manifest.json").write_bytes(data)
+
+
+def _manifest_text(path) -> str:
+    return (path / "manifest.json").read_text()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda t: t.encode().replace(b'"name"', b'"n\xffme"', 1), "not UTF-8"),
+        (lambda t: t.encode()[:-2] + b', "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+         "not valid JSON"),
+        (lambda t: re.sub(r'"embedding_dim": \d+', '"embedding_dim": Infinity', t).encode(),
+         "NaN or Infinity in 'embedding_dim'"),
+        (lambda t: re.sub(r'"embedding_dim": \d+', '"embedding_dim": NaN', t).encode(),
+         "NaN or Infinity"),
+        (lambda t: re.sub(r'"embedding_dim": \d+', '"embedding_dim": 1e400', t).encode(),
+         "NaN or Infinity"),
+        (lambda t: re.sub(r'"mean": \[[^]]*\]', '"mean": [0.5, NaN, 0.5]', t).encode(),
+         "NaN or Infinity in 'preprocessing'"),
+        (lambda t: re.sub(r'"embedding_dim": \d+', '"embedding_dim": ' + "9" * 5000, t).encode(),
+         "not valid JSON"),
+        (lambda t: re.sub(r'"embedding_dim": \d+', '"embedding_dim": ' + "9" * 40, t).encode(),
+         "not valid JSON"),
+        (lambda t: t.encode() + b" " * (5 * 1024 * 1024), "larger than"),
+    ],
+    ids=["non-utf8", "deep-nesting", "infinity", "nan", "huge-float", "nan-mean",
+         "5000-digit-int", "40-digit-int", "5-mb-manifest"],
+)
+def test_a_hostile_manifest_raises_bundle_error_only(bundle_dir, mutate, message):
+    _write_manifest_bytes(bundle_dir, mutate(_manifest_text(bundle_dir)))
+    with pytest.raises(BundleError, match=message):
+        Bundle.open(bundle_dir)
+
+
+def test_nan_in_the_free_form_metrics_is_kept_not_refused(bundle_dir):
+    _edit_manifest(bundle_dir, lambda d: d.update(metrics={"ndcg": float("nan"),
+                                                           "ci": [float("inf"), 1.0]}))
+    assert Bundle.open(bundle_dir).manifest.metrics["ci"][1] == 1.0
+
+
+@pytest.mark.parametrize("name", ["a\x00b.onnx", "x" * 300 + ".onnx", "loop.onnx",
+                                  "\ud800.onnx"],
+                         ids=["nul", "overlong", "symlink-loop", "lone-surrogate"])
+def test_a_hostile_file_name_raises_bundle_integrity_error(bundle_dir, name):
+    (bundle_dir / "loop.onnx").symlink_to(bundle_dir / "loop.onnx")
+    _edit_manifest(bundle_dir, lambda d: d["artifacts"][0].update(file=name))
+    with pytest.raises(BundleIntegrityError):
+        Bundle.open(bundle_dir)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["artifacts"][0].update(output="nope"), "output 'nope'"),
+        (lambda d: d["artifacts"][0].update(inputs=[]), "no input"),
+        (lambda d: d.update(embedding_dim=10**12), "embedding_dim"),
+        (lambda d: d.update(embedding_dim=17), "embedding_dim"),
+    ],
+    ids=["unknown-output", "empty-inputs", "absurd-dim", "dim-unlike-output"],
+)
+def test_a_manifest_that_would_crash_the_encoder_is_refused_at_open(bundle_dir, edit, message):
+    def edit_and_rehash(d):
+        edit(d)
+        d["encoder_id"] = _recomputed_id(d)
+
+    _edit_manifest(bundle_dir, edit_and_rehash)
+    with pytest.raises(BundleError, match=message):
+        Bundle.open(bundle_dir)
+
+
+def _recomputed_id(d) -> str:
+    from edgerec.sdk.bundle.manifest import compute_encoder_id
+
+    return compute_encoder_id(Preprocessing.from_dict(d["preprocessing"]),
+                              [_spec(a) for a in d["artifacts"]])
+
+
+def _spec(a):
+    from edgerec.sdk.bundle.manifest import ArtifactSpec
+
+    return ArtifactSpec.from_dict(a)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda p: p.update(mean=[0.4, 0.5, 0.5]),
+    lambda p: p.update(std=[0.3, 0.25, 0.25]),
+    lambda p: p.update(resize="stretch"),
+    lambda p: p.update(interpolation="bicubic"),
+], ids=["mean", "std", "resize", "interpolation"])
+def test_an_edited_preprocessing_no_longer_matches_the_encoder_id(bundle_dir, edit):
+    _edit_manifest(bundle_dir, lambda d: edit(d["preprocessing"]))
+    with pytest.raises(BundleIntegrityError, match="encoder_id"):
+        Bundle.open(bundle_dir, verify=False)
+
+
+@pytest.mark.parametrize("engine", list(Engine))
+def test_an_artifact_swapped_after_open_is_refused_when_the_encoder_opens(bundle_dir, engine):
+    from edgerec.sdk import Encoder, EncoderOptions
+
+    bundle = Bundle.open(bundle_dir)
+    f = bundle_dir / f"encoder.fp32{engine.suffix}"
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 0x01
+    f.write_bytes(bytes(data))
+    with pytest.raises(BundleIntegrityError, match="sha256"):
+        Encoder.create_from_bundle(bundle, EncoderOptions(engine=engine))
+
+
+def test_the_engine_gets_the_bytes_that_were_hashed(bundle_dir, monkeypatch):
+    """Read once, hash, hand the buffer over: the file is never opened by path again."""
+    import edgerec.sdk.encoder as encoder_module
+    from edgerec.sdk import Encoder, EncoderOptions
+
+    bundle = Bundle.open(bundle_dir)
+    seen = []
+    real = encoder_module.open_runtime
+
+    def spy(model, *args, **kwargs):
+        seen.append(model)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(encoder_module, "open_runtime", spy)
+    for engine in Engine:
+        with Encoder.create_from_bundle(bundle, EncoderOptions(engine=engine)) as enc:
+            assert enc.embed([np.zeros((40, 40, 3), np.uint8)]).shape == (1, 16)
+    assert all(isinstance(m, bytes) for m in seen) and len(seen) == 2
+
+
+def test_an_encoder_whose_manifest_names_a_tensor_the_model_lacks_raises_model_error(bundle_dir):
+    from edgerec.sdk import Encoder, EncoderOptions, ModelError
+
+    _edit_manifest(bundle_dir, lambda d: [a["inputs"][0].update(name="pixels")
+                                          for a in d["artifacts"]])
+    bundle = Bundle.open(bundle_dir)  # input names are not part of the encoder's identity
+    for engine in Engine:
+        with pytest.raises(ModelError, match="'pixels'"):
+            Encoder.create_from_bundle(bundle, EncoderOptions(engine=engine))

@@ -1,8 +1,9 @@
 """A catalog writer to be killed: runs a deterministic schedule of add/update/remove steps.
 
-    python catalog_crash_worker.py PATH START STOP [--die-at POINT:N]
+    python catalog_crash_worker.py PATH START STOP [--die-at POINT:N] [--compact-every K]
 
 Prints ``ready`` once the catalog is open, then ``done S`` after step ``S`` has committed.
+With ``--compact-every K`` it also compacts after every K-th step (which changes no item).
 ``--die-at`` sends SIGKILL to itself at the N-th pass through a point of the commit protocol:
 
 - ``segment``: just after a segment file was written and fsynced (nothing committed yet);
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("start", type=int)
     parser.add_argument("stop", type=int)
     parser.add_argument("--die-at", default=None, help="POINT:N, e.g. segment:3")
+    parser.add_argument("--compact-every", type=int, default=0, help="compact after every K")
     args = parser.parse_args(argv)
     if args.die_at:
         point, nth = args.die_at.split(":")
@@ -135,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 catalog.remove(ids)
             print(f"done {step}", flush=True)
+            if args.compact_every and (step + 1) % args.compact_every == 0:
+                catalog.compact()
     return 0
 
 
