@@ -20,6 +20,11 @@ this waits for it instead.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/feed_baselines.py [--no-scorer]
     # ~6 minutes on 2 shared vCPUs; writes results/feed_baselines.{json,md}
+    OPENBLAS_NUM_THREADS=1 python benchmarks/feed_baselines.py --behaviour
+    # the new feed: build/movielens-teacher-behaviour (`edgerec scorer train
+    # --scorer-holdout leave-last-out`: behaviour signals and scorer learned on exactly the
+    # training side of this split, ~3 minutes), ranked as `behaviour_feed` beside today's
+    # device feed (`scorer`) and every baseline; writes results/feed_behaviour.{json,md}
 """
 
 from __future__ import annotations
@@ -76,7 +81,7 @@ def _ensure(path: Path, ready: Callable[[], bool], command: list[str]) -> None:
     subprocess.run(command, cwd=ROOT, check=True)
 
 
-def inputs(with_scorer: bool) -> Path:
+def inputs(with_scorer: bool, behaviour: bool = False) -> Path:
     """The bundle to evaluate, every input built or waited for."""
     for name in ("items.csv", "events.csv"):
         if not (DATA / name).is_file():
@@ -88,6 +93,13 @@ def inputs(with_scorer: bool) -> Path:
     _ensure(catalog, lambda: _catalog_ready(catalog),
             [EDGEREC, "catalog", "build", "--items", str(DATA / "items.csv"), "--bundle",
              str(bundle), "--out", str(catalog)])
+    if behaviour:
+        out = BUILD / "movielens-teacher-behaviour"
+        _ensure(out, lambda: (out / "manifest.json").is_file(),
+                [EDGEREC, "scorer", "train", "--bundle", str(bundle), "--catalog",
+                 str(catalog), "--events", str(DATA / "events.csv"), "--scorer-holdout",
+                 "leave-last-out", "--out", str(out)])
+        return out
     if not with_scorer:
         return bundle
     scorer = BUILD / "movielens-teacher-scorer-f20"
@@ -204,14 +216,20 @@ def main() -> None:
     parser.add_argument("--no-scorer", action="store_true",
                         help="evaluate the bare teacher bundle (reference: visual_knn) instead "
                         "of the teacher with a scorer trained on MovieLens (built when missing)")
+    parser.add_argument("--behaviour", action="store_true",
+                        help="evaluate the teacher with behaviour signals and a scorer learned "
+                        "on the leave-last-out training events (`edgerec scorer train "
+                        "--scorer-holdout leave-last-out`, built when missing): the new feed "
+                        "(behaviour_feed, the reference) beside today's (scorer)")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--latency-users", type=int, default=610,
                         help="users whose for_user is timed")
     args = parser.parse_args()
-    bundle = inputs(not args.no_scorer)
+    bundle = inputs(not args.no_scorer, args.behaviour)
     result, before, after = run(bundle, args.resamples, args.latency_users)
     command = ("OPENBLAS_NUM_THREADS=1 python benchmarks/feed_baselines.py"
-               + (" --no-scorer" if args.no_scorer else ""))
+               + (" --no-scorer" if args.no_scorer else "")
+               + (" --behaviour" if args.behaviour else ""))
     payload = {
         "command": command, "machine": machine_info(), "versions": _versions(),
         "load_before": before, "load_after": after,
@@ -220,7 +238,7 @@ def main() -> None:
         "result": result.to_dict(),
     }
     text = markdown(result, payload)
-    paths = write("feed_baselines", payload, text)
+    paths = write("feed_behaviour" if args.behaviour else "feed_baselines", payload, text)
     print(text)
     print("wrote " + ", ".join(str(p.relative_to(ROOT)) for p in paths))
 

@@ -216,7 +216,12 @@ def add_export_parser(sub: Any) -> None:
 def add_scorer_arguments(p: argparse.ArgumentParser, *, events_required: bool) -> None:
     """The events and scorer-training flags (``edgerec scorer train`` and ``edgerec export``);
     their defaults are read from :mod:`edgerec.export.options`."""
-    from edgerec.export.options import NegativeSampling, ScorerConfig, ScorerExportOptions
+    from edgerec.export.options import (
+        BehaviourOptions,
+        NegativeSampling,
+        ScorerConfig,
+        ScorerExportOptions,
+    )
 
     p.add_argument("--events", required=events_required,
                    help="events CSV user_id,item_id[,event][,timestamp][,weight]"
@@ -242,11 +247,28 @@ def add_scorer_arguments(p: argparse.ArgumentParser, *, events_required: bool) -
     p.add_argument("--scorer-strict-int8", action="store_true",
                    help="fail if an int8 scorer misses its gate (without it: leave that file "
                    "out and record why)")
+    option(p, "--scorer-holdout", choices=["fraction", "leave-last-out"],
+           source=ScorerExportOptions, name="holdout",
+           help="what is held out for `edgerec evaluate` and never learned from: "
+           "--scorer-test-fraction of each user's items, or each user's newest item")
+    option(p, "--no-behaviour", source=BehaviourOptions, name="enabled", action="store_false",
+           dest="behaviour",
+           help="do not learn the behaviour signals (popularity, co-occurrence, collaborative "
+           "vectors); the feed stays pixels-only. Learned")
+    option(p, "--behaviour-dim", type=int, source=BehaviourOptions, name="dim",
+           help="dimension of the collaborative item vectors (int8, one byte each per item)")
+    option(p, "--behaviour-neighbours", type=int, source=BehaviourOptions, name="neighbours",
+           help="co-occurrence neighbours kept per item (6 bytes each per item)")
 
 
 def scorer_options(args: argparse.Namespace) -> Any:
     """:class:`edgerec.export.options.ScorerExportOptions` from the flags."""
-    from edgerec.export.options import NegativeSampling, ScorerConfig, ScorerExportOptions
+    from edgerec.export.options import (
+        BehaviourOptions,
+        NegativeSampling,
+        ScorerConfig,
+        ScorerExportOptions,
+    )
 
     uniform, popular, hard = args.scorer_negatives
     config = ScorerConfig(seed=args.scorer_seed, epochs=args.scorer_epochs,
@@ -256,7 +278,11 @@ def scorer_options(args: argparse.Namespace) -> Any:
     return ScorerExportOptions(config=config, test_fraction=args.scorer_test_fraction,
                                split_seed=args.scorer_seed, user_column=args.user_column,
                                item_column=args.item_column,
-                               fail_on_gate=args.scorer_strict_int8)
+                               fail_on_gate=args.scorer_strict_int8,
+                               holdout=args.scorer_holdout,
+                               behaviour=BehaviourOptions(enabled=args.behaviour,
+                                                          dim=args.behaviour_dim,
+                                                          neighbours=args.behaviour_neighbours))
 
 
 def _missing_extra(exc: ImportError) -> RuntimeUnavailableError:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_TEACHER",
     "STUDENTS",
+    "BehaviourOptions",
     "DataOptions",
     "DistillConfig",
     "ExportOptions",
@@ -357,6 +358,50 @@ class ScorerConfig:
 
 
 @dataclass(frozen=True)
+class BehaviourOptions:
+    """The behaviour signals learned from the events beside the scorer
+    (:mod:`edgerec.export.behaviour`), shipped in the bundle.
+
+    Attributes:
+        enabled: learn them (False: the bundle stays pixels-only, as before they existed).
+        dim: d of the collaborative (ALS) item vectors, stored int8 (d bytes per item).
+        neighbours: K co-occurrence neighbours kept per item (6 bytes each).
+        popularity_half_life_days: an event this much older than the newest counts half.
+        regularization, alpha, iterations: the ALS (``implicit``): L2, confidence
+            ``1 + alpha * weight``, sweeps.
+        shrink: co-occurrence score ``c_ij / (sqrt(n_i n_j) + shrink)``.
+        ridge: the image -> collaborative mapping's L2 penalties, one chosen on held-out warm
+            items.
+        validation_users: at most this many training users (seeded) whose newest training
+            item is held out to fit the fusion weights.
+        seed: ALS and sampling seed.
+    """
+
+    enabled: bool = True
+    dim: int = 32
+    neighbours: int = 4
+    popularity_half_life_days: float = 30.0
+    regularization: float = 0.1
+    alpha: float = 1.0
+    iterations: int = 15
+    shrink: float = 5.0
+    ridge: tuple[float, ...] = (0.1, 1.0, 10.0)
+    validation_users: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "neighbours", "iterations", "validation_users"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"behaviour {name} must be a positive int, got {value!r}")
+        for name in ("popularity_half_life_days", "regularization", "alpha"):
+            if not 0 < float(getattr(self, name)) < float("inf"):
+                raise ValueError(f"behaviour {name} must be a positive number")
+        if self.shrink < 0 or not self.ridge or any(r <= 0 for r in self.ridge):
+            raise ValueError("behaviour shrink must be >= 0 and ridge positive numbers")
+
+
+@dataclass(frozen=True)
 class ScorerExportOptions:
     """How the scorer is trained, split, gated and exported.
 
@@ -371,6 +416,10 @@ class ScorerExportOptions:
             :class:`~edgerec.export.scorer.artifacts.ScorerGate`); fail_on_gate: fail the export
             instead of leaving a failing int8 file out.
         int8: engines to build int8 files for.
+        holdout: ``"fraction"`` (hold out ``test_fraction`` of each user's items) or
+            ``"leave-last-out"`` (each user's newest item, what ``edgerec evaluate
+            --protocol leave-last-out`` measures; ``test_fraction`` is not used).
+        behaviour: the behaviour signals learned beside the scorer (:class:`BehaviourOptions`).
     """
 
     config: ScorerConfig = field(default_factory=ScorerConfig)
@@ -381,8 +430,13 @@ class ScorerExportOptions:
     gate: Optional[ScorerGate] = None
     fail_on_gate: bool = False
     int8: tuple[Engine, ...] = (Engine.ONNX, Engine.TFLITE)
+    holdout: str = "fraction"
+    behaviour: BehaviourOptions = field(default_factory=BehaviourOptions)
 
     def __post_init__(self) -> None:
+        if self.holdout not in ("fraction", "leave-last-out"):
+            raise ValueError(f"holdout must be 'fraction' or 'leave-last-out', got "
+                             f"{self.holdout!r}")
         if not 0.0 <= self.test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction!r}")
         object.__setattr__(self, "int8", tuple(Engine(e) for e in self.int8))

@@ -651,4 +651,6 @@ def _write(options: ExportOptions, out: Path, work: Path, student: _Student,
         embedding_dim=options.student.config().dim, name=out.name, teacher=teacher,
         metrics=metrics, recipe=recipe, force=True, extra_files=extra_files,
         scorer=scorer.record if scorer else None,
+        behaviour=scorer.behaviour.record if scorer and scorer.behaviour else None,
+        behaviour_source=scorer.behaviour.file if scorer and scorer.behaviour else None,
     )

@@ -19,6 +19,16 @@ vectors (:func:`edgerec.sdk.profile.user_vector`); the catalog gives the exact t
 it has one (:mod:`edgerec.sdk.scorer`), else the inner product order stands and the result's
 ``note`` says so. Each result names the history item whose vector is closest to it.
 
+With behaviour signals in the bundle (:mod:`edgerec.sdk.behaviour`: popularity,
+co-occurrence neighbours, collaborative vectors, learned at export from the events),
+``for_user`` ranks the behaviour feed instead: candidates from visual kNN, the co-occurrence
+neighbours of the recent history, collaborative-space kNN and recent-popular, each tagged with
+its sources (``Recommendation.sources``), scored by the bundle's fusion of their features; the
+reason names the strongest signal ("bought together with sku-1", "people who liked sku-1 liked
+this", "looks like sku-1 you bought", "popular this week"). Catalog items the export never saw
+(added with ``catalog add``) get a collaborative vector from their photo at once. A bundle
+without behaviour signals ranks as before, and ``Recommendations.lacks`` says so.
+
 History items that are not in the catalog (removed since, or from another shop) are ignored
 and listed in ``Recommendations.ignored``; a history with no usable item gives an empty result
 whose ``note`` says why, so an app can fall back to its own default list.
@@ -29,12 +39,23 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Union, cast, overload
 
 import numpy as np
+from edgerec.sdk.behaviour.feed import (
+    DEFAULT_FUSION,
+    SOURCES,
+    FeedOptions,
+    UserHistory,
+    feed_candidates,
+    rank_feed,
+    user_history,
+)
+from edgerec.sdk.behaviour.index import BehaviourIndex
+from edgerec.sdk.behaviour.model import BehaviourModel, load_behaviour
 from edgerec.sdk.bundle.bundle import Bundle
-from edgerec.sdk.bundle.manifest import Role, UserVectorRecipe
+from edgerec.sdk.bundle.manifest import BehaviourRecord, Role, UserVectorRecipe
 from edgerec.sdk.catalog.catalog import Catalog
 from edgerec.sdk.catalog.checks import check_encoder_match
 from edgerec.sdk.catalog.matches import Matches
@@ -60,6 +81,8 @@ NO_SCORER_NOTE = "bundle has no scorer: ranked by inner product"
 SCORER_OFF_NOTE = "scorer turned off (RecommenderOptions.use_scorer): ranked by inner product"
 NOT_SHIPPED_NOTE = ("the export trained a scorer but left it out: it did not beat the inner "
                     "product on validation; ranked by inner product")
+FEED_NOTE = ("ranked by the behaviour feed (visual, co-occurrence, collaborative and popular "
+             "candidates, fused)")
 _PREVIEW = 5
 
 
@@ -80,7 +103,11 @@ class RecommenderOptions:
             weights subtract the item's vector (push look-alikes down); dismissed items are also
             never returned, whatever their weight. None: the bundle's recorded recipe.
         max_history: only the newest this many events of a history are used.
-        use_scorer: re-rank with the bundle's scorer when it has one.
+        use_scorer: re-rank with the bundle's scorer when it has one (and no behaviour feed
+            ranks).
+        use_behaviour: rank with the bundle's behaviour signals when it has them.
+        feed: how many candidates each source of the behaviour feed gives
+            (:class:`~edgerec.sdk.behaviour.FeedOptions`; its ``candidates`` is replaced by C).
         scorer: how the scorer runs (:class:`~edgerec.sdk.scorer.ScorerOptions`: the folded
             numpy path or an engine artifact, its precision and threads).
     """
@@ -92,6 +119,8 @@ class RecommenderOptions:
     max_history: int = 1000
     use_scorer: bool = True
     scorer: ScorerOptions = field(default_factory=ScorerOptions)
+    use_behaviour: bool = True
+    feed: FeedOptions = field(default_factory=FeedOptions)
 
     def __post_init__(self) -> None:
         for name in ("candidates", "max_history"):
@@ -114,9 +143,12 @@ class RecommenderOptions:
 class Recommendation:
     """One recommended item.
 
-    ``score``: the scorer's logit when ``Recommendations.scorer_used``, else the inner product
-    with the query or user vector. ``reason``: a sentence for people (``"looks like sku-1 you
-    bought"``); ``because``: the item id it names (None for a photo query).
+    ``score``: the behaviour feed's fused score when it ranked, the scorer's logit when
+    ``Recommendations.scorer_used``, else the inner product with the query or user vector.
+    ``reason``: a sentence for people (``"looks like sku-1 you bought"``); ``because``: the item
+    id it names (None for a photo query or a popularity reason). ``sources``: the behaviour
+    feed's candidate sources that proposed it (:data:`edgerec.sdk.behaviour.SOURCES`; empty
+    without the feed).
     """
 
     item_id: str
@@ -124,10 +156,14 @@ class Recommendation:
     metadata: dict[str, Any]
     reason: str
     because: Optional[str] = None
+    sources: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"item_id": self.item_id, "score": self.score, "metadata": self.metadata,
-                "reason": self.reason, "because": self.because}
+        out = {"item_id": self.item_id, "score": self.score, "metadata": self.metadata,
+               "reason": self.reason, "because": self.because}
+        if self.sources:
+            out["sources"] = list(self.sources)
+        return out
 
 
 @dataclass(frozen=True, repr=False)
@@ -136,13 +172,15 @@ class Recommendations:
 
     ``scorer_used``: the bundle's scorer ranked them. ``note``: anything the caller should know
     about how they were made (no scorer, ignored history items, no usable history), else "".
-    ``ignored``: history item ids that are not in the catalog.
+    ``ignored``: history item ids that are not in the catalog. ``lacks``: what the bundle or
+    the catalog lacks for the full feed (e.g. no behaviour signals), else empty.
     """
 
     items: tuple[Recommendation, ...]
     scorer_used: bool = False
     note: str = ""
     ignored: tuple[str, ...] = ()
+    lacks: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.items)
@@ -172,7 +210,7 @@ class Recommendations:
 
     def to_dict(self) -> dict[str, Any]:
         return {"results": self.to_list(), "scorer_used": self.scorer_used, "note": self.note,
-                "ignored": list(self.ignored)}
+                "ignored": list(self.ignored), "lacks": list(self.lacks)}
 
     def __repr__(self) -> str:
         head = ", ".join(f"{r.item_id!r}: {r.score:.3f}" for r in self.items[:3])
@@ -205,6 +243,11 @@ class Recommender:
         self._owned = owned
         self._encoder: Optional[Encoder] = None
         self._scorer: Optional[Scorer] = None
+        self._behaviour: Optional[BehaviourModel] = None
+        self._behaviour_record: Optional[BehaviourRecord] = None
+        self._index: Optional[tuple[int, BehaviourIndex]] = None
+        self.lacks: tuple[str, ...] = ()
+        """What the bundle lacks for the full feed (e.g. behaviour signals), else empty."""
         self._lock = threading.Lock()
         record = bundle.manifest.scorer
         recipe = record.user_vector if record is not None else UserVectorRecipe()
@@ -259,6 +302,12 @@ class Recommender:
             if options.use_scorer and bundle.has(Role.SCORER):
                 rec._scorer = Scorer.create_from_bundle(bundle, options.scorer)
                 owned.append(rec._scorer)
+            if options.use_behaviour:
+                model, record, lacking = load_behaviour(bundle)
+                rec._behaviour, rec._behaviour_record = model, record
+                rec.lacks = (lacking,) if lacking else ()
+            else:
+                rec.lacks = ("behaviour signals turned off (RecommenderOptions.use_behaviour)",)
         except BaseException:
             for obj in reversed(owned):
                 obj.close()
@@ -298,6 +347,31 @@ class Recommender:
         scorer = self._scorer.key if self._scorer else "none"
         return (f"Recommender(bundle={str(self.bundle.path)!r}, "
                 f"catalog={str(self.catalog.path)!r}, scorer={scorer})")
+
+    @property
+    def has_behaviour(self) -> bool:
+        """True when :meth:`for_user` ranks with the bundle's behaviour signals."""
+        return self._behaviour is not None
+
+    def behaviour_index(self) -> Optional[BehaviourIndex]:
+        """The behaviour signals over the catalog's current generation (rebuilt when the
+        catalog changes, so items added since get their collaborative vectors from their
+        photos); None without behaviour signals."""
+        if self._behaviour is None:
+            return None
+        generation = self.catalog.generation
+        with self._lock:
+            if self._index is None or self._index[0] != generation:
+                def vectors_of(ids: Sequence[str]) -> np.ndarray:
+                    found, vectors = self.catalog.vectors(list(ids))
+                    if len(found) != len(ids):  # removed meanwhile: zeros map to the bias
+                        by_id = dict(zip(found, vectors))
+                        zero = np.zeros(self.catalog.dim, np.float32)
+                        return np.stack([by_id.get(i, zero) for i in ids])
+                    return vectors
+                self._index = (generation, BehaviourIndex.build(
+                    self._behaviour, list(self.catalog), vectors_of))
+            return self._index[1]
 
     @property
     def has_scorer(self) -> bool:
@@ -386,10 +460,14 @@ class Recommender:
                 "no history item with a positive event is in the catalog"
             )
             notes.insert(0, f"no usable history ({why}): nothing to recommend")
-            return Recommendations((), False, "; ".join(notes), ignored)
+            return Recommendations((), False, "; ".join(notes), ignored, self.lacks)
         excluded = set(_id_list(exclude, "exclude")) | profile.dismissed
         if self.options.exclude_seen:
             excluded |= profile.seen
+        index = self.behaviour_index()
+        if index is not None:
+            return self._feed(profile, by_id, u, index, excluded, filters, int(k), notes,
+                              ignored)
         metadata: dict[str, dict[str, Any]] = {}
         source = self._catalog_source(filters, sorted(excluded), metadata)
         score = self._scorer.score if self._scorer is not None else None
@@ -403,7 +481,88 @@ class Recommender:
             Recommendation(i, float(s), metadata[i], reason, because)
             for i, s, (reason, because) in zip(ids, ranking.scores, reasons)
         )
-        return Recommendations(items, ranking.reranked, "; ".join(notes), ignored)
+        return Recommendations(items, ranking.reranked, "; ".join(notes), ignored, self.lacks)
+
+    def _feed(self, profile: Profile, by_id: Mapping[str, np.ndarray], u: np.ndarray,
+              index: BehaviourIndex, excluded: set[str], filters: Optional[Mapping[str, Any]],
+              k: int, notes: list[str], ignored: tuple[str, ...]) -> Recommendations:
+        """``for_user`` with the behaviour feed (:mod:`edgerec.sdk.behaviour.feed`)."""
+        metadata: dict[str, dict[str, Any]] = {}
+        exclude = sorted(excluded)
+        history = user_history(profile.events, index.row, half_life_days=self.half_life_days,
+                               weights=self.event_weights)
+        banned = np.zeros(len(index), bool)
+        banned[[index.row[i] for i in excluded if i in index.row]] = True
+        if filters:
+            allowed = self.catalog.filter_ids(filters)
+            banned |= np.array([i not in allowed for i in index.ids], bool)
+
+        def visual(query: np.ndarray, size: int) -> Candidates:
+            """The catalog's search (filters, exclusions); scores only, no vectors read."""
+            pool = self._search(query, size, filters, exclude, None)
+            metadata.update(zip(pool.ids, pool.metadata))
+            keep = [j for j, i in enumerate(pool.ids) if i in index.row]
+            rows = np.array([index.row[pool.ids[j]] for j in keep], np.int64)
+            return Candidates(rows, np.zeros((len(rows), 0), np.float32),
+                              np.asarray(pool.scores, np.float32)[keep])
+
+        def visual_of(rows: np.ndarray) -> np.ndarray:
+            return self._vectors([index.ids[r] for r in rows])
+
+        feed = replace(self.options.feed, candidates=self.candidates)
+        cands = feed_candidates(history, u, index, visual, visual_of, banned, feed)
+        record = self._behaviour_record
+        fusion = record.fusion if record is not None and record.fusion else DEFAULT_FUSION
+        ranking = rank_feed(cands, fusion, k)
+        ids = [index.ids[r] for r in ranking.rows]
+        missing = [i for i in ids if i not in metadata]
+        if missing:
+            metadata.update(self.catalog.metadata_of(missing))
+        kept = [j for j, i in enumerate(ids) if i in metadata]  # removed meanwhile: dropped
+        visual_reasons = self._reasons(profile, by_id, self._vectors([ids[j] for j in kept]),
+                                       len(kept))
+        items = []
+        for j, visual_reason in zip(kept, visual_reasons):
+            item, pos = ids[j], int(ranking.order[j])
+            reason, because = self._feed_reason(ranking.signals[j], int(cands.cooc_from[pos]),
+                                                int(ranking.rows[j]), history, index,
+                                                visual_reason)
+            bits = int(cands.sources[pos])
+            tags = tuple(name for b, name in enumerate(SOURCES) if bits >> b & 1)
+            items.append(Recommendation(item, float(ranking.scores[j]), metadata[item], reason,
+                                        because, tags))
+        notes.insert(0, FEED_NOTE)
+        return Recommendations(tuple(items), False, "; ".join(notes), ignored, self.lacks)
+
+    def _vectors(self, ids: Sequence[str]) -> np.ndarray:
+        found, vectors = (self.catalog.vectors(list(ids)) if ids
+                          else ((), np.zeros((0, self.catalog.dim), np.float32)))
+        if len(found) == len(ids):
+            return vectors
+        by_id = dict(zip(found, vectors))
+        zero = np.zeros(self.catalog.dim, np.float32)
+        return np.stack([by_id.get(i, zero) for i in ids]).reshape(len(ids), self.catalog.dim)
+
+    def _feed_reason(self, signal: str, cooc_from: int, row: int, history: UserHistory,
+                     index: BehaviourIndex, visual: tuple[str, Optional[str]]
+                     ) -> tuple[str, Optional[str]]:
+        """The sentence for the strongest signal of catalog ``row`` (see the module
+        docstring); ``visual``: the visual reason, for when pixels are the strongest."""
+        if signal == "cooc" and cooc_from >= 0:
+            item = index.ids[int(history.rows[cooc_from])]
+            kind = history.kinds[cooc_from]
+            verb = "bought" if kind is EventKind.PURCHASE else kind.past_tense
+            return f"{verb} together with {item}", item
+        if signal == "collab" and len(history):
+            closest = int(np.argmax(index.collab[history.rows] @ index.collab[row]))
+            item = index.ids[int(history.rows[closest])]
+            return f"people who liked {item} liked this", item
+        if signal == "popularity":
+            record = self._behaviour_record
+            days = record.popularity_half_life_days if record is not None else 30.0
+            when = "this week" if days <= 7 else "this month" if days <= 31 else "lately"
+            return f"popular {when}", None
+        return visual
 
     def user_vector(self, history: Union[Profile, Sequence[Event], str]) -> Optional[np.ndarray]:
         """The unit user vector ``(D,)`` float32 that :meth:`for_user` would use (None: no

@@ -83,3 +83,59 @@ def reversing_scorer_bundle(tiny_bundle: Bundle, out: Path, width: int,
     runtime.close()
     return write_bundle(out, artifacts=arts, preprocessing=tiny_bundle.preprocessing,
                         embedding_dim=dim, name="tiny+scorer", scorer=scorer)
+
+
+def label_events(path: Path, items: list[tuple[str, str]], *, users: int = 40,
+                 per_user: int = 5, pool: int = 5, seed: int = 0) -> Path:
+    """An events CSV ``user_id,item_id,event,timestamp`` generated from labels, for tests that
+    need warm items (the sample's owners own one photo each, so every item is cold): user
+    ``u`` buys ``per_user`` of the first ``pool`` items of label ``u % labels`` (so items are
+    shared by several users and co-occur within a label), one a day, in a seeded order.
+    ``items``: (item_id, label) pairs."""
+    import csv
+
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[str]] = {}
+    for item, label in items:
+        by_label.setdefault(label, []).append(item)
+    labels = sorted(by_label)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["user_id", "item_id", "event", "timestamp"])
+        for u in range(users):
+            choice = by_label[labels[u % len(labels)]][:pool]
+            for j, item in enumerate(rng.permutation(choice)[:per_user]):
+                writer.writerow([f"user-{u}", item, "purchase", 1_700_000_000 + 86400 * (u + j)])
+    return path
+
+
+def behaviour_bundle(tiny_bundle: Bundle, catalog: Path, events: Path, out: Path, *,
+                     leave_last_out: bool = False) -> Bundle:
+    """The tiny encoder plus behaviour signals learned from ``events`` over the items of
+    ``catalog`` (small ALS, 3 neighbours); with ``leave_last_out`` they are learned without
+    each user's newest item, and the bundle records that split."""
+    from edgerec.export.behaviour import build_behaviour
+    from edgerec.export.options import BehaviourOptions
+    from edgerec.sdk import Catalog
+    from edgerec.sdk.bundle.manifest import HoldoutRecord, UserVectorRecipe
+    from edgerec.sdk.evaluation.events import SplitProtocol, holdout_split, read_events
+
+    with Catalog.open(catalog, readonly=True) as cat:
+        ids = list(cat)
+        _, vectors = cat.vectors(ids)
+    log = read_events(events, known_items=ids)
+    protocol = SplitProtocol.LEAVE_LAST_OUT if leave_last_out else SplitProtocol.FRACTION
+    split = holdout_split(log, test_fraction=0, protocol=protocol)
+    holdout = (HoldoutRecord("leave_last_out", 0, 0.0, log.report.sha256,
+                             **{k: v for k, v in split.describe().items()
+                                if k in ("train_events", "test_events", "test_users")})
+               if leave_last_out else None)
+    build = build_behaviour(split.train, ids, vectors, out.parent / f"{out.name}.work",
+                            BehaviourOptions(dim=4, neighbours=3, iterations=5),
+                            recipe=UserVectorRecipe(), candidates=40, holdout=holdout,
+                            log=lambda _m: None)
+    arts = [NewArtifact(tiny_bundle.artifact_path(a), a.role, a.precision, a.inputs, a.outputs,
+                        a.output, a.layout, a.file, a.engine) for a in tiny_bundle.artifacts()]
+    return write_bundle(out, artifacts=arts, preprocessing=tiny_bundle.preprocessing,
+                        embedding_dim=tiny_bundle.embedding_dim, name="tiny+behaviour",
+                        behaviour=build.record, behaviour_source=build.file)

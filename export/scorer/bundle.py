@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
+from edgerec.export.behaviour.build import BehaviourBuild, build_behaviour
 from edgerec.export.errors import ExportError
 from edgerec.export.options import ScorerExportOptions
 from edgerec.export.scorer.artifacts import (
@@ -51,7 +52,13 @@ from edgerec.sdk.bundle.manifest import (
 from edgerec.sdk.bundle.writer import NewArtifact, NewWeights, write_bundle
 from edgerec.sdk.catalog.checks import check_encoder_match
 from edgerec.sdk.errors import ProfileError
-from edgerec.sdk.evaluation.events import EventLog, Holdout, holdout_split, read_events
+from edgerec.sdk.evaluation.events import (
+    EventLog,
+    Holdout,
+    SplitProtocol,
+    holdout_split,
+    read_events,
+)
 
 __all__ = [
     "ScorerBuild",
@@ -76,6 +83,7 @@ class ScorerBuild:
     recipe: dict[str, Any]
     training: ScorerTrainResult
     record: ScorerRecord
+    behaviour: Optional[BehaviourBuild] = None
 
 
 @dataclass(frozen=True)
@@ -139,10 +147,16 @@ def train_and_export_scorer(
         events = read_scorer_events(events, item_ids, options)
     report = events.report
     log(f"events: {report.summary()}")
+    protocol = (SplitProtocol.LEAVE_LAST_OUT if options.holdout == "leave-last-out"
+                else SplitProtocol.FRACTION)
     holdout = holdout_split(events, test_fraction=options.test_fraction,
-                            seed=options.split_seed)
+                            seed=options.split_seed, protocol=protocol)
     log(f"scorer split: {holdout.describe()}")
     cfg = options.config
+    record = _record(options, holdout, report.sha256, {"shipped": True})
+    behaviour = build_behaviour(holdout.train, item_ids, vectors, Path(work_dir) / "behaviour",
+                                options.behaviour, recipe=record.user_vector,
+                                candidates=cfg.candidates, holdout=record.holdout, log=log)
     result = train_scorer(holdout.train, item_ids, vectors, cfg,
                           timestamps=events.has_timestamps, log=log)
     comparison = result.comparison(cfg.k)
@@ -158,6 +172,7 @@ def train_and_export_scorer(
         "events": report.to_dict(),
         "training": result.to_dict(),
         "item_vectors": vectors_source or {},
+        "behaviour": behaviour.metrics,
     }
     if options.test_fraction == 0:
         metrics["holdout"]["note"] = ("trained on every event (test_fraction 0): nothing is "
@@ -172,7 +187,7 @@ def train_and_export_scorer(
         metrics["seconds"] = time.perf_counter() - t0
         log(f"scorer not shipped: {metrics['reason']}")
         return ScorerBuild((), (), metrics, recipe, result,
-                           _record(options, holdout, report.sha256, metrics))
+                           _record(options, holdout, report.sha256, metrics), behaviour)
     rng = np.random.default_rng(cfg.seed)
     examples = result.examples.subset(  # leave-one-out vectors for parity without validation
         np.sort(rng.permutation(len(result.examples))[:_CALIBRATION_ROWS]))
@@ -198,7 +213,7 @@ def train_and_export_scorer(
         "seconds": time.perf_counter() - t0,
     })
     return ScorerBuild(tuple(built.artifacts), tuple(built.weights), metrics, recipe, result,
-                       _record(options, holdout, report.sha256, metrics))
+                       _record(options, holdout, report.sha256, metrics), behaviour)
 
 
 def _record(options: ScorerExportOptions, holdout: Holdout, events_sha256: str,
@@ -208,7 +223,7 @@ def _record(options: ScorerExportOptions, holdout: Holdout, events_sha256: str,
     split, and whether it was shipped."""
     cfg, split = options.config, holdout.describe()
     held = None
-    if options.test_fraction > 0:
+    if options.test_fraction > 0 or holdout.protocol is SplitProtocol.LEAVE_LAST_OUT:
         held = HoldoutRecord(strategy=holdout.strategy, seed=holdout.seed,
                              test_fraction=holdout.test_fraction, events_sha256=events_sha256,
                              user_column=options.user_column, item_column=options.item_column,
@@ -243,6 +258,8 @@ def _unlisted_files(bundle: Bundle) -> dict[str, Path]:
     """The bundle's files that the manifest does not list (reports), to copy along."""
     listed = {a.file for a in bundle.manifest.artifacts} | {w.file for w in bundle.weights()}
     listed.add(MANIFEST_NAME)
+    if bundle.manifest.behaviour is not None and bundle.manifest.behaviour.file:
+        listed.add(bundle.manifest.behaviour.file)
     out = {}
     for path in sorted(bundle.path.rglob("*")):
         rel = path.relative_to(bundle.path).as_posix()
@@ -315,6 +332,8 @@ def add_scorer(
             teacher=m.teacher, metrics={**m.metrics, "scorer": build.metrics},
             recipe={**m.recipe, "scorer": build.recipe}, force=force,
             extra_files=_unlisted_files(bundle), scorer=build.record,
+            behaviour=build.behaviour.record if build.behaviour else None,
+            behaviour_source=build.behaviour.file if build.behaviour else None,
         )
     if written.encoder_id != bundle.encoder_id:  # copies of the same files: cannot happen
         raise ExportError(f"{out} got encoder id {written.encoder_id}, not "

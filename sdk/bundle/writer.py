@@ -13,7 +13,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -22,6 +22,7 @@ from edgerec.sdk.bundle.bundle import Bundle
 from edgerec.sdk.bundle.manifest import (
     MANIFEST_NAME,
     ArtifactSpec,
+    BehaviourRecord,
     Layout,
     Manifest,
     Precision,
@@ -181,6 +182,8 @@ def write_bundle(
     extra_files: Optional[dict[str, PathLike]] = None,
     weights: Sequence[NewWeights] = (),
     scorer: Optional[ScorerRecord] = None,
+    behaviour: Optional[BehaviourRecord] = None,
+    behaviour_source: Optional[PathLike] = None,
 ) -> Bundle:
     """Write a complete, verified bundle atomically.
 
@@ -192,7 +195,9 @@ def write_bundle(
     unlisted: documentation for people (reports, plots), never read by the device.
     ``weights`` are hashed and listed in the manifest like artifacts (the device reads them).
     ``scorer``: how the device must rank with the bundle's scorer (its C, user-vector recipe
-    and held-out split).
+    and held-out split). ``behaviour``: the behaviour signals' record; when it is shipped,
+    ``behaviour_source`` (the ``.npz``) is copied in as ``behaviour.file`` (default
+    ``behaviour.npz``) and its sha256 and size are filled in.
 
     Raises:
         BundleError: ``out`` exists and ``force`` is false; no artifacts; duplicate names.
@@ -212,6 +217,13 @@ def write_bundle(
     try:
         specs = _copy_artifacts(artifacts, tmp)
         weight_specs = _copy_weights(weights, tmp)
+        if behaviour is not None and behaviour.shipped:
+            if behaviour_source is None:
+                raise BundleError("a shipped behaviour record needs behaviour_source")
+            file = _plain_name(behaviour.file or "behaviour.npz", "Behaviour", tmp)
+            digest = copy_hashed(Path(behaviour_source), tmp / file)
+            behaviour = replace(behaviour, file=file, sha256=digest,
+                                size_bytes=(tmp / file).stat().st_size)
         _copy_extra_files(extra_files or {}, tmp)
         manifest = Manifest(
             name=name, embedding_dim=int(embedding_dim), preprocessing=preprocessing,
@@ -221,6 +233,7 @@ def write_bundle(
             teacher=teacher or {}, metrics=metrics or {}, recipe=recipe or {},
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             edgerec_version=_edgerec_version(), weights=tuple(weight_specs), scorer=scorer,
+            behaviour=behaviour,
         )
         Manifest.from_json(manifest.to_json())  # the reader must accept what we write
         with atomic_write(tmp / MANIFEST_NAME, sync_dir=False) as f:

@@ -393,6 +393,24 @@ class Catalog:
         )
         return results[0] if single else BatchMatches(results)
 
+    def metadata_of(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The metadata of those of ``ids`` that are in the catalog (one snapshot; unknown ids
+        are left out), by id."""
+        ids = list(dict.fromkeys(check_ids(ids, "ids", allow_duplicates=True)))
+        out: dict[str, dict[str, Any]] = {}
+        with self._reading():
+            for i in range(0, len(ids), _SQL_CHUNK):
+                chunk = ids[i:i + _SQL_CHUNK]
+                sql = f"SELECT id, meta FROM items WHERE id IN ({', '.join('?' * len(chunk))})"
+                out.update((k, json.loads(m)) for k, m in self._db().execute(sql, chunk))
+        return out
+
+    def filter_ids(self, filters: Mapping[str, Any]) -> frozenset[str]:
+        """The ids of the items that match ``filters`` (the language of :meth:`search`)."""
+        with self._reading() as view:
+            rows = self._filter_rows(filters, view)
+            return frozenset(i for i, _ in self._describe(rows).values())
+
     def _filter_rows(self, filters: Mapping[str, Any], view: VectorView) -> np.ndarray:
         sql, params = compile_filters(filters)
         key = json.dumps([view.generation.gen, sql, params], default=repr)

@@ -19,7 +19,9 @@ NDCG/Recall/HR/MAP at ``k``; full-catalog AUC) are averaged over users with
 percentile-bootstrap CIs over users, and the device's model is compared with each baseline by
 paired bootstrap CIs on every metric (:mod:`.summary`).
 
-**Models** (all in one run, on the same split): ``scorer``, the device's own ranking
+**Models** (all in one run, on the same split): ``behaviour_feed``, the device's ranking when
+the bundle has behaviour signals (:mod:`.behaviour_feed`; then the reference); ``scorer``, the
+device's ranking without them
 (:func:`edgerec.sdk.ranking.rank_for_user`, the function :meth:`Recommender.for_user` runs: the
 top-C by ``u . v`` re-ranked by the bundle's scorer, with the bundle's C and user-vector recipe;
 its ranking beyond C continues in ``u . v`` order, for MRR; its AUC scores the whole catalog
@@ -45,12 +47,14 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 from edgerec.runtimes import Engine
+from edgerec.sdk.behaviour.model import load_behaviour
 from edgerec.sdk.bundle.bundle import Bundle
 from edgerec.sdk.bundle.manifest import Precision, UserVectorRecipe
 from edgerec.sdk.catalog.catalog import Catalog
 from edgerec.sdk.catalog.checks import check_encoder_match
 from edgerec.sdk.errors import ProfileError
 from edgerec.sdk.evaluation.baselines import make_baselines
+from edgerec.sdk.evaluation.behaviour_feed import BehaviourFeedRanker
 from edgerec.sdk.evaluation.device import DeviceRanker
 from edgerec.sdk.evaluation.events import EventLog, Holdout, SplitProtocol
 from edgerec.sdk.evaluation.latency import measure_for_user
@@ -363,10 +367,14 @@ def _evaluate(bundle: Bundle, cat: Catalog, data: CatalogData, log: EventLog,
     scorer_options = ScorerOptions(engine=options.engine, precision=options.precision)
     try:
         rankers: list[Ranker] = []
+        behaviour, behaviour_record, _ = load_behaviour(bundle)
+        if behaviour is not None and behaviour_record is not None:  # the device's for_user
+            rankers.append(BehaviourFeedRanker(behaviour, behaviour_record, task, data,
+                                               split.train, recipe, candidates, tiebreak))
         if has_scorer(bundle):  # opened first: a scorer that cannot run fails fast
             scorer = Scorer.create_from_bundle(bundle, scorer_options)
             rankers.append(DeviceRanker(scorer, task, data, candidates, tiebreak))
-        else:
+        elif not rankers:
             if "visual_knn" in options.baselines.skip:
                 raise ValueError("without a scorer visual_knn is the device's ranking (the "
                                  "reference): do not skip it")

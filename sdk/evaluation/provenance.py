@@ -60,9 +60,13 @@ def has_scorer(bundle: Bundle) -> bool:
 
 
 def recorded_holdout(bundle: Bundle) -> Optional[HoldoutRecord]:
-    """The split the bundle's scorer trained around, when it has a scorer and records one."""
+    """The split the bundle's scorer trained around, when it has a scorer and records one,
+    else the split its behaviour signals were learned around, when it has them."""
     record = bundle.manifest.scorer
-    return record.holdout if record is not None and has_scorer(bundle) else None
+    if record is not None and has_scorer(bundle):
+        return record.holdout
+    behaviour = bundle.manifest.behaviour
+    return behaviour.holdout if behaviour is not None and behaviour.shipped else None
 
 
 def choose_split(bundle: Bundle, log: EventLog, *, protocol: Optional[SplitProtocol],

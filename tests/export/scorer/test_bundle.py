@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import SAMPLE, sample_images
+from conftest import SAMPLE, label_events, sample_images
 from edgerec.export.errors import ExportError
 from edgerec.export.options import ScorerConfig, ScorerExportOptions
 from edgerec.export.pipeline import ExportOptions, export_bundle
@@ -93,6 +93,29 @@ def test_scorer_train_writes_a_bundle_with_gated_scorer_files(trained, tiny_bund
     assert record.holdout.test_fraction == 0.2 and record.holdout.user_column == "owner_id"
     assert record.holdout.events_sha256 == m["events"]["sha256"]
     assert (out / "manifest.json").is_file() and not list(out.parent.glob(".bundle*"))
+    # one owner per photo: no item is shared, so no behaviour signals, and the record says why
+    assert not bundle.manifest.behaviour.shipped and m["behaviour"]["shipped"] is False
+    assert "two different users" in bundle.manifest.behaviour.reason
+
+
+def test_scorer_train_learns_behaviour_signals_around_a_leave_last_out_split(tiny_bundle, shop,
+                                                                              tmp_path):
+    with Catalog.open(shop, readonly=True) as cat:
+        items = [(i, cat.get(i).metadata["label"]) for i in cat]
+    events = label_events(tmp_path / "events.csv", items, users=60, per_user=4)
+    out = tmp_path / "bundle"
+    code = main(["scorer", "train", "--bundle", str(tiny_bundle.path), "--catalog", str(shop),
+                 "--events", str(events), "--out", str(out), "--json", "--scorer-epochs", "1",
+                 "--scorer-hidden", "8", "--scorer-holdout", "leave-last-out",
+                 "--behaviour-dim", "4", "--behaviour-neighbours", "3"])
+    bundle = Bundle.open(out)
+    record, metrics = bundle.manifest.behaviour, bundle.manifest.metrics["scorer"]["behaviour"]
+    assert code == 0 and record.shipped and record.dim == 4 and record.neighbours == 3
+    assert record.fusion.fitted and record.items == len(items) and record.warm_items > 0
+    assert record.holdout.strategy == "leave_last_out" and record.holdout.test_users == 60
+    assert metrics["bytes_per_item"] == record.bytes_per_item > 0
+    with Recommender.create_from_bundle(bundle, shop) as rec:
+        assert rec.has_behaviour and rec.lacks == ()
 
 
 def test_folded_equals_the_exported_models(trained, shop):

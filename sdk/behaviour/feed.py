@@ -1,0 +1,310 @@
+"""The behaviour feed's ranking, written once for the device (:meth:`Recommender.for_user`),
+``edgerec evaluate`` and the export's fusion fit.
+
+Candidates come from four sources (each tagged on the candidate, :data:`SOURCES`):
+
+- ``visual``: the top ``FeedOptions.visual`` items by ``u . v`` (the device's user vector);
+- ``cooc``: the co-occurrence neighbours of the ``FeedOptions.recent`` newest history items;
+- ``collab``: the top ``FeedOptions.collab`` items by ``x . y`` in the collaborative space
+  (``x``: the user's ALS fold-in from the history's collaborative vectors);
+- ``popular``: the ``FeedOptions.popular`` most popular items (time-decayed);
+
+their union (history, dismissed and excluded items left out) is cut to C. Each candidate gets
+the feature row :data:`FEATURES` (visual and collaborative similarity, co-occurrence score,
+collaborative closeness to the newest history items, log popularity and user count, source
+flags) and one score from the bundle's fusion
+(:class:`~edgerec.sdk.bundle.manifest.FusionRecord`: standardised features, a linear model
+fitted at export by listwise regression on a validation cut); the reason of a result is the
+signal that contributed most to its score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+from edgerec.sdk.behaviour.index import BehaviourIndex
+from edgerec.sdk.bundle.manifest import FusionRecord
+from edgerec.sdk.profile import Event, EventKind, event_weights
+from edgerec.sdk.ranking import CandidateSource
+
+__all__ = [
+    "DEFAULT_FUSION",
+    "FEATURES",
+    "LATEST",
+    "RECENT",
+    "SOURCES",
+    "FeedCandidates",
+    "FeedOptions",
+    "FeedRanking",
+    "UserHistory",
+    "feature_rows",
+    "feed_candidates",
+    "fuse",
+    "rank_feed",
+    "user_factors",
+    "user_history",
+]
+
+SOURCES = ("visual", "cooc", "collab", "popular")
+"""Candidate sources; a candidate's ``sources`` has bit ``1 << i`` for ``SOURCES[i]``."""
+
+FEATURES = ("visual", "collab", "collab_mapped", "cooc", "collab_latest", "collab_recent",
+            "popularity", "count", "src_visual", "src_cooc", "src_collab", "src_popular")
+"""A candidate's feature row: ``u . v``; ``x . y`` for items with a learned collaborative
+vector and, separately, for items whose vector came from the image mapping; the summed
+co-occurrence scores with the recent history (weighted by the history item's weight); the
+cosine of its collaborative vector with the sum of the newest :data:`LATEST` history items'
+(what the person is into right now) and of the newest :data:`RECENT`; ``log1p`` of the decayed
+popularity and of the user count; one 0/1 flag per source."""
+
+LATEST = 2
+"""History items the ``collab_latest`` feature compares with."""
+RECENT = 10
+"""History items the ``collab_recent`` feature compares with."""
+
+DEFAULT_FUSION = FusionRecord(
+    features=FEATURES, weights=(1.0, 1.0, 0.5, 1.0, 0.5, 0.5, 0.3, 0.0, 0.0, 0.0, 0.0, 0.0),
+    mean=(0.0,) * len(FEATURES), scale=(1.0,) * len(FEATURES), bias=0.0, fitted=False)
+"""Hand-set fusion for a bundle whose record has none (not fitted: every signal counts)."""
+
+_SECONDS_PER_DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class FeedOptions:
+    """How many candidates each source gives (before the union is cut to ``candidates``).
+
+    Attributes:
+        candidates: C, the union's maximum size.
+        visual, collab, popular: items from visual kNN, collaborative kNN, recent-popular.
+        recent: the newest history items whose co-occurrence neighbours are candidates.
+    """
+
+    candidates: int = 500
+    visual: int = 200
+    collab: int = 200
+    popular: int = 50
+    recent: int = 20
+
+    def __post_init__(self) -> None:
+        for name in ("candidates", "visual", "collab", "popular", "recent"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (
+                    1 if name == "candidates" else 0):
+                raise ValueError(f"FeedOptions.{name} must be a non-negative int "
+                                 f"(candidates >= 1), got {value!r}")
+
+
+@dataclass(frozen=True)
+class UserHistory:
+    """A history over catalog rows: ``rows`` (H,) int64 distinct items with a net positive
+    weight, oldest to newest (by their latest event); ``weights`` (H,) float64 > 0 (event
+    weight x ``0.5 ** (age / half_life_days)``, summed per item); ``kinds``: each item's
+    strongest positive event kind (for reasons)."""
+
+    rows: np.ndarray
+    weights: np.ndarray
+    kinds: tuple[EventKind, ...]
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+
+def user_history(events: Sequence[Event], row: Mapping[str, int], *, half_life_days: float,
+                 weights: Optional[Mapping[Any, float]] = None) -> UserHistory:
+    """The :class:`UserHistory` of ``events`` (items not in ``row`` ignored), with the same
+    event weights and decay as the user vector."""
+    table = event_weights(weights)
+    usable = [e for e in events if e.item_id in row and table[e.kind] != 0.0]
+    if not usable:
+        return UserHistory(np.zeros(0, np.int64), np.zeros(0), ())
+    newest = max(e.timestamp for e in usable)
+    total: dict[str, float] = {}
+    last: dict[str, float] = {}
+    kind: dict[str, EventKind] = {}
+    for e in usable:
+        w = table[e.kind] * 0.5 ** ((newest - e.timestamp) / _SECONDS_PER_DAY / half_life_days)
+        total[e.item_id] = total.get(e.item_id, 0.0) + w
+        last[e.item_id] = max(last.get(e.item_id, -np.inf), e.timestamp)
+        if table[e.kind] > 0 and (e.item_id not in kind or table[e.kind] >= table[kind[e.item_id]]):
+            kind[e.item_id] = e.kind
+    items = sorted((i for i in total if total[i] > 0 and i in kind), key=lambda i: last[i])
+    return UserHistory(np.array([row[i] for i in items], np.int64),
+                       np.array([total[i] for i in items], np.float64),
+                       tuple(kind[i] for i in items))
+
+
+@dataclass(frozen=True)
+class FeedCandidates:
+    """The union of the sources: ``rows`` (C,) int64 catalog rows, ``sources`` (C,) uint8
+    bitmask over :data:`SOURCES`, ``features`` (C, F) float32 over :data:`FEATURES`,
+    ``cooc_from`` (C,) int64 position in the history of the item with the largest
+    co-occurrence term (-1: none); ``user_factors`` (d,) the user's collaborative vector."""
+
+    rows: np.ndarray
+    sources: np.ndarray
+    features: np.ndarray
+    cooc_from: np.ndarray
+    user_factors: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+
+def _top(scores: np.ndarray, k: int, banned: np.ndarray) -> np.ndarray:
+    """Rows of the ``k`` largest ``scores`` not ``banned`` (N,) bool, best first."""
+    k = min(k, int((~banned).sum()))
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    s = np.where(banned, -np.inf, scores)
+    part = np.argpartition(-s, k - 1)[:k]
+    return part[np.argsort(-s[part], kind="stable")]
+
+
+def feature_rows(rows: np.ndarray, sources: np.ndarray, visual: np.ndarray,
+                 collab: np.ndarray, history: UserHistory, index: BehaviourIndex,
+                 recent: int) -> tuple[np.ndarray, np.ndarray]:
+    """Feature rows (R, F) float32 over :data:`FEATURES` of catalog ``rows`` (R,) with their
+    ``sources`` bitmasks (R,), ``visual`` similarities ``u . v`` (R,) and collaborative scores
+    ``x . y`` (R,), and ``cooc_from`` (R,) (see :class:`FeedCandidates`)."""
+    n = len(index)
+    position = np.full(n, -1, np.int64)
+    position[rows] = np.arange(len(rows))
+    recent_rows = history.rows[-recent:] if recent else history.rows[:0]
+    recent_w = history.weights[-recent:] if recent else history.weights[:0]
+    cooc = np.zeros(len(rows))
+    best = np.zeros(len(rows))
+    cooc_from = np.full(len(rows), -1, np.int64)
+    offset = len(history) - len(recent_rows)
+    for h in range(len(recent_rows)):
+        targets = index.neighbours[recent_rows[h]]
+        ok = targets >= 0
+        pos = position[targets[ok]]
+        term = recent_w[h] * index.neighbour_scores[recent_rows[h]][ok]
+        keep = pos >= 0
+        pos, term = pos[keep], term[keep]
+        np.add.at(cooc, pos, term)
+        better = term > best[pos]
+        best[pos[better]] = term[better]
+        cooc_from[pos[better]] = offset + h
+    learned = index.learned[rows]
+    y = index.collab[rows]
+    y_norm = np.linalg.norm(y, axis=1)
+
+    def cosine(newest: int) -> np.ndarray:
+        direction = index.collab[history.rows[-newest:]].sum(axis=0)
+        return (y @ direction) / np.maximum(y_norm * float(np.linalg.norm(direction)), 1e-12)
+
+    features = np.column_stack([
+        visual, np.where(learned, collab, 0.0), np.where(learned, 0.0, collab), cooc,
+        cosine(LATEST), cosine(RECENT), np.log1p(index.popularity[rows]),
+        np.log1p(index.count[rows]),
+        *[(sources >> b) & 1 for b in range(len(SOURCES))],
+    ]).astype(np.float32)
+    return features, cooc_from
+
+
+def user_factors(history: UserHistory, index: BehaviourIndex) -> np.ndarray:
+    """The user's collaborative vector (d,) float32: the ALS fold-in of the history."""
+    return index.model.user_factors(index.collab[history.rows],
+                                    history.weights).astype(np.float32)
+
+
+def feed_candidates(history: UserHistory, u: np.ndarray, index: BehaviourIndex,
+                    visual: CandidateSource, visual_of: Any, banned: np.ndarray,
+                    options: FeedOptions = FeedOptions()) -> FeedCandidates:
+    """The candidates of one user (see the module docstring).
+
+    Args:
+        history: the user's :class:`UserHistory` over catalog rows.
+        u: the device's user vector (D,) float32.
+        index: the behaviour signals per catalog row.
+        visual: ``(u, size) -> Candidates`` whose ``keys`` are catalog rows (exclusions and
+            filters applied by the source).
+        visual_of: ``rows -> (n, D)`` float32 image vectors of catalog rows.
+        banned: (N,) bool, rows never returned (history, dismissed, excluded, filtered out).
+    """
+    x = user_factors(history, index)
+    collab_all = index.collab @ x
+    pool = visual(u, options.visual) if options.visual else None
+    vis_rows = (np.asarray(pool.keys, np.int64) if pool is not None
+                else np.zeros(0, np.int64))
+    recent = history.rows[-options.recent:] if options.recent else history.rows[:0]
+    nb = index.neighbours[recent]
+    cooc_rows = np.unique(nb[nb >= 0])
+    cooc_rows = cooc_rows[~banned[cooc_rows]]
+    collab_rows = _top(collab_all, options.collab, banned)
+    popular = index.popular[~banned[index.popular]][:options.popular]
+    lists = (vis_rows, cooc_rows, collab_rows, popular)
+    rows, first = np.unique(np.concatenate(lists), return_index=True)
+    rows = rows[np.argsort(first, kind="stable")][:options.candidates]
+    position = np.full(len(index), -1, np.int64)
+    position[rows] = np.arange(len(rows))
+    sources = np.zeros(len(rows), np.uint8)
+    for bit, part in enumerate(lists):
+        hit = position[part]
+        sources[hit[hit >= 0]] |= np.uint8(1 << bit)
+    vis = np.empty(len(rows), np.float32)
+    rest = np.ones(len(rows), bool)
+    if pool is not None and len(vis_rows):
+        at = position[vis_rows]
+        ok = at >= 0
+        vis[at[ok]] = np.asarray(pool.scores, np.float32)[ok]
+        rest[at[ok]] = False
+    if rest.any():
+        vis[rest] = np.asarray(visual_of(rows[rest]), np.float32) @ u
+    features, cooc_from = feature_rows(rows, sources, vis, collab_all[rows], history, index,
+                                       options.recent)
+    return FeedCandidates(rows, sources, features, cooc_from, x)
+
+
+def fuse(features: np.ndarray, fusion: FusionRecord) -> tuple[np.ndarray, np.ndarray]:
+    """Scores (C,) float32 and per-feature contributions (C, F) of ``features`` (C, F) over
+    :data:`FEATURES` (features the fusion does not name count 0)."""
+    col = {f: j for j, f in enumerate(FEATURES)}
+    contrib = np.zeros(features.shape, np.float32)
+    for f, w, m, s in zip(fusion.features, fusion.weights, fusion.mean, fusion.scale):
+        if f in col:
+            contrib[:, col[f]] = w * (features[:, col[f]] - m) / s
+    return contrib.sum(axis=1) + np.float32(fusion.bias), contrib
+
+
+@dataclass(frozen=True)
+class FeedRanking:
+    """The top ``k``: positions ``order`` (k,) into ``candidates``, their ``rows``, ``scores``
+    (fused, float32) and ``signals``: the feature that contributed most to each
+    (``"cooc"``, ``"collab"``, ``"visual"`` or ``"popularity"``)."""
+
+    order: np.ndarray
+    rows: np.ndarray
+    scores: np.ndarray
+    signals: tuple[str, ...]
+    candidates: FeedCandidates
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+
+_SIGNALS = {"visual": "visual", "collab": "collab", "collab_mapped": "collab",
+            "collab_latest": "collab", "collab_recent": "collab",
+            "cooc": "cooc", "popularity": "popularity", "count": "popularity"}
+
+
+def rank_feed(candidates: FeedCandidates, fusion: FusionRecord, k: int,
+              tiebreak: Optional[np.ndarray] = None) -> FeedRanking:
+    """The best ``k`` of ``candidates`` by fused score (ties: the lower ``tiebreak`` of the
+    row, default the earlier candidate)."""
+    scores, contrib = fuse(candidates.features, fusion)
+    ties = (np.arange(len(candidates)) if tiebreak is None
+            else np.asarray(tiebreak)[candidates.rows])
+    order = np.lexsort((ties, -scores))[: int(k)]
+    names = [f for f in FEATURES if f in _SIGNALS]
+    cols = [FEATURES.index(f) for f in names]
+    signals = []
+    for j in order:
+        strongest = names[int(np.argmax(contrib[j, cols]))] if cols else "visual"
+        signals.append(_SIGNALS[strongest])
+    return FeedRanking(order, candidates.rows[order], scores[order], tuple(signals), candidates)
