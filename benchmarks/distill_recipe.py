@@ -148,7 +148,8 @@ def record_export(tag: str, export_args: list[str], note: str = "") -> dict:
         line.update({
             "seed": recipe.get("seed"), "distill_seed": recipe.get("distill_seed"),
             "teacher": manifest.get("teacher", {}), "student": recipe.get("student"),
-            "image_size": recipe.get("image_size"), "views": recipe.get("views"),
+            "student_init": recipe.get("init"), "image_size": recipe.get("image_size"),
+            "views": recipe.get("views"),
             "trained_with_labels": recipe.get("trained_with_labels"),
             "distill": recipe.get("distill"), "quality": m["quality"],
             "quality_sets": m.get("quality_sets"), "whitening": m.get("whitening"),

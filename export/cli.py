@@ -83,6 +83,7 @@ def _export_options(args: argparse.Namespace) -> Any:
                                output=args.teacher_output),
         student=StudentOptions(name=args.student, width=args.width,
                                image_size=args.image_size, dim=args.dim,
+                               init=_path(args.student_init),
                                whiten=_whiten_value(args.whiten)),
         distill=_distill_overrides(distill, args.distill),
         quantization=QuantizationOptions(target=args.int8_target,
@@ -173,6 +174,10 @@ def add_export_parser(sub: Any) -> None:
            help="student input size (px)", none_means="the recipe's")
     option(exp, "--dim", type=int, source=StudentOptions, name="dim",
            help="embedding dimension", none_means="the recipe's")
+    option(exp, "--student-init", metavar="PATH", source=StudentOptions, name="init",
+           help="ImageNet weights for a mobilenet_v2 student (width 1.0): the MobileNetV2 1.0 "
+           "classifier .tflite, e.g. mobilenet_v2_1.0_224_quant.tflite",
+           none_means="random weights")
     option(exp, "--views", type=int, source=DistillConfig, name="views",
            help="augmented views per training image")
     option(exp, "--epochs", type=int, source=DistillConfig, name="epochs",

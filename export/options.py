@@ -62,13 +62,19 @@ class StudentConfig:
     """A student recipe (:class:`edgerec.export.distill.student.StudentEncoder`).
 
     Attributes:
-        arch: ``"mobilenet_v3_small"`` or ``"mobilenet_v3_large"``.
+        arch: ``"mobilenet_v3_small"``, ``"mobilenet_v3_large"`` or ``"mobilenet_v2"`` (with
+            TensorFlow's SAME padding on its stride-2 convolutions, as the TFLite weights
+            :attr:`init` loads were trained with).
         width: width multiplier of the torchvision body.
         dim: embedding dimension D.
         image_size: square input side the student is trained and served at, in pixels.
         hidden: width of the head's hidden layer (0: a single linear layer).
         dropout: dropout before the embedding layer (training only).
         bn_momentum: BatchNorm momentum for every BatchNorm layer.
+        init: ImageNet weights for the body (``mobilenet_v2`` width 1.0 only): the
+            MobileNetV2 1.0 classifier ``.tflite`` (e.g. the shipped
+            ``mobilenet_v2_1.0_224_quant.tflite``), read by
+            :mod:`edgerec.export.distill.tflite_weights`. None: random weights.
     """
 
     arch: str = "mobilenet_v3_small"
@@ -78,6 +84,11 @@ class StudentConfig:
     hidden: int = 1024
     dropout: float = 0.1
     bn_momentum: float = 0.1
+    init: Optional[Path] = None
+
+    def __post_init__(self) -> None:
+        if self.init is not None:
+            object.__setattr__(self, "init", Path(self.init))
 
 
 STUDENTS: dict[str, StudentConfig] = {
@@ -85,6 +96,8 @@ STUDENTS: dict[str, StudentConfig] = {
     "mobilenet_v3_small_160": StudentConfig(image_size=160),
     "mobilenet_v3_small_075": StudentConfig(width=0.75),
     "mobilenet_v3_large": StudentConfig(arch="mobilenet_v3_large"),
+    # ~153 M MACs at 160 px (the MobileNetV1 teacher: 568 M); meant for init= ImageNet weights
+    "mobilenet_v2_160": StudentConfig(arch="mobilenet_v2", image_size=160, hidden=0),
 }
 """Named recipes (the first is the export's default: 192 px, 128-d, width 1.0)."""
 
@@ -107,6 +120,8 @@ class StudentOptions:
     Attributes:
         name: a :data:`STUDENTS` recipe.
         width, image_size, dim: overrides of the recipe (None: the recipe's).
+        init: ImageNet weights for the body (:attr:`StudentConfig.init`; None: the recipe's,
+            i.e. random weights).
         whiten: the encoder's whitening (within-label when the training images have labels,
             else PCA): ``"auto"`` picks the power on the epoch-selection images, ``"off"``
             ships none, a number in (0, 1] forces it.
@@ -116,13 +131,14 @@ class StudentOptions:
     width: Optional[float] = None
     image_size: Optional[int] = None
     dim: Optional[int] = None
+    init: Optional[Path] = None
     whiten: Union[str, float] = "auto"
 
     def config(self) -> StudentConfig:
         """The recipe with the overrides applied (:func:`resolve_student`)."""
         try:
             return resolve_student(self.name, width=self.width, image_size=self.image_size,
-                                   dim=self.dim)
+                                   dim=self.dim, init=self.init)
         except ValueError as exc:
             raise ExportError(f"{exc}; choose --student from {sorted(STUDENTS)}.") from None
 

@@ -43,7 +43,12 @@ from edgerec.export.distill.teacher_torchvision import (
     torchvision_teacher,
 )
 from edgerec.export.distill.tflite_output import with_output
-from edgerec.export.distill.train import TrainResult, embed_views, train_student
+from edgerec.export.distill.train import (
+    TrainResult,
+    embed_views,
+    rebase_batchnorm,
+    train_student,
+)
 from edgerec.export.distill.whiten import DEFAULT_POWERS, WhiteningChoice, choose_whitening
 from edgerec.export.errors import ExportError
 from edgerec.export.options import ExportOptions, default_teacher
@@ -397,7 +402,12 @@ def _teacher_vectors(cache: FeatureCache) -> np.ndarray:
 def _train(options: ExportOptions, data: _Data, feats: _Teacher, work: Path,
            log: Log) -> _Student:
     config = options.student.config()
-    model = StudentEncoder(config)
+    model = StudentEncoder(config, mean=options.distill.mean, std=options.distill.std)
+    if config.init is not None:
+        # ImageNet weights with BatchNorm folded: give each BatchNorm its input's statistics
+        # so that training starts from the same network (train_student's --resume reloads)
+        rebase_batchnorm(model, feats.train.views, options.distill, seed=options.seed)
+        log(f"student body initialised from {config.init.name} (ImageNet weights)")
     labels = data.pool_labels()
     select = data.select or data.val
     select_labels = data.labels(select)
@@ -557,6 +567,7 @@ def _records(options: ExportOptions, data: _Data, feats: _Teacher, student: _Stu
     }
     recipe = {"student": options.student.name, "width": config.width,
               "image_size": config.image_size, "dim": config.dim,
+              "init": config.init.name if config.init is not None else None,
               "views": options.distill.views, "view_recipe": VIEW_RECIPE,
               "distill": asdict(options.distill), "whiten": options.student.whiten,
               "int8_target": options.quantization.target.value,

@@ -1,9 +1,12 @@
-"""Student encoders: torchvision MobileNetV3 bodies with an embedding head, built exportable.
+"""Student encoders: torchvision MobileNetV3/V2 bodies with an embedding head, built exportable.
 
 A small registry of named recipes, as in timm: ``create_student("mobilenet_v3_small")``;
 :func:`resolve_student` is the one place a name and the caller's overrides become a
 :class:`StudentConfig` (None keeps the registry's value).
-Students start from random weights (nothing is downloaded) and are built for export:
+Students start from random weights (nothing is downloaded), or, for ``mobilenet_v2`` with
+``init``, from the ImageNet weights of a MobileNetV2 ``.tflite`` already on disk
+(:mod:`edgerec.export.distill.tflite_weights`; its stride-2 convolutions use TensorFlow's SAME
+padding either way). They are built for export:
 
 - every ``nn.AdaptiveAvgPool2d(1)`` (squeeze-excitation blocks and the final pool) becomes a
   plain spatial mean, which the ONNX exporter turns into one ReduceMean instead of a Gather
@@ -16,12 +19,15 @@ Students start from random weights (nothing is downloaded) and are built for exp
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import torch
-from edgerec.export.options import StudentConfig, resolve_student
+from edgerec.export.distill.tflite_weights import load_mobilenet_v2, tf_same_padding
+from edgerec.export.errors import ExportError
+from edgerec.export.options import DistillConfig, StudentConfig, resolve_student
 from torch import nn
-from torchvision.models import mobilenet_v3_large, mobilenet_v3_small
+from torchvision.models import mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small
 
 __all__ = ["SpatialMean", "StudentEncoder", "create_student"]
 
@@ -41,27 +47,49 @@ def _replace_adaptive_pools(module: nn.Module) -> None:
             _replace_adaptive_pools(child)
 
 
+def _mobilenet_v2_tf(**kwargs: Any) -> nn.Module:
+    """torchvision's MobileNetV2 with TensorFlow's SAME padding on its stride-2 convolutions."""
+    body = mobilenet_v2(**kwargs)
+    tf_same_padding(body.features)
+    return body
+
+
 _BODIES: dict[str, Callable[..., nn.Module]] = {
     "mobilenet_v3_small": mobilenet_v3_small,
     "mobilenet_v3_large": mobilenet_v3_large,
+    "mobilenet_v2": _mobilenet_v2_tf,
 }
 
 
 class StudentEncoder(nn.Module):
-    """MobileNetV3 features -> spatial mean -> MLP head -> D-dim embedding (not normalised).
+    """MobileNet features -> spatial mean -> head (MLP or linear) -> D-dim embedding (not
+    normalised).
 
-    Input: (N, 3, S, S) float32, normalised with the bundle's mean/std. Output: (N, D) float32.
+    Input: (N, 3, S, S) float32, normalised with the bundle's mean/std (``mean``/``std``: the
+    per-channel normalisation of [0, 1] pixels, which ``config.init`` weights are adapted to).
+    Output: (N, D) float32.
+
+    Raises:
+        ExportError: ``config.init`` on an arch other than ``mobilenet_v2``, or weights that do
+            not fit (see :func:`~edgerec.export.distill.tflite_weights.load_mobilenet_v2`).
     """
 
-    def __init__(self, config: StudentConfig):
+    def __init__(self, config: StudentConfig, *, mean: Sequence[float] = DistillConfig.mean,
+                 std: Sequence[float] = DistillConfig.std):
         super().__init__()
         if config.arch not in _BODIES:
             raise ValueError(f"unknown student arch {config.arch!r}; choose from {list(_BODIES)}")
+        if config.init is not None and config.arch != "mobilenet_v2":
+            raise ExportError(f"--student-init loads MobileNetV2 weights, but the student is a "
+                              f"{config.arch}; choose a mobilenet_v2 student "
+                              "(e.g. --student mobilenet_v2_160).")
         body = _BODIES[config.arch](weights=None, width_mult=config.width)
+        if config.init is not None:
+            load_mobilenet_v2(body.features, config.init, mean=mean, std=std)
         self.config = config
         self.features = body.features
         self.pool = SpatialMean()
-        channels = body.classifier[0].in_features
+        channels = next(m for m in body.classifier if isinstance(m, nn.Linear)).in_features
         if config.hidden:
             self.head = nn.Sequential(
                 nn.Linear(channels, config.hidden),

@@ -41,7 +41,13 @@ from edgerec.sdk.evaluation.retrieval import label_retrieval
 from edgerec.sdk.files import atomic_write
 from torch import nn
 
-__all__ = ["TrainResult", "embed_views", "recalibrate_batchnorm", "train_student"]
+__all__ = [
+    "TrainResult",
+    "embed_views",
+    "rebase_batchnorm",
+    "recalibrate_batchnorm",
+    "train_student",
+]
 
 
 @dataclass
@@ -113,6 +119,54 @@ def recalibrate_batchnorm(model: nn.Module, views: np.ndarray, config: DistillCo
     for m, momentum in zip(bns, saved):
         m.momentum = momentum
     model.eval()
+
+
+@torch.no_grad()
+def rebase_batchnorm(model: nn.Module, views: np.ndarray, config: DistillConfig,
+                     images: int = 256, batch: int = 64, seed: int = 0) -> None:
+    """Give every BatchNorm the running statistics of its input over ``images`` random
+    training crops (uint8 (N, s, s, 3) ``views``), keeping the eval-mode network unchanged.
+
+    For pretrained weights whose BatchNorm is folded (mean 0, variance 1: the layer is just a
+    shift), a train-mode forward would normalise each channel by its batch statistics and so
+    compute another network. With the measured ``mu``, ``var`` as running statistics and the
+    affine terms rescaled to match (``w' = w * sqrt(var + eps) / sqrt(rv + eps)``,
+    ``b' = b + w * (mu - rm) / sqrt(rv + eps)``), eval mode is exactly the same function and
+    train mode is the same up to batch noise.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    sums = {m: [torch.zeros(m.num_features, dtype=torch.float64)] * 2 for m in bns}
+    count = {m: 0 for m in bns}
+
+    def hook(m: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        x = inputs[0].double().transpose(0, 1).reshape(m.num_features, -1)
+        sums[m] = [sums[m][0] + x.sum(1), sums[m][1] + (x * x).sum(1)]
+        count[m] += x.shape[1]
+
+    handles = [m.register_forward_pre_hook(hook) for m in bns]
+    mean = torch.tensor(config.mean).view(1, 3, 1, 1) * 255
+    inv_std = 1.0 / (torch.tensor(config.std).view(1, 3, 1, 1) * 255)
+    rows = np.sort(np.random.default_rng(seed).permutation(len(views))[:images])
+    model.eval()
+    try:
+        for i in range(0, len(rows), batch):
+            model(_to_input(views[rows[i : i + batch]], mean, inv_std))
+    finally:
+        for h in handles:
+            h.remove()
+    for m in bns:
+        mu = sums[m][0] / max(count[m], 1)
+        var = (sums[m][1] / max(count[m], 1) - mu * mu).clamp_min(0)
+        rm, rv = m.running_mean.double(), m.running_var.double()
+        w = m.weight.double() if m.weight is not None else torch.ones_like(mu)
+        b = m.bias.double() if m.bias is not None else torch.zeros_like(mu)
+        scale = w / torch.sqrt(rv + m.eps)
+        if m.weight is not None:
+            m.weight.copy_(scale * torch.sqrt(var + m.eps))
+        if m.bias is not None:
+            m.bias.copy_(b + scale * (mu - rm))
+        m.running_mean.copy_(mu)
+        m.running_var.copy_(var)
 
 
 def _save_atomic(obj: dict, path: Path) -> None:

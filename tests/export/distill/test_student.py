@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from edgerec.export.artifacts.convert import ModelIO, to_onnx
 from edgerec.export.cli import _export_options
 from edgerec.export.distill.student import StudentEncoder, create_student
+from edgerec.export.errors import ExportError
 from edgerec.export.options import STUDENTS, StudentOptions, resolve_student
 from edgerec.runtimes import open_runtime
 from edgerec.sdk.cli import build_parser
@@ -55,3 +58,15 @@ def test_the_export_keeps_the_recipes_width_and_size_unless_told_otherwise():
                               "--student", "mobilenet_v3_small_160", "--dim", "64"])
     config = _export_options(args).student.config()
     assert (config.width, config.image_size, config.dim) == (1.0, 160, 64)
+
+
+def test_the_student_init_flag_reaches_the_recipe_and_only_a_mobilenet_v2_takes_it(tmp_path):
+    parser = build_parser()
+    args = parser.parse_args(["export", "--images", "x", "--out", "y", "--student",
+                              "mobilenet_v2_160", "--student-init", "weights.tflite"])
+    config = _export_options(args).student.config()
+    assert (config.arch, config.image_size, config.init) == ("mobilenet_v2", 160,
+                                                             Path("weights.tflite"))
+    assert StudentOptions().config().init is None  # random weights unless asked
+    with pytest.raises(ExportError, match="choose a mobilenet_v2 student"):
+        create_student("mobilenet_v3_small", image_size=32, init=tmp_path / "w.tflite")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import numpy as np
@@ -11,7 +12,7 @@ from conftest import TEACHER, sample_images
 from edgerec.export.data.views import make_views
 from edgerec.export.distill.student import create_student
 from edgerec.export.distill.teacher import Teacher
-from edgerec.export.distill.train import embed_views, train_student
+from edgerec.export.distill.train import _to_input, embed_views, rebase_batchnorm, train_student
 from edgerec.export.options import DistillConfig
 from edgerec.sdk import load_image
 
@@ -156,3 +157,32 @@ def test_without_validation_labels_a_probe_picks_the_epoch(data, tmp_path):
         train_student(model, views=views, features=feats, views_per_item=2, labels=labels,
                       val_views=val_views, val_labels=None, config=CONFIG,
                       checkpoint_dir=tmp_path / "b")
+
+
+def test_rebased_batchnorm_keeps_the_network_and_makes_train_mode_compute_it():
+    """Pretrained weights with BatchNorm folded (mean 0, variance 1, weight 1: a shift) compute
+    another network in train mode; after the rebase both modes compute the loaded one."""
+    torch.manual_seed(0)
+    model = create_student("mobilenet_v2_160", image_size=SIZE, dim=8, dropout=0.0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.fill_(1.0)
+                m.bias.normal_(0, 0.5)
+                m.running_mean.zero_()
+                m.running_var.fill_(1 - m.eps)
+    views = np.stack([np.asarray(load_image(p).resize((SIZE, SIZE))) for p, _ in sample_images(2)])
+    x = _to_input(views, torch.tensor(CONFIG.mean).view(1, 3, 1, 1) * 255,
+                  1 / (torch.tensor(CONFIG.std).view(1, 3, 1, 1) * 255))
+
+    def run(train: bool) -> torch.Tensor:
+        net = copy.deepcopy(model).train(train)  # a train-mode pass moves running statistics
+        with torch.no_grad():
+            return net(x)
+
+    loaded = run(False)
+    assert torch.nn.functional.cosine_similarity(run(True), loaded).mean() < 0.9
+    # every photo in one batch: train mode's batch statistics are the measured ones
+    rebase_batchnorm(model, views, CONFIG, images=len(views), batch=len(views))
+    torch.testing.assert_close(run(False), loaded, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(run(True), loaded, rtol=1e-3, atol=1e-3)
