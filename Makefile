@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --disable-pip-version-check -q
 QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: demo demo-export test lint bench clean help
+.PHONY: demo demo-export test lint bench arm-check clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ -/'
@@ -44,6 +44,10 @@ lint: $(VENV)/.all-installed  ## ruff and the layer contracts (import-linter)
 
 bench: $(VENV)/.all-installed  ## embedding latency per engine, 1 and 2 threads (minutes)
 	$(PY) benchmarks/embed_latency.py
+
+# Not part of `make test`: the first run needs root and downloads from Debian and PyPI.
+arm-check: $(VENV)/.runtime-installed  ## embeddings on emulated arm64 (qemu) vs x86, same artifacts (minutes)
+	nice -n 10 $(PY) benchmarks/arm_emulated.py
 
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf build .pytest_cache .ruff_cache
