@@ -32,6 +32,7 @@ from edgerec.sdk.bundle.manifest import (
 from edgerec.sdk.bundle.writer import (
     NewArtifact,
     NewWeights,
+    subset_bundle,
     write_bundle,
 )
 
@@ -58,5 +59,6 @@ __all__ = [
     "import_model",
     "raw_pixel_normalization",
     "read_numeric_npz",
+    "subset_bundle",
     "write_bundle",
 ]

@@ -36,7 +36,7 @@ from edgerec.sdk.bundle.manifest import (
 from edgerec.sdk.errors import BundleError
 from edgerec.sdk.files import atomic_write, copy_hashed, fsync_dir, temporary_sibling
 
-__all__ = ["NewArtifact", "NewWeights", "write_bundle"]
+__all__ = ["NewArtifact", "NewWeights", "subset_bundle", "write_bundle"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -243,3 +243,46 @@ def write_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Bundle.open(out)
+
+
+def subset_bundle(bundle: Bundle, out: PathLike, keep: Sequence[str], *,
+                  force: bool = False, name: Optional[str] = None) -> Bundle:
+    """Write a new bundle with only the artifacts of ``bundle`` whose key is in ``keep``
+    (``"encoder/onnx/int8"``, ...), e.g. what one device needs, or a smaller file to ship.
+
+    Weights (whitening, scorer weights), the scorer and behaviour records, metrics, recipe,
+    teacher and the ``report/`` folder are carried over unchanged. The new bundle's
+    ``encoder_id`` is computed over the encoder files it keeps, so it differs from the
+    source's when an encoder artifact is left out: catalogs are built with the bundle the
+    device runs.
+
+    Raises:
+        BundleError: a key in ``keep`` that the bundle does not have (naming the ones it has),
+            or nothing kept.
+    """
+    have = {a.key: a for a in bundle.artifacts()}
+    unknown = [k for k in keep if k not in have]
+    if unknown:
+        raise BundleError(f"{bundle.path} has no {', '.join(unknown)}; it has "
+                          f"{', '.join(sorted(have))}.")
+    manifest = bundle.manifest
+    artifacts = [NewArtifact(source=bundle.artifact_path(a), role=a.role, precision=a.precision,
+                             inputs=a.inputs, outputs=a.outputs, output=a.output,
+                             layout=a.layout, file=a.file, engine=a.engine)
+                 for k, a in have.items() if k in keep]
+    weights = [NewWeights(source=bundle.artifact_path(w), role=w.role, precision=w.precision,
+                          format=w.format, file=w.file) for w in manifest.weights]
+    report = bundle.path / "report"
+    extra = ({f"report/{p.relative_to(report)}": p for p in sorted(report.rglob("*"))
+              if p.is_file() and not p.is_symlink()} if report.is_dir() else {})
+    behaviour = manifest.behaviour
+    return write_bundle(
+        out, artifacts=artifacts, weights=weights, preprocessing=manifest.preprocessing,
+        embedding_dim=manifest.embedding_dim, name=name or manifest.name,
+        teacher=dict(manifest.teacher), metrics=dict(manifest.metrics),
+        recipe=dict(manifest.recipe), force=force, extra_files=extra,
+        scorer=manifest.scorer, behaviour=behaviour,
+        behaviour_source=(bundle.path / behaviour.file
+                          if behaviour is not None and behaviour.shipped and behaviour.file
+                          else None),
+    )
