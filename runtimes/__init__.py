@@ -5,6 +5,11 @@
 package costs nothing and needs neither engine installed. ``open_runtime(data, engine)`` loads
 the model from bytes already in memory, so a caller that verified those bytes (a bundle's
 sha256) runs exactly them: nothing re-reads the file between the check and the use.
+
+:func:`available_engines` says which engines *import*; :func:`probe_engines` (what
+``edgerec engines`` shows) runs a tiny model on each in a child process and says which
+engines *work*, and why the others do not (a ``tflite-runtime`` built for NumPy 1.x imports
+under NumPy 2 and then crashes).
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ from edgerec.runtimes.base import (
     quantize,
 )
 from edgerec.runtimes.errors import ModelError
+from edgerec.runtimes.probe import EngineStatus, probe_engines
 
 __all__ = [
     "Device",
     "Engine",
+    "EngineStatus",
     "Runtime",
     "RuntimeOptions",
     "TensorSpec",
@@ -35,6 +42,7 @@ __all__ = [
     "engine_for_path",
     "engine_versions",
     "open_runtime",
+    "probe_engines",
     "quantize",
 ]
 
@@ -96,5 +104,7 @@ def engine_versions() -> dict[str, Optional[str]]:
 
 
 def available_engines() -> list[Engine]:
-    """Engines that can be imported on this machine, ONNX Runtime first."""
+    """Engines that can be imported on this machine, ONNX Runtime first (cheap: no model is
+    run; a LiteRT package known to crash with this NumPy does not count, see
+    :func:`edgerec.runtimes.litert.numpy_abi_problem`; :func:`probe_engines` runs one)."""
     return [Engine(name) for name, version in engine_versions().items() if version]

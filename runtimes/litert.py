@@ -10,13 +10,26 @@ model allows it, else by looping over single items (decided once, on the first b
 A LiteRT interpreter is not thread-safe (its input and output tensors are shared state), so
 one adapter shared by several threads runs one batch at a time under a lock; for parallel
 runs, open one adapter per thread.
+
+LiteRT's C++ logger writes ``INFO: Created TensorFlow Lite XNNPACK delegate for CPU.`` straight
+to file descriptor 2 the first time a process allocates an interpreter with XNNPACK; neither
+``TF_CPP_MIN_LOG_LEVEL`` nor any Python option of ai-edge-litert 2.3 turns it off. So while an
+interpreter is created and first allocated, fd 2 points at a temporary file (one creation at a
+time, under a process-wide lock); afterwards the ``INFO:`` lines are dropped and everything else
+(``WARNING:``, ``ERROR:``, anything another thread wrote meanwhile) is written to
+``sys.stderr``, so real errors still reach it. Set ``EDGEREC_LITERT_LOG=1`` to leave fd 2 alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.util
 import os
+import sys
+import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -32,15 +45,99 @@ from edgerec.runtimes.base import (
 )
 from edgerec.runtimes.errors import InferenceError, ModelError, RuntimeUnavailableError
 
-__all__ = ["LiteRtRuntime", "litert_backend"]
+__all__ = ["LiteRtRuntime", "litert_backend", "numpy_abi_problem", "quiet_native_stderr"]
 
 _BACKENDS = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
 _GPU_DELEGATES = ("libtensorflowlite_gpu_delegate.so", "libLiteRtGpuAccelerator.so")
+_LOG_ENV = "EDGEREC_LITERT_LOG"  # "1": let LiteRT's INFO lines through
+_NATIVE_INFO = b"INFO: "  # the prefix of LiteRT's minimal logger at INFO severity
+_STDERR_LOCK = threading.RLock()  # fd 2 is process-wide: one redirection at a time
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Hold back LiteRT's ``INFO:`` lines written to fd 2 inside the block; pass on the rest.
+
+    fd 2 points at a temporary file for the duration (so nothing blocks, however much is
+    written); on exit, also when the block raises, it is restored, lines starting with
+    ``INFO: `` are dropped and the other bytes are written to ``sys.stderr``. Anything written
+    to fd 2 by other threads meanwhile is delayed, not lost. A no-op when
+    ``EDGEREC_LITERT_LOG=1``, or when fd 2 or a temporary file is not available.
+    """
+    if os.environ.get(_LOG_ENV, "") not in ("", "0"):
+        yield
+        return
+    with _STDERR_LOCK, contextlib.ExitStack() as stack:
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            sys.stderr.flush()  # Python's own pending text goes out before the switch
+        try:
+            sink = stack.enter_context(tempfile.TemporaryFile())
+            saved = os.dup(2)
+        except OSError:  # no temporary file, or no fd 2 at all: nothing to silence safely
+            saved = -1
+        if saved < 0:
+            yield
+            return
+        try:
+            os.dup2(sink.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            _pass_on(sink.read())
+
+
+def _pass_on(captured: bytes) -> None:
+    """Write ``captured`` without its ``INFO: `` lines to ``sys.stderr``."""
+    kept = b"".join(line for line in captured.splitlines(keepends=True)
+                    if not line.startswith(_NATIVE_INFO))
+    if not kept:
+        return
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # no usable sys.stderr
+        sys.stderr.write(kept.decode("utf-8", "replace"))
+        sys.stderr.flush()
+
+
+def numpy_abi_problem(top: str, version: Optional[str], numpy_version: str) -> Optional[str]:
+    """Why the interpreter package ``top`` at ``version`` cannot run with this NumPy, or None.
+
+    Every ``tflite-runtime`` wheel (the last is 2.14.0, from 2023) was built against NumPy 1.x;
+    under NumPy 2 it imports, or half-imports, and then crashes the process on the first tensor
+    it touches. ``ai-edge-litert`` is its successor and is built for NumPy 2.
+    """
+    if top != "tflite_runtime" or int(numpy_version.split(".")[0]) < 2:
+        return None
+    try:  # an unknown version may be a build from source for NumPy 2: not refused
+        major, minor = (int(x) for x in (version or "").split(".")[:2])
+    except ValueError:
+        return None
+    if (major, minor) >= (2, 15):
+        return None
+    return (f"tflite-runtime {version} was built for NumPy 1.x and crashes with NumPy "
+            f"{numpy_version}; install ai-edge-litert (`pip install ai-edge-litert`) "
+            "or NumPy < 2")
+
+
+def _dist_version(top: str) -> Optional[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version({"ai_edge_litert": "ai-edge-litert",
+                        "tflite_runtime": "tflite-runtime"}.get(top, top))
+    except PackageNotFoundError:
+        return None
 
 
 def _import_backend() -> tuple[str, Any]:
     errors = []
     for name in _BACKENDS:
+        top = name.split(".")[0]
+        if top == "tflite_runtime" and importlib.util.find_spec(top) is not None:
+            problem = numpy_abi_problem(top, _dist_version(top), np.__version__)
+            if problem:  # checked before the import, which can itself crash
+                errors.append(f"{name}: {problem}")
+                continue
         try:
             module = importlib.import_module(name)
         except ImportError as exc:  # also numpy-ABI failures, which raise ImportError
@@ -59,14 +156,9 @@ def litert_backend() -> Optional[str]:
         name, _ = _import_backend()
     except RuntimeUnavailableError:
         return None
-    dist = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}
     top = name.split(".")[0]
-    try:
-        from importlib.metadata import version
-
-        return f"{top} {version(dist.get(top, top))}"
-    except Exception:
-        return top
+    version = _dist_version(top)
+    return f"{top} {version}" if version else top
 
 
 def _spec(detail: dict) -> TensorSpec:
@@ -108,8 +200,9 @@ class LiteRtRuntime(Runtime):
         if content is None and not path.is_file():
             raise ModelError(f"No model file at {path}; check the path.")
         try:
-            interpreter = module.Interpreter(**kwargs)
-            interpreter.allocate_tensors()
+            with quiet_native_stderr():  # the first allocation logs XNNPACK's INFO line
+                interpreter = module.Interpreter(**kwargs)
+                interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(
                 f"LiteRT could not load {path.name}: {exc}. Is it a valid .tflite model "

@@ -56,6 +56,7 @@ from edgerec.sdk.errors import (
     OutputError,
     ProfileError,
     RuntimeUnavailableError,
+    UnknownFilterKeyError,
 )
 from edgerec.sdk.image import ImageInput, ImageLimits, load_image, preprocess, resize_and_crop
 from edgerec.sdk.profile import (
@@ -73,7 +74,12 @@ from edgerec.sdk.recommender import (
     RecommenderOptions,
 )
 from edgerec.sdk.scorer import MlpWeights, Scorer, ScorerMode, ScorerOptions
-from edgerec.sdk.vectors import l2_normalize
+from edgerec.sdk.vectors import (
+    cosine_similarity,
+    dequantize_embedding,
+    l2_normalize,
+    quantize_embedding,
+)
 from edgerec.sdk.whitening import Whitening
 
 __all__ = [
@@ -130,17 +136,21 @@ __all__ = [
     "ScorerOptions",
     "SourceItem",
     "TensorSpec",
+    "UnknownFilterKeyError",
     "VectorDType",
     "WeightsSpec",
     "Whitening",
     "add_images",
     "build_catalog",
+    "cosine_similarity",
+    "dequantize_embedding",
     "import_model",
     "items_from_csv",
     "items_from_folder",
     "l2_normalize",
     "load_image",
     "preprocess",
+    "quantize_embedding",
     "raw_pixel_normalization",
     "resize_and_crop",
     "user_vector",

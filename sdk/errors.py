@@ -13,7 +13,8 @@ message is a sentence that says what was wrong and what to do about it::
     │   └── ArtifactNotFoundError (LookupError)  no artifact for the engine/precision asked for
     ├── CatalogError (ValueError)                a catalog that is missing, corrupt or mismatched
     │   ├── CatalogLockedError                   another writer holds the catalog
-    │   └── EncoderMismatchError                 vectors or queries from another encoder
+    │   ├── EncoderMismatchError                 vectors or queries from another encoder
+    │   └── UnknownFilterKeyError                a filter on a metadata key no item has
     ├── ProfileError (ValueError)                a profile store, user id or event that is unusable
     ├── OutputError (ValueError)                 an output path that cannot be written
     └── ExportError (RuntimeError)               an export step that failed (edgerec.export.errors)
@@ -48,6 +49,7 @@ __all__ = [
     "OutputError",
     "ProfileError",
     "RuntimeUnavailableError",
+    "UnknownFilterKeyError",
 ]
 
 
@@ -77,6 +79,18 @@ class CatalogLockedError(CatalogError):
 
 class EncoderMismatchError(CatalogError):
     """Vectors or a query come from a different encoder than the one that built the catalog."""
+
+
+class UnknownFilterKeyError(CatalogError):
+    """A search filter asks for a metadata key that no item in the catalog has (usually a typo),
+    which would match nothing. ``missing``: the keys asked for that no item has; ``known``: the
+    keys items do have (sorted, at most 40)."""
+
+    def __init__(self, message: str, *, missing: tuple[str, ...] = (),
+                 known: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.missing = missing
+        self.known = known
 
 
 class ProfileError(EdgeRecError, ValueError):

@@ -403,7 +403,10 @@ class Recommender:
         ``filters``: metadata conditions in the catalog's filter language
         (:func:`edgerec.sdk.catalog.filters.compile_filters`), e.g. ``{"label": "shoes",
         "price": {"lt": 50}}``; ``exclude``: ids never returned; ``diversity``: MMR trade-off in
-        [0, 1] (None or 0: by similarity only). Scores are inner products (cosine).
+        [0, 1] (None or 0: by similarity only). Scores are cosine similarities in [-1, 1]
+        (inner products of unit vectors, clipped: a quantized catalog can overshoot 1 slightly).
+        To leave the query photo itself out when it is in the catalog, pass its id in
+        ``exclude`` (or query by ``item_id``, which excludes itself).
 
         Raises:
             CatalogError: ``item_id`` is not in the catalog; bad filters, k or diversity.
@@ -422,8 +425,12 @@ class Recommender:
             query = self.encoder().embed_one(image)
             reason, because = "looks like your photo", None
         matches = self._search(query, k, filters, excluded, diversity)
+        # Cosines of unit vectors, but of a stored int8/float16 copy: a photo against its own
+        # stored vector can reach 1.0004. Clipped after ranking, so the order is the search's.
+        scores = np.clip(matches.scores, -1.0, 1.0)
         items = tuple(
-            Recommendation(m.id, m.score, m.metadata, reason, because) for m in matches
+            Recommendation(m.id, float(score), m.metadata, reason, because)
+            for m, score in zip(matches, scores)
         )
         return Recommendations(items)
 

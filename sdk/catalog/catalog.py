@@ -52,7 +52,7 @@ from edgerec.sdk.catalog.checks import (
     preview,
     sqlite_error,
 )
-from edgerec.sdk.catalog.filters import compile_filters
+from edgerec.sdk.catalog.filters import check_filter_keys, compile_filters
 from edgerec.sdk.catalog.matches import BatchMatches, Matches, make_matches
 from edgerec.sdk.catalog.scan import exact_top_k, mmr_select
 from edgerec.sdk.catalog.store import Header, VectorView
@@ -357,9 +357,11 @@ class Catalog:
         ``query``: float32 ``(dim,)`` -> :class:`Matches`, or ``(Q, dim)`` ->
         :class:`BatchMatches`. ``filters``: metadata conditions (see
         :func:`edgerec.sdk.catalog.filters.compile_filters`), e.g. ``{"label": {"in": ["shoes"]},
-        "price": {"lt": 50}, "in_stock": True}``. ``exclude``: ids never returned.
-        ``diversity``: MMR trade-off in [0, 1] over a pool of ``max(5k, 50)`` candidates
-        (0 or None: plain relevance order). ``encoder_id``: if given, must be the catalog's.
+        "price": {"lt": 50}, "in_stock": True}``; a positive condition on a key no item has
+        raises :class:`~edgerec.sdk.errors.UnknownFilterKeyError` naming the keys items have.
+        ``exclude``: ids never returned. ``diversity``: MMR trade-off in [0, 1] over a pool of
+        ``max(5k, 50)`` candidates (0 or None: plain relevance order). ``encoder_id``: if given,
+        must be the catalog's.
         """
         self._check_encoder(encoder_id)
         queries, single = check_queries(query, self.dim)
@@ -416,6 +418,7 @@ class Catalog:
         key = json.dumps([view.generation.gen, sql, params], default=repr)
         rows = self._filter_cache.get(key)
         if rows is None:
+            check_filter_keys(filters, self._db())  # a key no item has: an error, not nothing
             rows = np.fromiter((r for (r,) in self._db().execute(sql, params)), np.int64)
             rows.flags.writeable = False
             self._filter_cache[key] = rows

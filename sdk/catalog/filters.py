@@ -6,24 +6,33 @@ top-level list) goes into the SQLite table ``attrs(key, kind, value, item)``, wh
 a JSON parse of every row. :func:`compile_filters` turns a filter mapping into one SQL query
 that yields the matching rows; the catalog runs it once per search call (and caches the rows
 per generation).
+
+A positive condition on a key that no item has (a typo, ``{"colour": "red"}`` in a catalog of
+``color``) would silently match nothing, so :func:`check_filter_keys` refuses it with an
+:class:`~edgerec.sdk.errors.UnknownFilterKeyError` that lists the keys the catalog does have.
+Negative conditions (``None``, ``ne``, ``nin``, ``exists: False``) on such a key are allowed and
+exclude nothing: no item has the key, so every item satisfies them.
 """
 
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from edgerec.sdk.catalog.store import attr_value
-from edgerec.sdk.errors import CatalogError
+from edgerec.sdk.errors import CatalogError, UnknownFilterKeyError
 
-__all__ = ["compile_filters"]
+__all__ = ["check_filter_keys", "compile_filters", "known_filter_keys", "positive_filter_keys"]
 
 _OPS = {"eq", "ne", "lt", "lte", "gt", "gte", "in", "nin", "exists"}
 _ALIASES = {"le": "lte", "ge": "gte", "not_in": "nin"}
 _SQL_RANGE = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
 _ALL_ITEMS = "SELECT key FROM items"
+_NEGATIVE_OPS = {"ne", "nin"}  # conditions that only ever exclude items
+_KEYS_SHOWN = 40  # known keys listed in an error message
 
 
 def _scalar(key: str, value: Any) -> tuple[int, Any]:
@@ -84,7 +93,9 @@ def compile_filters(filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
 
     Comparisons are typed: ``1`` does not match ``true``, and ranges compare numbers with
     numbers and strings with strings. A metadata list matches when any of its elements does.
-    Returns ``(sql, params)``; the SQL yields one column, ``row``.
+    ``None``, ``ne``, ``nin`` and ``exists: False`` hold for an item without the key; the
+    other conditions need it (the catalog refuses them on a key no item has, see
+    :func:`check_filter_keys`). Returns ``(sql, params)``; the SQL yields one column, ``row``.
     """
     if not isinstance(filters, Mapping):
         raise CatalogError(f"filters must be a dict like {{'label': 'shoes'}}, got {filters!r}")
@@ -126,3 +137,52 @@ def compile_filters(filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
         params += ps
     return f"SELECT row FROM items WHERE key IN ({sql}) ORDER BY row", params
 
+
+
+def positive_filter_keys(filters: Mapping[str, Any]) -> list[str]:
+    """The keys of ``filters`` with a condition an item can only meet by having the key: a
+    scalar, or an operator other than ``ne``/``nin``/``exists: False``. In filter order."""
+    keys = []
+    for key, cond in filters.items() if isinstance(filters, Mapping) else ():
+        if cond is None:
+            continue
+        if isinstance(cond, Mapping):
+            ops = {_ALIASES.get(op, op): operand for op, operand in cond.items()}
+            positive = [op for op, operand in ops.items()
+                        if op not in _NEGATIVE_OPS and not (op == "exists" and not operand)]
+            if not positive:
+                continue
+        keys.append(key)
+    return keys
+
+
+def known_filter_keys(db: sqlite3.Connection, limit: int = _KEYS_SHOWN + 1) -> list[str]:
+    """Up to ``limit`` metadata keys that at least one item has a scalar value for, sorted;
+    one index seek per key, however many items there are."""
+    keys: list[str] = []
+    row = db.execute("SELECT min(key) FROM attrs").fetchone()
+    while row and row[0] is not None and len(keys) < limit:
+        keys.append(row[0])
+        row = db.execute("SELECT min(key) FROM attrs WHERE key > ?", (row[0],)).fetchone()
+    return keys
+
+
+def check_filter_keys(filters: Mapping[str, Any], db: sqlite3.Connection) -> None:
+    """Raise :class:`UnknownFilterKeyError` when a positive condition of ``filters`` names a
+    key no item in ``db`` has (see :func:`positive_filter_keys`). An empty catalog passes:
+    every filter matches nothing there."""
+    keys = positive_filter_keys(filters)
+    missing = [k for k in keys if isinstance(k, str)
+               and db.execute("SELECT 1 FROM attrs WHERE key = ? LIMIT 1", (k,)).fetchone() is None]
+    if not missing or db.execute("SELECT 1 FROM items LIMIT 1").fetchone() is None:
+        return
+    known = known_filter_keys(db)
+    shown = ", ".join(repr(k) for k in known[:_KEYS_SHOWN]) + (", ..." if len(known) > _KEYS_SHOWN
+                                                             else "")
+    names = ", ".join(repr(k) for k in missing)
+    raise UnknownFilterKeyError(
+        f"no item in the catalog has the metadata key{'s' if len(missing) > 1 else ''} {names}, "
+        f"so the filter would match nothing; the keys items have are: {shown or 'none'}. "
+        "Check the spelling, or use {key: None} / {'exists': False} to ask for items without it.",
+        missing=tuple(missing), known=tuple(known[:_KEYS_SHOWN]),
+    )

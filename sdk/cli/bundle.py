@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgerec.runtimes import Engine, engine_versions
+from edgerec.runtimes import Engine, EngineStatus, probe_engines
 from edgerec.sdk.bundle.bundle import Bundle
 from edgerec.sdk.bundle.importer import ImportOptions, import_model
 from edgerec.sdk.bundle.manifest import Interpolation, Layout, Precision, ResizeMode
@@ -26,7 +26,7 @@ from edgerec.sdk.encoder import Encoder, EncoderOptions
 from edgerec.sdk.errors import OutputError
 from edgerec.sdk.files import atomic_write
 
-__all__ = ["add_bundle_parsers", "add_embed_parser", "add_engines_parser"]
+__all__ = ["add_bundle_parsers", "add_embed_parser", "add_engines_parser", "engines_text"]
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -125,10 +125,25 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def engines_text(statuses: list[EngineStatus]) -> str:
+    """One line per engine: name, package and version, ``usable`` or why not."""
+    width = max((len(s.version or "") for s in statuses), default=0)
+    lines = []
+    for s in statuses:
+        if s.usable:
+            lines.append(f"{s.engine.value:<7} {s.version:<{width}}  usable")
+        elif s.version is None:
+            lines.append(f"{s.engine.value:<7} {s.reason}")
+        else:
+            lines.append(f"{s.engine.value:<7} {s.version:<{width}}  unusable: {s.reason}")
+    return "\n".join(lines)
+
+
 def cmd_engines(args: argparse.Namespace) -> int:
-    versions = engine_versions()
-    text = "\n".join(f"{k:<7} {v or 'not installed'}" for k, v in versions.items())
-    emit(args, versions, text)
+    statuses = probe_engines()
+    payload = {s.engine.value: {k: v for k, v in s.to_dict().items() if k != "engine"}
+               for s in statuses}
+    emit(args, payload, engines_text(statuses))
     return 0
 
 
@@ -208,7 +223,10 @@ def add_embed_parser(sub: Any) -> None:
 
 def add_engines_parser(sub: Any) -> None:
     """``edgerec engines``."""
-    eng = sub.add_parser("engines", help="list installed inference engines",
-                         description="List the inference engines installed here and versions.")
+    eng = sub.add_parser(
+        "engines", help="list the inference engines and whether they work here",
+        description="Run a tiny model on each inference engine, each in its own process, and "
+                    "list the engines with their versions: usable, or why not (not installed, "
+                    "built for another NumPy, crashed). Exits 0 either way.")
     add_json(eng)
     eng.set_defaults(func=cmd_engines)
