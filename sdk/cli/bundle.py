@@ -13,6 +13,7 @@ from edgerec.runtimes import Engine, EngineStatus, probe_engines
 from edgerec.sdk.bundle.bundle import Bundle
 from edgerec.sdk.bundle.importer import ImportOptions, import_model
 from edgerec.sdk.bundle.manifest import Interpolation, Layout, Precision, ResizeMode
+from edgerec.sdk.bundle.writer import subset_bundle
 from edgerec.sdk.cli.common import (
     add_json,
     emit,
@@ -99,6 +100,14 @@ def cmd_bundle_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bundle_subset(args: argparse.Namespace) -> int:
+    bundle = subset_bundle(Bundle.open(args.bundle), args.out, args.keep, force=args.force)
+    keys = [a.key for a in bundle.manifest.artifacts]
+    emit(args, bundle.info(), f"wrote {bundle.path}: {', '.join(keys)} "
+         f"(encoder_id {bundle.manifest.encoder_id})")
+    return 0
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     options = EncoderOptions(
         engine=Engine(args.engine) if args.engine else None,
@@ -149,7 +158,7 @@ def cmd_engines(args: argparse.Namespace) -> int:
 
 
 def add_bundle_parsers(sub: Any) -> None:
-    """``edgerec bundle import|info|verify``."""
+    """``edgerec bundle import|info|verify|subset``."""
     bundle = sub.add_parser("bundle", help="create, inspect and verify model bundles",
                             description="Create, inspect and verify model bundles.")
     bsub = bundle.add_subparsers(dest="bundle_command", metavar="ACTION")
@@ -197,6 +206,20 @@ def add_bundle_parsers(sub: Any) -> None:
     ver.add_argument("bundle", help="bundle directory")
     add_json(ver)
     ver.set_defaults(func=cmd_bundle_verify)
+
+    sub_ = bsub.add_parser(
+        "subset", help="write a bundle with some of another's artifacts",
+        description="Write a new bundle with only the named artifacts of BUNDLE (what one "
+        "device needs, or a smaller file to ship); weights, records, metrics and the report "
+        "are carried over. Leaving out an encoder file changes the encoder_id: build catalogs "
+        "with the new bundle.")
+    sub_.add_argument("bundle", help="bundle directory to take the artifacts from")
+    sub_.add_argument("--keep", nargs="+", required=True, metavar="KEY",
+                      help="artifact keys to keep, e.g. encoder/onnx/int8 (see `bundle info`)")
+    sub_.add_argument("--out", required=True, help="bundle directory to create")
+    sub_.add_argument("--force", action="store_true", help="replace --out if it exists")
+    add_json(sub_)
+    sub_.set_defaults(func=cmd_bundle_subset)
 
 
 

@@ -25,3 +25,21 @@ def test_a_subset_of_an_artifact_the_bundle_lacks_is_refused_naming_what_it_has(
     with pytest.raises(BundleError, match="encoder/onnx/fp32"):
         subset_bundle(tiny_bundle, tmp_path / "x", ["encoder/onnx/int8"])
     assert not (tmp_path / "x").exists()
+
+
+def test_the_bundle_subset_command_writes_the_smaller_bundle(tiny_bundle, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "edgerec.sdk.cli", "bundle", "subset",
+                           str(tiny_bundle.path), "--keep", "encoder/tflite/fp32", "--out",
+                           str(tmp_path / "lite"), "--json"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert [a["key"] for a in info["artifacts"]] == ["encoder/tflite/fp32"]
+    bad = subprocess.run([sys.executable, "-m", "edgerec.sdk.cli", "bundle", "subset",
+                          str(tiny_bundle.path), "--keep", "encoder/onnx/int8", "--out",
+                          str(tmp_path / "no")], capture_output=True, text=True)
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
+    assert "encoder/onnx/fp32" in bad.stderr
