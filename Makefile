@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --disable-pip-version-check -q
 QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: demo demo-export test lint bench arm-check clean help
+.PHONY: demo demo-export test lint bench bench-embed arm-check clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ -/'
@@ -22,9 +22,10 @@ $(VENV)/.runtime-installed: pyproject.toml | $(PY)
 	$(PIP) -e '.[onnx,tflite]' $(QUIET)
 	touch $@
 
-# Everything: torch==2.14.1 + torchvision==0.29.1 (from this machine's disk), converters, tests.
+# Everything: torch==2.14.1 + torchvision==0.29.1 (from this machine's disk), converters, tests,
+# and Ray (the scale extra: the Ray catalog build's tests).
 $(VENV)/.all-installed: pyproject.toml | $(PY)
-	$(PIP) -e '.[export,dev]' $(QUIET)
+	$(PIP) -e '.[export,dev,scale]' $(QUIET)
 	touch $@ $(VENV)/.runtime-installed
 
 demo: $(VENV)/.runtime-installed  ## wrap the shipped teacher as a bundle, embed the sample, show neighbours
@@ -42,7 +43,21 @@ lint: $(VENV)/.all-installed  ## ruff and the layer contracts (import-linter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
-bench: $(VENV)/.all-installed  ## embedding latency per engine, 1 and 2 threads (minutes)
+# `make bench`: the bench extra (faiss-cpu, so the faiss comparison is always there; matplotlib).
+$(VENV)/.bench-installed: pyproject.toml | $(VENV)/.runtime-installed
+	$(PIP) -e '.[onnx,tflite,bench]' $(QUIET)
+	touch $@
+
+BENCH_TEACHER := build/bench/teacher
+BENCH_ARGS ?=
+bench: $(VENV)/.bench-installed  ## edgerec bench: teacher + shipped student per stage, search scaling with faiss (~15 min)
+	test -f $(BENCH_TEACHER)/manifest.json || $(VENV)/bin/edgerec bundle import \
+	    examples/sample/teacher/mobilenet_v1_1.0_224_quant_embedding_extractor.tflite \
+	    --out $(BENCH_TEACHER) --raw-pixels --name teacher --force
+	nice -n 10 $(VENV)/bin/edgerec bench $(BENCH_TEACHER) examples/models/clothing-student \
+	    --images examples/sample/images --out benchmarks/results $(BENCH_ARGS)
+
+bench-embed: $(VENV)/.all-installed  ## the older per-engine embedding latency script (needs the export extra)
 	$(PY) benchmarks/embed_latency.py
 
 # Not part of `make test`: the first run needs root and downloads from Debian and PyPI.

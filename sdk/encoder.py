@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Union
 
 import numpy as np
 from edgerec.runtimes import Device, Engine, RuntimeOptions, available_engines, open_runtime
+from edgerec.sdk.bench.profile import default_profile_path, read_device_profile
 from edgerec.sdk.bundle.bundle import Bundle
 from edgerec.sdk.bundle.manifest import WHITENING_FORMAT, ArtifactSpec, Layout, Precision, Role
 from edgerec.sdk.errors import (
@@ -25,7 +26,12 @@ from edgerec.sdk.image import ImageInput, ImageLimits, preprocess
 from edgerec.sdk.vectors import l2_normalize
 from edgerec.sdk.whitening import Whitening
 
-__all__ = ["Encoder", "EncoderOptions", "l2_normalize"]
+__all__ = ["AUTO", "Encoder", "EncoderOptions", "l2_normalize"]
+
+
+AUTO = "auto"
+"""``EncoderOptions(engine=AUTO, precision=AUTO)``: let the device profile (or the fixed rule)
+choose."""
 
 
 @dataclass(frozen=True)
@@ -33,32 +39,77 @@ class EncoderOptions:
     """How to run a bundle's encoder.
 
     Attributes:
-        engine: ``Engine.ONNX`` or ``Engine.TFLITE``; ``None`` takes the first installed engine
-            the bundle has an encoder for (ONNX Runtime first).
-        precision: ``Precision.FP32`` or ``Precision.INT8``; ``None`` prefers fp32 and falls back
-            to int8. int8 is smaller but not always faster: measure on the device
-            (``benchmarks/embed_latency.py``) and pin the winner here.
-        num_threads: engine threads; ``None`` is the engine's default.
+        engine: ``Engine.ONNX``, ``Engine.TFLITE`` or ``"auto"`` (the default; ``None`` means
+            the same). ``auto`` takes the engine the device profile measured fastest for this
+            bundle (``edgerec bench --choose``; :mod:`edgerec.sdk.bench.profile`), else the
+            first installed engine the bundle has an encoder for (ONNX Runtime first).
+        precision: ``Precision.FP32``, ``Precision.INT8`` or ``"auto"`` (the default; ``None``
+            means the same): the device profile's fastest, else fp32 before int8. int8 is
+            smaller but not always faster, so the device measures rather than assumes.
+        num_threads: engine threads; ``None`` is the profile's choice when the profile picks
+            the artifact, else the engine's default.
         device: ``cpu``; ``cuda`` (ONNX Runtime) or ``gpu`` (LiteRT delegate) raise when absent.
         batch_size: images preprocessed and run per engine call.
         limits: size guards applied to every image before it is decoded.
+        device_profile: the device profile file to read; ``None`` is the default location
+            (``$EDGEREC_DEVICE_PROFILE``, else ``~/.cache/edgerec/device-profile.json``).
+        use_device_profile: ``False`` ignores any device profile (the fixed rule only).
     """
 
-    engine: Optional[Engine] = None
-    precision: Optional[Precision] = None
+    engine: Union[Engine, str, None] = AUTO
+    precision: Union[Precision, str, None] = AUTO
     num_threads: Optional[int] = None
     device: Device = Device.CPU
     batch_size: int = 32
     limits: ImageLimits = field(default_factory=ImageLimits)
+    device_profile: Union[str, os.PathLike, None] = None
+    use_device_profile: bool = True
 
     def __post_init__(self) -> None:
-        if self.engine is not None:
-            object.__setattr__(self, "engine", Engine(self.engine))
-        if self.precision is not None:
-            object.__setattr__(self, "precision", Precision(self.precision))
+        for name, kind in (("engine", Engine), ("precision", Precision)):
+            value = getattr(self, name)
+            if value is None or (isinstance(value, str) and value.strip().lower() == AUTO):
+                object.__setattr__(self, name, AUTO)
+            else:
+                try:
+                    object.__setattr__(self, name, kind(value))
+                except ValueError:
+                    choices = [m.value for m in kind] + [AUTO]
+                    raise ValueError(f"{name} must be one of {choices}, got {value!r}.") from None
         object.__setattr__(self, "device", Device(self.device))
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1 or None, got {self.num_threads}.")
+
+
+def _choose(bundle: Bundle, options: EncoderOptions) -> tuple[ArtifactSpec, EncoderOptions, str]:
+    """The artifact, the options to open it with (threads filled in from the profile) and
+    how it was chosen: ``"options"``, ``"device profile <path>"`` or ``"rule"``."""
+    engine = None if options.engine == AUTO else options.engine
+    precision = None if options.precision == AUTO else options.precision
+    engines = available_engines() if engine is None else [engine]
+    if not engines:
+        raise RuntimeUnavailableError(
+            "No inference engine is installed; `pip install edgerec[onnx]` or "
+            "`pip install edgerec[tflite]`."
+        )
+    if engine is not None and precision is not None:
+        return bundle.select(Role.ENCODER, engine, precision, engines), options, "options"
+    if options.use_device_profile:
+        where = options.device_profile
+        profile = read_device_profile(bundle.encoder_id, where)
+        if profile is not None and profile.matches_this_machine():
+            have = [(a.engine, a.precision) for a in bundle.artifacts(Role.ENCODER)
+                    if a.engine in engines]
+            pick = profile.pick(engines, precision, options.num_threads, have)
+            if pick is not None:
+                artifact = bundle.select(Role.ENCODER, pick.engine, pick.precision, engines)
+                if options.num_threads is None:
+                    options = replace(options, num_threads=pick.threads)
+                path = default_profile_path() if where is None else where
+                return artifact, options, f"device profile {path}"
+    return bundle.select(Role.ENCODER, engine, precision, engines), options, "rule"
 
 
 def _read_whitening(bundle: Bundle) -> Optional[Whitening]:
@@ -96,6 +147,9 @@ class Encoder:
         self.bundle = bundle
         self.artifact = artifact
         self.options = options
+        self.chosen_by = "options"
+        """How the artifact was chosen: ``"options"``, ``"device profile <path>"`` or
+        ``"rule"`` (the first installed engine, fp32 before int8)."""
         self.whitening = _read_whitening(bundle)
         # The engine gets the very bytes whose sha256 was checked (no re-read by path).
         self._runtime = open_runtime(
@@ -122,6 +176,10 @@ class Encoder:
     ) -> Encoder:
         """Open the encoder artifact of a loaded bundle that ``options`` ask for.
 
+        ``auto`` engine or precision: the device profile's fastest allowed artifact when the
+        profile has this bundle's ``encoder_id`` measured on this CPU, else the fixed rule
+        (:attr:`chosen_by` says which).
+
         Raises:
             ArtifactNotFoundError: the bundle has no encoder for that engine/precision.
             RuntimeUnavailableError: the engine (or device) is not installed here.
@@ -129,14 +187,10 @@ class Encoder:
                 changed after the bundle was opened).
             ModelError: the model is not loadable, or its tensors are not the manifest's.
         """
-        engines = available_engines() if options.engine is None else [options.engine]
-        if not engines:
-            raise RuntimeUnavailableError(
-                "No inference engine is installed; `pip install edgerec[onnx]` or "
-                "`pip install edgerec[tflite]`."
-            )
-        artifact = bundle.select(Role.ENCODER, options.engine, options.precision, engines)
-        return cls(bundle, artifact, options)
+        artifact, options, chosen_by = _choose(bundle, options)
+        encoder = cls(bundle, artifact, options)
+        encoder.chosen_by = chosen_by
+        return encoder
 
     @classmethod
     def create_from_bundle_path(

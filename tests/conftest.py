@@ -34,6 +34,15 @@ def sample_images(per_label: int = 20) -> list[tuple[Path, str]]:
     return out
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_device_profile(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never read a developer's own device profile (``edgerec bench --choose``): the
+    default encoder choice stays the documented rule unless a test writes a profile."""
+    import os
+
+    os.environ["EDGEREC_DEVICE_PROFILE"] = str(tmp_path_factory.mktemp("profile") / "none.json")
+
+
 @pytest.fixture(scope="session")
 def teacher_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
     """The shipped MobileNetV1 teacher wrapped as a bundle (raw uint8 pixels)."""

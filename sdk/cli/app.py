@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 from typing import Optional
 
+from edgerec.sdk.cli.bench import add_bench_parser
 from edgerec.sdk.cli.bundle import add_bundle_parsers, add_embed_parser, add_engines_parser
 from edgerec.sdk.cli.catalog import add_catalog_parsers
 from edgerec.sdk.cli.common import OneLineParser, usage
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_recommend_parser(sub)
     add_evaluate_parser(sub)
     add_engines_parser(sub)
+    add_bench_parser(sub)
     _register_plugins(sub)
     return parser
 
