@@ -17,7 +17,7 @@ itself skipped (bad rows, missing files, repeated ids) are in ``listing.problems
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -29,7 +29,7 @@ from edgerec.sdk.catalog.ingest import SourceItem, _check_unique
 from edgerec.sdk.encoder import Encoder, EncoderOptions
 from edgerec.sdk.errors import CatalogError, EncoderMismatchError, InvalidImageError
 
-__all__ = ["IngestReport", "add_images", "build_catalog"]
+__all__ = ["IngestReport", "add_images", "build_catalog", "embed_items"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -52,6 +52,29 @@ class IngestReport:
             "failed": [{"item_id": i, "path": p, "error": e} for i, p, e in failed],
             "count": self.count,
         }
+
+
+def embed_items(
+    encoder: Encoder, items: Sequence[SourceItem],
+) -> tuple[list[SourceItem], np.ndarray, list[tuple[str, str, str]]]:
+    """Decode, preprocess and embed ``items`` with the SDK's own preprocessing: the items that
+    worked, their vectors (float32 ``(n, dim)``, in ``encoder.options.batch_size`` engine calls)
+    and ``(item_id, path, why)`` for each image that could not be used. The one embedding step of
+    a local build and of a Ray build's workers (:mod:`.ray_build`)."""
+    good, batches, failed = [], [], []
+    for item in items:
+        try:
+            batches.append(encoder.preprocess([item.image]))
+            good.append(item)
+        except InvalidImageError as exc:
+            failed.append((item.item_id, str(item.image), str(exc.__cause__ or exc)))
+    if not good:
+        return good, np.zeros((0, encoder.dim), np.float32), failed
+    pixels = np.concatenate(batches)
+    step = encoder.options.batch_size
+    vectors = np.concatenate([encoder.embed_preprocessed(pixels[i:i + step])
+                              for i in range(0, len(good), step)])
+    return good, vectors, failed
 
 
 def add_images(
@@ -94,18 +117,9 @@ def add_images(
     added, failed = 0, []
     for start in range(0, len(todo), chunk_size):
         chunk = todo[start:start + chunk_size]
-        good, batches = [], []
-        for item in chunk:
-            try:
-                batches.append(encoder.preprocess([item.image]))
-                good.append(item)
-            except InvalidImageError as exc:
-                failed.append((item.item_id, str(item.image), str(exc.__cause__ or exc)))
+        good, vectors, bad = embed_items(encoder, chunk)
+        failed.extend(bad)
         if good:
-            pixels = np.concatenate(batches)
-            step = encoder.options.batch_size
-            vectors = np.concatenate([encoder.embed_preprocessed(pixels[i:i + step])
-                                      for i in range(0, len(good), step)])
             catalog.add([s.item_id for s in good], vectors, [dict(s.metadata) for s in good],
                         encoder_id=encoder.encoder_id)
             added += len(good)

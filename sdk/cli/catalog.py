@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from edgerec.sdk.catalog.ingest import (
     listing_from_folder,
     parse_value,
 )
+from edgerec.sdk.catalog.ray_build import RayBuildOptions, build_catalog_on_ray
 from edgerec.sdk.cli.common import (
     add_json,
     emit,
@@ -78,10 +80,29 @@ def _ingest_output(args: argparse.Namespace, report: IngestReport, verb: str,
 def cmd_catalog_build(args: argparse.Namespace) -> int:
     listing = _listing(args)
     items = listing.require()
+    if args.ray is not None:
+        return _build_on_ray(args, listing, items)
     update, done = progress(len(items), "catalog build")
     try:
         report = build_catalog(args.bundle, args.out, items, encoder_options=encoder_options(args),
                                dtype=args.dtype, chunk_size=args.chunk_size, progress=update)
+    finally:
+        done()
+    return _ingest_output(args, report, "built", listing.problems)
+
+
+def _build_on_ray(args: argparse.Namespace, listing: ItemListing,
+                  items: list[SourceItem]) -> int:
+    options = RayBuildOptions(address=args.ray or None, workers=args.ray_workers,
+                              batch_size=args.ray_batch_size,
+                              cpus_per_worker=args.ray_cpus_per_worker)
+    enc = encoder_options(args)
+    if enc.num_threads is None:  # one engine thread per CPU Ray reserves for an actor
+        enc = dataclasses.replace(enc, num_threads=max(1, int(options.cpus_per_worker)))
+    update, done = progress(len(items), "catalog build (ray)")
+    try:
+        report = build_catalog_on_ray(args.bundle, args.out, items, options, encoder_options=enc,
+                                      dtype=args.dtype, progress=update)
     finally:
         done()
     return _ingest_output(args, report, "built", listing.problems)
@@ -181,8 +202,21 @@ def _add_build_parser(csub: Any) -> None:
     option(build, "--chunk-size", type=positive_int, source=build_catalog, name="chunk_size",
            help="images per catalog commit (the unit of resumption)")
     add_encoder_arguments(build)
+    _add_ray_arguments(build)
     add_json(build)
     build.set_defaults(func=cmd_catalog_build)
+
+
+def _add_ray_arguments(build: argparse.ArgumentParser) -> None:
+    build.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                       help="embed on Ray (needs pip install 'edgerec[scale]'): a cluster's "
+                       "HOST:PORT, auto, or nothing for a local Ray; one commit at the end")
+    option(build, "--ray-workers", type=positive_int, source=RayBuildOptions, name="workers",
+           help="embedding actors on Ray")
+    option(build, "--ray-batch-size", type=positive_int, source=RayBuildOptions,
+           name="batch_size", help="images per actor call and per staged block")
+    option(build, "--ray-cpus-per-worker", type=float, source=RayBuildOptions,
+           name="cpus_per_worker", help="CPUs Ray reserves per actor")
 
 
 def _add_add_parser(csub: Any) -> None:
