@@ -110,7 +110,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         result = export_bundle(options, log=log)
     payload = {"bundle": str(result.bundle.path), "report": str(result.report),
                "metrics": result.metrics}
-    emit(args, payload, f"wrote {result.bundle.path}; report {result.report}")
+    from edgerec.export.report import summary_line
+
+    emit(args, payload, summary_line(result.bundle.path, result.report, result.metrics,
+                                     quick=options.quick))
     return 0
 
 

@@ -53,7 +53,7 @@ from edgerec.export.distill.whiten import DEFAULT_POWERS, WhiteningChoice, choos
 from edgerec.export.errors import ExportError
 from edgerec.export.options import ExportOptions, default_teacher
 from edgerec.export.scorer.bundle import ScorerBuild, read_scorer_events, train_and_export_scorer
-from edgerec.runtimes import Engine
+from edgerec.runtimes import Engine, RuntimeOptions, open_runtime
 from edgerec.sdk import Bundle, Precision, Preprocessing, Role, Whitening, preprocess
 from edgerec.sdk.bundle.manifest import WHITENING_FORMAT
 from edgerec.sdk.bundle.writer import NewWeights, write_bundle
@@ -580,11 +580,42 @@ def _records(options: ExportOptions, data: _Data, feats: _Teacher, student: _Stu
     return metrics, recipe
 
 
+LATENCY_RUNS = 20  # timed single-image runs per artifact, after 3 warm-up runs
+
+
+def _latency(built: BuiltArtifacts, x: np.ndarray, runs: int = LATENCY_RUNS) -> dict[str, Any]:
+    """Single-image latency of every shipped file on its own engine (1 thread), in ms:
+    ``{key: {"p50_ms", "p90_ms", "runs", "threads"}}``; measured at export time so the report
+    shows what a device would pay, not a guess from MACs."""
+    out: dict[str, Any] = {}
+    one = np.ascontiguousarray(x[:1], dtype=np.float32)
+    for art in built.artifacts:
+        with open_runtime(art.source, options=RuntimeOptions(num_threads=1)) as rt:
+            spec = rt.input_specs()[0]
+            nhwc = len(spec.shape) == 4 and spec.shape[-1] == 3 and spec.shape[1] != 3
+            feed = {spec.name: np.ascontiguousarray(one.transpose(0, 2, 3, 1)) if nhwc else one}
+            for _ in range(3):
+                rt.run(feed)
+            times = []
+            for _ in range(runs):
+                t = time.perf_counter()
+                rt.run(feed)
+                times.append((time.perf_counter() - t) * 1000)
+        out[art.key] = {"p50_ms": float(np.percentile(times, 50)),
+                        "p90_ms": float(np.percentile(times, 90)), "runs": runs, "threads": 1}
+    return out
+
+
 def _report(options: ExportOptions, work: Path, data: _Data, feats: _Teacher,
             student: _Student, built: BuiltArtifacts, metrics: dict[str, Any],
             recipe: dict[str, Any]) -> dict[str, Path]:
     """The HTML report and its pictures; returns the files the bundle carries for people."""
-    from edgerec.export.report import plot_curves, plot_neighbours, write_html_report
+    from edgerec.export.report import (
+        artifact_rows,
+        plot_curves,
+        plot_neighbours,
+        write_html_report,
+    )
 
     folder = work / "report"
     folder.mkdir(exist_ok=True)
@@ -594,17 +625,22 @@ def _report(options: ExportOptions, work: Path, data: _Data, feats: _Teacher,
         [r.path for r in data.val], _pre(options))))
     grid = plot_neighbours(np.asarray(feats.val.views), reference, val_labels,
                            folder / "neighbours.png")
-    parity_rows = [{"artifact": k, **v.to_dict(), "size_kb": round(built.sizes[k] / 1024)}
-                   for k, v in built.parity.items()]
+    metrics["latency"] = _latency(built, preprocess([r.path for r in data.val[:1]],
+                                                    _pre(options)))
+    parity_rows = artifact_rows(metrics, sizes=built.sizes)
     choice = student.choice
     report = write_html_report(
         folder / "report.html", title=f"edgerec export: {Path(options.out).name}",
         summary=[{"model": k, **v} for k, v in metrics["quality"].items()],
         sets=metrics["quality_sets"], artifacts=parity_rows,
-        data={"counts": data.dataset.to_report().get("counts", {}),
+        data={"counts": {**{k: v for k, v in data.dataset.to_report().items()
+                            if k not in ("issues", "issues_by_kind")},
+                         "split": data.counts()},
               "issues": [i.to_dict() for i in data.dataset.issues]},
         curves=curves, neighbours=grid, recipe=recipe,
-        whitening=choice.to_dict() if choice is not None else None)
+        whitening=choice.to_dict() if choice is not None else None,
+        quick=options.quick, gate_failures=metrics["gate_failures"],
+        gate_checks=metrics["int8_gate_checks"])
     atomic_write_text(folder / "history.json", json.dumps(student.result.history, indent=1))
     return {"report/report.html": report, "report/curves.png": curves,
             "report/neighbours.png": grid, "report/history.json": folder / "history.json"}
