@@ -245,7 +245,9 @@ class Recommender:
         self._scorer: Optional[Scorer] = None
         self._behaviour: Optional[BehaviourModel] = None
         self._behaviour_record: Optional[BehaviourRecord] = None
-        self._index: Optional[tuple[int, BehaviourIndex]] = None
+        self._index: Optional[tuple[int, BehaviourIndex, np.ndarray, np.ndarray]] = None
+        """(generation, the behaviour index over it, each index row's storage row, each
+        storage row's index row (-1: none))."""
         self.lacks: tuple[str, ...] = ()
         """What the bundle lacks for the full feed (e.g. behaviour signals), else empty."""
         self._lock = threading.Lock()
@@ -362,6 +364,7 @@ class Recommender:
         generation = self.catalog.generation
         with self._lock:
             if self._index is None or self._index[0] != generation:
+                generation, items, storage = self.catalog.item_rows()
                 def vectors_of(ids: Sequence[str]) -> np.ndarray:
                     found, vectors = self.catalog.vectors(list(ids))
                     if len(found) != len(ids):  # removed meanwhile: zeros map to the bias
@@ -369,8 +372,10 @@ class Recommender:
                         zero = np.zeros(self.catalog.dim, np.float32)
                         return np.stack([by_id.get(i, zero) for i in ids])
                     return vectors
+                inverse = np.full(int(storage.max(initial=-1)) + 1, -1, np.int64)
+                inverse[storage] = np.arange(len(storage))
                 self._index = (generation, BehaviourIndex.build(
-                    self._behaviour, list(self.catalog), vectors_of))
+                    self._behaviour, items, vectors_of), storage, inverse)
             return self._index[1]
 
     @property
@@ -454,7 +459,8 @@ class Recommender:
             ProfileError: a user id without a profile store, or a history that is not events.
             CatalogError: bad filters or k.
         """
-        profile, by_id, ignored = self._history(history)
+        index = self.behaviour_index()
+        profile, by_id, ignored = self._history(history, index)
         _check_k(k)
         notes = []
         if ignored:
@@ -471,7 +477,6 @@ class Recommender:
         excluded = set(_id_list(exclude, "exclude")) | profile.dismissed
         if self.options.exclude_seen:
             excluded |= profile.seen
-        index = self.behaviour_index()
         if index is not None:
             return self._feed(profile, by_id, u, index, excluded, filters, int(k), notes,
                               ignored)
@@ -505,16 +510,28 @@ class Recommender:
             banned |= np.array([i not in allowed for i in index.ids], bool)
 
         def visual(query: np.ndarray, size: int) -> Candidates:
-            """The catalog's search (filters, exclusions); scores only, no vectors read."""
-            pool = self._search(query, size, filters, exclude, None)
-            metadata.update(zip(pool.ids, pool.metadata))
-            keep = [j for j, i in enumerate(pool.ids) if i in index.row]
-            rows = np.array([index.row[pool.ids[j]] for j in keep], np.int64)
-            return Candidates(rows, np.zeros((len(rows), 0), np.float32),
-                              np.asarray(pool.scores, np.float32)[keep])
+            """The catalog's search (filters, exclusions); ids and scores only: no vectors,
+            no metadata (read below for the k returned)."""
+            _check_k(size)
+            entry = self._index
+            if entry is not None and entry[1] is index:  # storage rows -> index rows
+                generation, found_rows, scores = self.catalog.search_rows(
+                    query, int(size), filters=filters, exclude=exclude,
+                    encoder_id=self.bundle.encoder_id)
+                if generation == entry[0]:
+                    rows = entry[3][found_rows]
+                    live = rows >= 0
+                    return Candidates(rows[live], np.zeros((int(live.sum()), 0), np.float32),
+                                      scores[live])
+            found, scores = self.catalog.search_ids(query, int(size), filters=filters,
+                                                    exclude=exclude,
+                                                    encoder_id=self.bundle.encoder_id)
+            keep = [j for j, i in enumerate(found) if i in index.row]
+            rows = np.array([index.row[found[j]] for j in keep], np.int64)
+            return Candidates(rows, np.zeros((len(rows), 0), np.float32), scores[keep])
 
         def visual_of(rows: np.ndarray) -> np.ndarray:
-            return self._vectors([index.ids[r] for r in rows])
+            return self._index_vectors(index, rows)
 
         feed = replace(self.options.feed, candidates=self.candidates)
         cands = feed_candidates(history, u, index, visual, visual_of, banned, feed)
@@ -526,8 +543,8 @@ class Recommender:
         if missing:
             metadata.update(self.catalog.metadata_of(missing))
         kept = [j for j, i in enumerate(ids) if i in metadata]  # removed meanwhile: dropped
-        visual_reasons = self._reasons(profile, by_id, self._vectors([ids[j] for j in kept]),
-                                       len(kept))
+        visual_reasons = self._reasons(profile, by_id,
+                                       self._index_vectors(index, ranking.rows[kept]), len(kept))
         items = []
         for j, visual_reason in zip(kept, visual_reasons):
             item, pos = ids[j], int(ranking.order[j])
@@ -540,6 +557,16 @@ class Recommender:
                                         because, tags))
         notes.insert(0, FEED_NOTE)
         return Recommendations(tuple(items), False, "; ".join(notes), ignored, self.lacks)
+
+    def _index_vectors(self, index: BehaviourIndex, rows: np.ndarray) -> np.ndarray:
+        """Image vectors (n, D) float32 of behaviour-index ``rows``: read by storage row (no
+        id lookup) while the catalog is at the index's generation, else by id."""
+        entry = self._index
+        if entry is not None and entry[1] is index:
+            vectors = self.catalog.vectors_at(entry[2][np.asarray(rows, np.int64)], entry[0])
+            if vectors is not None:
+                return vectors
+        return self._vectors([index.ids[r] for r in rows])
 
     def _vectors(self, ids: Sequence[str]) -> np.ndarray:
         found, vectors = (self.catalog.vectors(list(ids)) if ids
@@ -581,12 +608,22 @@ class Recommender:
     # ------------------------------------------------------------------ helpers
 
     def _history(
-        self, history: Union[Profile, Sequence[Event], str]
+        self, history: Union[Profile, Sequence[Event], str],
+        index: Optional[BehaviourIndex] = None,
     ) -> tuple[Profile, dict[str, np.ndarray], tuple[str, ...]]:
         """The newest ``max_history`` events, the vectors of their items that are in the
-        catalog (one lookup), and the ids that are not."""
+        catalog (one lookup, by storage row when ``index`` is current), and the ids that
+        are not."""
         profile = self._profile(history).newest(self.options.max_history)
         wanted = list(dict.fromkeys(e.item_id for e in profile.events))
+        entry = self._index
+        if index is not None and entry is not None and entry[1] is index:
+            known = [i for i in wanted if i in index.row]
+            rows = np.array([index.row[i] for i in known], np.int64)
+            vectors = self.catalog.vectors_at(entry[2][rows], entry[0])
+            if vectors is not None:
+                return (profile, dict(zip(known, vectors)),
+                        tuple(i for i in wanted if i not in index.row))
         found, vectors = self.catalog.vectors(wanted) if wanted else ((), None)
         by_id = dict(zip(found, vectors)) if found else {}
         return profile, by_id, tuple(i for i in wanted if i not in by_id)

@@ -176,20 +176,23 @@ def feature_rows(rows: np.ndarray, sources: np.ndarray, visual: np.ndarray,
     recent_rows = history.rows[-recent:] if recent else history.rows[:0]
     recent_w = history.weights[-recent:] if recent else history.weights[:0]
     cooc = np.zeros(len(rows))
-    best = np.zeros(len(rows))
     cooc_from = np.full(len(rows), -1, np.int64)
     offset = len(history) - len(recent_rows)
-    for h in range(len(recent_rows)):
-        targets = index.neighbours[recent_rows[h]]
+    if len(recent_rows):  # all recent items at once, in history order (the sums' order)
+        targets = index.neighbours[recent_rows]  # (H, K)
+        terms = recent_w[:, None] * index.neighbour_scores[recent_rows]
+        source = np.repeat(np.arange(len(recent_rows)), targets.shape[1])
+        targets, terms = targets.ravel(), terms.ravel()
         ok = targets >= 0
-        pos = position[targets[ok]]
-        term = recent_w[h] * index.neighbour_scores[recent_rows[h]][ok]
-        keep = pos >= 0
-        pos, term = pos[keep], term[keep]
+        pos = np.where(ok, position[np.maximum(targets, 0)], -1)
+        keep = (pos >= 0) & ok
+        pos, term, source = pos[keep], terms[keep], source[keep]
         np.add.at(cooc, pos, term)
-        better = term > best[pos]
-        best[pos[better]] = term[better]
-        cooc_from[pos[better]] = offset + h
+        # the largest positive term per candidate, the earliest history item on ties
+        order = np.lexsort((source, -term, pos))
+        first = order[np.r_[True, pos[order][1:] != pos[order][:-1]]] if len(order) else order
+        first = first[term[first] > 0]
+        cooc_from[pos[first]] = offset + source[first]
     learned = index.learned[rows]
     y = index.collab[rows]
     y_norm = np.linalg.norm(y, axis=1)
@@ -303,8 +306,7 @@ def rank_feed(candidates: FeedCandidates, fusion: FusionRecord, k: int,
     order = np.lexsort((ties, -scores))[: int(k)]
     names = [f for f in FEATURES if f in _SIGNALS]
     cols = [FEATURES.index(f) for f in names]
-    signals = []
-    for j in order:
-        strongest = names[int(np.argmax(contrib[j, cols]))] if cols else "visual"
-        signals.append(_SIGNALS[strongest])
-    return FeedRanking(order, candidates.rows[order], scores[order], tuple(signals), candidates)
+    strongest = (np.argmax(contrib[order][:, cols], axis=1).tolist() if cols and len(order)
+                 else [])
+    signals = tuple(_SIGNALS[names[b]] for b in strongest) if cols else ("visual",) * len(order)
+    return FeedRanking(order, candidates.rows[order], scores[order], signals, candidates)

@@ -395,6 +395,84 @@ class Catalog:
         )
         return results[0] if single else BatchMatches(results)
 
+    def search_ids(
+        self,
+        query: np.ndarray,
+        k: int = 10,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        exclude: Iterable[str] | None = None,
+        encoder_id: str | None = None,
+    ) -> tuple[tuple[str, ...], np.ndarray]:
+        """:meth:`search` of one ``(dim,)`` query without the metadata: the ids of the exact
+        top-``k`` (best first) and their float32 scores ``(n,)``. For callers that rank the
+        hits further and read the metadata of the few they return (:meth:`metadata_of`)."""
+        with self._reading() as view:
+            rows, scores = self._top_rows(view, query, k, filters, exclude, encoder_id)
+            return self._ids_at(rows), scores
+
+    def search_rows(
+        self,
+        query: np.ndarray,
+        k: int = 10,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        exclude: Iterable[str] | None = None,
+        encoder_id: str | None = None,
+    ) -> tuple[int, np.ndarray, np.ndarray]:
+        """:meth:`search_ids` giving storage rows: the generation searched, the rows ``(n,)``
+        int64 of the exact top-``k`` (best first) and their float32 scores ``(n,)``. The rows
+        name items through :meth:`item_rows` of the same generation only."""
+        with self._reading() as view:
+            rows, scores = self._top_rows(view, query, k, filters, exclude, encoder_id)
+            return view.generation.gen, rows, scores
+
+    def _top_rows(self, view: VectorView, query: np.ndarray, k: int,
+                  filters: Mapping[str, Any] | None, exclude: Iterable[str] | None,
+                  encoder_id: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """The exact top-``k`` storage rows and float32 scores of one query (checked)."""
+        self._check_encoder(encoder_id)
+        queries, single = check_queries(query, self.dim)
+        if not single:
+            raise CatalogError("search_ids and search_rows take one query (dim,); use search "
+                               "for a batch")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise CatalogError(f"k must be a positive int, got {k!r}")
+        excluded = [] if exclude is None else check_ids(exclude, "exclude", allow_duplicates=True)
+        no_filter = filters is None or (isinstance(filters, Mapping) and not filters)
+        allowed = None if no_filter else self._filter_rows(filters, view)
+        banned = np.unique(list(self._lookup(excluded).values())) if excluded else None
+        rows, scores = exact_top_k(view, queries, int(k), allowed=allowed, banned=banned)
+        return np.asarray(rows[0], np.int64), np.asarray(scores[0], np.float32)
+
+    def item_rows(self) -> tuple[int, tuple[str, ...], np.ndarray]:
+        """One snapshot's generation, ids (insertion order, like iterating the catalog) and
+        their storage rows ``(n,)`` int64, for :meth:`vectors_at`."""
+        with self._reading() as view:
+            pairs = self._db().execute("SELECT id, row FROM items ORDER BY key").fetchall()
+            gen = view.generation.gen
+        ids = tuple(i for i, _ in pairs)
+        return gen, ids, np.fromiter((r for _, r in pairs), np.int64, len(pairs))
+
+    def vectors_at(self, rows: np.ndarray, generation: int) -> np.ndarray | None:
+        """Float32 vectors ``(len(rows), dim)`` of storage ``rows`` read by
+        :meth:`item_rows` at ``generation``; None when the catalog has moved to another
+        generation since (rows may then name other items: read :meth:`item_rows` again)."""
+        with self._reading() as view:
+            if view.generation.gen != generation:
+                return None
+            return view.dequantize(np.asarray(rows, np.int64))
+
+    def _ids_at(self, rows: np.ndarray) -> tuple[str, ...]:
+        """The ids of storage ``rows`` (in that order), without their metadata."""
+        found: dict[int, str] = {}
+        unique = np.unique(rows).tolist()
+        for i in range(0, len(unique), _SQL_CHUNK):
+            chunk = unique[i:i + _SQL_CHUNK]
+            sql = f"SELECT row, id FROM items WHERE row IN ({', '.join('?' * len(chunk))})"
+            found.update(self._db().execute(sql, chunk))
+        return tuple(found[int(r)] for r in rows)
+
     def metadata_of(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The metadata of those of ``ids`` that are in the catalog (one snapshot; unknown ids
         are left out), by id."""
