@@ -357,15 +357,19 @@ class ProfileStore:
         space of pages that were split or merged), then the WAL is checkpointed and truncated.
         If another connection is reading the file at that moment, the WAL keeps old pages
         until the next checkpoint (the next ``forget``, the WAL passing 1000 pages, or the last
-        connection closing).
+        connection closing). A ``forget`` interrupted by a crash has deleted the user or not
+        (one transaction) but may not have scrubbed the file: calling it again, for the same
+        user or any other, finishes the scrub (it rebuilds the file even when nothing matches).
         """
         _check_user(user_id)
         with self._lock:
             try:
                 with self._transaction() as conn:
                     deleted = conn.execute("DELETE FROM events WHERE user = ?", (user_id,)).rowcount
-                if deleted:
-                    self._db().execute("VACUUM")
+                # Always rebuild, even when nothing was deleted now: a forget killed after its
+                # delete committed but before this VACUUM left the rows' bytes behind, and
+                # calling forget again must finish the job.
+                self._db().execute("VACUUM")
                 self._db().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             except sqlite3.Error as exc:
                 raise ProfileError(f"could not delete from {self._path}: {exc}") from exc

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import shutil
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -100,16 +99,30 @@ class NewWeights:
     file: Optional[str] = None
 
 
+def _writer_gone(leftover: Path) -> bool:
+    """Whether the process named in a ``.<out>.<tag>-<pid>-<random>`` leftover is gone."""
+    try:
+        os.kill(int(leftover.name.rsplit("-", 2)[1]), 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return True
+    except PermissionError:
+        pass
+    return False
+
+
 def _remove_stale_temps(out: Path) -> None:
-    """Delete leftovers of interrupted writes of ``out`` whose writer process is gone."""
+    """Clean up after interrupted writes of ``out`` whose writer process is gone: delete their
+    temporary directories, and put back a previous bundle that a writer killed between its two
+    renames had moved aside (or delete it, when the new one made it into place)."""
     for tmp in out.parent.glob(f".{out.name}.tmp-*"):
-        try:
-            pid = int(tmp.name.rsplit("-", 2)[1])
-            os.kill(pid, 0)
-        except (ValueError, IndexError, ProcessLookupError):
+        if _writer_gone(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
-        except PermissionError:
-            pass
+    for old in sorted(out.parent.glob(f".{out.name}.old-*")):
+        if _writer_gone(old):
+            if not out.exists():
+                os.replace(old, out)
+            else:
+                shutil.rmtree(old, ignore_errors=True)
 
 
 def _plain_name(file: str, what: str, tmp: Path) -> str:
@@ -160,7 +173,7 @@ def _swap_in(tmp: Path, out: Path) -> None:
     fsync_dir(tmp, strict=False)
     old = None
     if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        old = temporary_sibling(out, "old")
         os.replace(out, old)
     os.replace(tmp, out)
     fsync_dir(out.parent, strict=False)
@@ -204,6 +217,7 @@ def write_bundle(
         OSError: the disk is full or not writable (the temporary directory is removed).
     """
     out = Path(out)
+    _remove_stale_temps(out)  # first: it may put back a bundle a killed writer moved aside
     if out.exists() and not force:
         raise BundleError(
             f"{out} already exists; choose another --out or pass --force to replace it."
@@ -211,7 +225,6 @@ def write_bundle(
     if not artifacts:
         raise BundleError("A bundle needs at least one artifact.")
     out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(out)
     tmp = temporary_sibling(out)
     tmp.mkdir()
     try:

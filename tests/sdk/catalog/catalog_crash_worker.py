@@ -1,6 +1,7 @@
 """A catalog writer to be killed: runs a deterministic schedule of add/update/remove steps.
 
     python catalog_crash_worker.py PATH START STOP [--die-at POINT:N] [--compact-every K]
+                                   [--dim D --encoder ID]
 
 Prints ``ready`` once the catalog is open, then ``done S`` after step ``S`` has committed.
 With ``--compact-every K`` it also compacts after every K-th step (which changes no item).
@@ -32,9 +33,9 @@ def item_ids(batch: int) -> list[str]:
     return [f"b{batch:04d}-{i:02d}" for i in range(BATCH)]
 
 
-def vectors_of(batch: int, version: int) -> np.ndarray:
-    """The float32 ``(BATCH, DIM)`` vectors of a batch at a version."""
-    return np.random.default_rng([batch, version]).standard_normal((BATCH, DIM)).astype(np.float32)
+def vectors_of(batch: int, version: int, dim: int = DIM) -> np.ndarray:
+    """The float32 ``(BATCH, dim)`` vectors of a batch at a version."""
+    return np.random.default_rng([batch, version]).standard_normal((BATCH, dim)).astype(np.float32)
 
 
 def schedule(step: int, state: dict[int, int]) -> tuple[str, int]:
@@ -114,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stop", type=int)
     parser.add_argument("--die-at", default=None, help="POINT:N, e.g. segment:3")
     parser.add_argument("--compact-every", type=int, default=0, help="compact after every K")
+    parser.add_argument("--dim", type=int, default=DIM, help="the catalog's dimension")
+    parser.add_argument("--encoder", default=ENCODER, help="the catalog's encoder_id")
     args = parser.parse_args(argv)
     if args.die_at:
         point, nth = args.die_at.split(":")
@@ -129,11 +132,11 @@ def main(argv: list[str] | None = None) -> int:
             ids = item_ids(batch)
             if op == "add":
                 meta = [{"batch": batch, "i": i, "v": 0} for i in range(BATCH)]
-                catalog.add(ids, vectors_of(batch, 0), meta, encoder_id=ENCODER)
+                catalog.add(ids, vectors_of(batch, 0, args.dim), meta, encoder_id=args.encoder)
             elif op == "update":
                 v = state[batch]
                 meta = [{"batch": batch, "i": i, "v": v} for i in range(BATCH)]
-                catalog.update(ids, vectors_of(batch, v), meta)
+                catalog.update(ids, vectors_of(batch, v, args.dim), meta)
             else:
                 catalog.remove(ids)
             print(f"done {step}", flush=True)

@@ -68,9 +68,11 @@ def _reader(cat: Catalog, seed: int, errors: list[BaseException], counts: list[i
 def test_eight_threads_query_one_catalog_while_a_thread_and_a_process_write(tmp_path):
     path = tmp_path / "cat"
     Catalog.create(path, dim=worker.DIM, encoder_id=worker.ENCODER).close()
+    # unbuffered: a buffered readline() could read "done" lines ahead, which communicate()
+    # (reading the raw pipe) would then never return
     proc = subprocess.Popen([sys.executable, str(WORKER_PATH), str(path), "0", "40"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    assert proc.stdout.readline() == b"ready\n"
     errors: list[BaseException] = []
     steps: list[int] = []
     counts: list[int] = []
@@ -91,7 +93,7 @@ def test_eight_threads_query_one_catalog_while_a_thread_and_a_process_write(tmp_
     print("generations seen by the readers:", len(generations))
     assert len(generations) >= 10, generations  # the readers really ran during the writes
     assert len(steps) == len(THREAD_BATCHES) + len(THREAD_BATCHES[::2])
-    assert out.count("done") == 40  # the worker's 40 steps all committed
+    assert out.count(b"done") == 40  # the worker's 40 steps all committed
     with Catalog.open(path, readonly=True) as cat:  # the end state holds both writers' work
         cat.verify()
         assert len(cat) == worker.BATCH * (len(worker.state_after(40)) + len(THREAD_BATCHES))
