@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --disable-pip-version-check -q
 QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: demo demo-export test lint bench bench-embed arm-check clean help
+.PHONY: demo quickstart demo-export test lint bench bench-embed arm-check clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ -/'
@@ -28,8 +28,11 @@ $(VENV)/.all-installed: pyproject.toml | $(PY)
 	$(PIP) -e '.[export,dev,scale]' $(QUIET)
 	touch $@ $(VENV)/.runtime-installed
 
-demo: $(VENV)/.runtime-installed  ## wrap the shipped teacher as a bundle, embed the sample, show neighbours
-	$(PY) examples/quickstart.py --out build/demo
+demo: $(VENV)/.all-installed  ## the main job end to end on the sample (a --quick export, the shipped student, feed, evaluate, bench) -> build/demo/index.html (~5 min)
+	$(PY) examples/demo.py --out build/demo
+
+quickstart: $(VENV)/.runtime-installed  ## wrap the shipped teacher as a bundle, embed the sample, show neighbours (no torch, ~1 min)
+	$(PY) examples/quickstart.py --out build/quickstart
 
 demo-export: $(VENV)/.all-installed  ## distil a tiny student on the sample (--quick, ~3 min) and show its report path
 	$(VENV)/bin/edgerec export --images examples/sample/images --out build/demo/quick-bundle --quick --force

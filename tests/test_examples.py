@@ -59,3 +59,25 @@ def test_the_raspberry_pi_loop_recommends_from_each_photo_in_a_watched_folder(te
         assert frame["results"][0]["item_id"] == photo.stem  # the catalog holds the photo itself
         assert len(frame["results"]) == 3 and frame["ms"] > 0
     assert "error" in frames[-1]  # reported, and the loop went on
+
+
+def test_the_demo_builds_one_page_with_every_step_on_the_shipped_student(tmp_path):
+    """`make demo` without its --quick export (minutes; the export has its own tests): the
+    catalog, search, feed, evaluate and bench sections on one page, every image it names
+    present."""
+    out = tmp_path / "demo"
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "demo.py"), "--out", str(out),
+                           "--skip-export", "--threads", "1"], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    page = out / "index.html"
+    assert done.stdout.strip().splitlines()[-1] == str(page)
+    text = page.read_text()
+    for heading in ("2. Visual search", "3. A personalised feed", "4. <code>edgerec evaluate",
+                    "5. <code>edgerec bench"):
+        assert heading in text
+    assert "✓ same label" in text and "you bought" in text
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from screenshot_report import missing_references
+
+    assert missing_references(page) == []
