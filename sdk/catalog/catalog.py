@@ -365,8 +365,7 @@ class Catalog:
         """
         self._check_encoder(encoder_id)
         queries, single = check_queries(query, self.dim)
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise CatalogError(f"k must be a positive int, got {k!r}")
+        _check_k(k)
         if diversity is not None and not (
             isinstance(diversity, (int, float))
             and not isinstance(diversity, bool)
@@ -377,10 +376,7 @@ class Catalog:
         mmr = bool(diversity)
         pool = max(int(k) * MMR_POOL_FACTOR, MMR_MIN_POOL) if mmr else int(k)
         with self._reading() as view:
-            no_filter = filters is None or (isinstance(filters, Mapping) and not filters)
-            allowed = None if no_filter else self._filter_rows(filters, view)
-            banned = np.unique(list(self._lookup(excluded).values())) if excluded else None
-            rows, scores = exact_top_k(view, queries, pool, allowed=allowed, banned=banned)
+            rows, scores = self._exact_top(view, queries, pool, filters, excluded)
             if mmr:
                 for i, (r, s) in enumerate(zip(rows, scores)):
                     picks = mmr_select(s, view.dequantize(r), int(k), float(diversity))
@@ -436,14 +432,20 @@ class Catalog:
         if not single:
             raise CatalogError("search_ids and search_rows take one query (dim,); use search "
                                "for a batch")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise CatalogError(f"k must be a positive int, got {k!r}")
+        _check_k(k)
         excluded = [] if exclude is None else check_ids(exclude, "exclude", allow_duplicates=True)
+        rows, scores = self._exact_top(view, queries, int(k), filters, excluded)
+        return np.asarray(rows[0], np.int64), np.asarray(scores[0], np.float32)
+
+    def _exact_top(self, view: VectorView, queries: np.ndarray, k: int,
+                   filters: Mapping[str, Any] | None, excluded: Sequence[str]
+                   ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """:func:`exact_top_k` of ``queries`` over the rows ``filters`` allow, without the
+        ``excluded`` ids (the one search :meth:`search` and :meth:`_top_rows` share)."""
         no_filter = filters is None or (isinstance(filters, Mapping) and not filters)
         allowed = None if no_filter else self._filter_rows(filters, view)
         banned = np.unique(list(self._lookup(excluded).values())) if excluded else None
-        rows, scores = exact_top_k(view, queries, int(k), allowed=allowed, banned=banned)
-        return np.asarray(rows[0], np.int64), np.asarray(scores[0], np.float32)
+        return exact_top_k(view, queries, k, allowed=allowed, banned=banned)
 
     def item_rows(self) -> tuple[int, tuple[str, ...], np.ndarray]:
         """One snapshot's generation, ids (insertion order, like iterating the catalog) and
@@ -714,3 +716,8 @@ class Catalog:
                 self._view = None
             with contextlib.suppress(OSError, sqlite3.Error):
                 self._collect_garbage()  # the commit stands even if this fails
+
+
+def _check_k(k: Any) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise CatalogError(f"k must be a positive int, got {k!r}")
