@@ -450,14 +450,17 @@ def _catalog_state(cat: Catalog) -> dict[int, int]:
 def _run_worker(path: Path, start: int, die_at: str | None, kill_after: float | None):
     cmd = [sys.executable, str(WORKER_PATH), str(path), str(start), str(start + 10_000)]
     cmd += ["--die-at", die_at] if die_at else []
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # unbuffered: a buffered readline() could read "done" lines ahead that communicate(),
+    # reading the raw pipe, would then never return
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
     lines = []
     if kill_after is not None:
-        lines.append(proc.stdout.readline())
+        lines.append(proc.stdout.readline().decode())
         time.sleep(kill_after)
         proc.send_signal(signal.SIGKILL)
     out, err = proc.communicate(timeout=60)
-    lines += out.splitlines()
+    lines += out.decode().splitlines()
+    err = err.decode(errors="replace")
     done = [int(line.split()[1]) for line in lines if line.startswith("done")]
     return proc.returncode, done, err
 
