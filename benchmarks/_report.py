@@ -1,66 +1,27 @@
-"""Shared benchmark reporting: machine facts, percentiles, JSON + Markdown (+ PNG) output."""
+"""Shared benchmark reporting: JSON + Markdown output, and the machine facts, percentiles and
+peak RSS (``VmHWM``) that :mod:`edgerec.sdk.bench.machine` collects for ``edgerec bench``,
+so both report a machine the same way."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import os
-import platform
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from edgerec.sdk.bench import machine as _machine
+from edgerec.sdk.bench.machine import peak_rss_mb, percentiles
+
+__all__ = ["RESULTS", "machine_info", "parse_value", "peak_rss_mb", "percentiles", "write"]
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU model, SIMD flags that matter for int8, cores, Python/numpy/engine versions."""
-    from edgerec.runtimes import engine_versions
-
-    model, flags = platform.processor() or "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "asimddp", "i8mm"]
-    return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "cpu": model,
-        "cpu_flags": [f for f in wanted if f in flags],
-        "cores": os.cpu_count(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "engines": engine_versions(),
-    }
-
-
-def percentiles(samples_ms: list[float]) -> dict[str, float]:
-    a = np.asarray(samples_ms, dtype=np.float64)
-    return {"n": int(a.size), "p50": float(np.median(a)), "p90": float(np.percentile(a, 90)),
-            "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MB: ``VmHWM`` of ``/proc/self/status``.
-
-    Not ``ru_maxrss``: Linux carries the parent's high-water mark into a child across fork and
-    exec, so a worker started by a parent that holds 1.7 GB reports at least 1.7 GB however
-    little it uses itself; ``VmHWM`` belongs to the process's own address space, which exec
-    creates afresh. NaN where ``/proc`` is absent.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    """:func:`edgerec.sdk.bench.machine.machine_info` (date, CPU model, SIMD flags, cores,
+    memory, OS, Python, numpy, engine and faiss versions, git commit) with ``machine``, the
+    architecture under the name the benchmark results have always used for it."""
+    info = _machine.machine_info()
+    return {**info, "machine": info["arch"]}
 
 
 def write(name: str, payload: dict[str, Any], markdown: str) -> tuple[Path, Path]:

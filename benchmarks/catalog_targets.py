@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import RESULTS, machine_info, peak_rss_mb, percentiles, write  # noqa: E402
+from edgerec.sdk.bench.machine import rss_mb  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "sample"
@@ -312,20 +313,13 @@ def work_rss(bundle: str, catalog: str, engine: str, kernel: str, n: int) -> dic
     options = EncoderOptions(engine=engine, num_threads=1)
     with Recommender.create_from_bundle_path(bundle, catalog, encoder_options=options) as rec:
         rec.encoder()
-        before = _vm_rss_mb()
+        before = rss_mb()
         for i in range(n):
             rec.similar(photos[i % len(photos)], k=K)
-        after = _vm_rss_mb()
+        after = rss_mb()
     return {"peak_rss_mb": peak_rss_mb(),
             "rss_ready_mb": before, "rss_after_mb": after,
             "onnxruntime_loaded": "onnxruntime" in sys.modules}
-
-
-def _vm_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 WORKERS = {"search": work_search, "bandwidth": work_bandwidth, "photo": work_photo,

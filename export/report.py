@@ -178,14 +178,28 @@ def _fmt(v: Any) -> str:
     return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
 
 
+def _rung_tried(attempt: dict[str, Any]) -> str:
+    """``"minmax (cosine_mean 0.8980 < 0.98)"``: a failed rung and the gate checks it fell
+    short of, or the error that stopped it (a record without shortfalls: the name alone)."""
+    name = str(attempt.get("remedy"))
+    if attempt.get("error"):
+        error = str(attempt["error"])
+        return f"{name} (failed: {error[:120]}{'...' if len(error) > 120 else ''})"
+    short = attempt.get("shortfalls") or {}
+    checks = "; ".join(f"{m} {_fmt(s.get('value'))} < {s.get('required')}"
+                       for m, s in short.items() if isinstance(s, dict))
+    return f"{name} ({checks})" if checks else name
+
+
 def artifact_rows(metrics: dict[str, Any], sizes: dict[str, int]) -> list[dict[str, Any]]:
     """One row per encoder file the export tried, shipped or not, from the manifest
     ``metrics`` (``parity``, ``quantization`` ladder records, ``gate_failures``, ``macs``,
     ``latency``) and ``sizes`` (key -> bytes of the shipped files).
 
     Each row: ``artifact``, ``gate`` (``"✓ passed"``, ``"✗ failed: left out"`` or
-    ``"no gate (fp32 parity)"``), ``rung`` (the int8 ladder rung that passed, or the rungs
-    tried), parity (cosine mean/min, top-10 overlap), ``MMACs``, ``size_kb``, latency p50/p90.
+    ``"no gate (fp32 parity)"``), ``rung`` (the int8 ladder rung that passed, or every rung
+    tried with the gate checks it fell short of), parity (cosine mean/min, top-10 overlap; a
+    failed file's best attempt), ``MMACs``, ``size_kb``, latency p50/p90.
     """
     ladders = metrics.get("quantization", {}) or {}
     failures = metrics.get("gate_failures", {}) or {}
@@ -193,21 +207,27 @@ def artifact_rows(metrics: dict[str, Any], sizes: dict[str, int]) -> list[dict[s
     macs = (metrics.get("macs") or {}).get("student")
     keys = [k for k in metrics.get("parity", {}) if k.startswith("encoder/")]
     keys += [k for k in failures if k not in keys]
+    keys += [k for k, v in ladders.items() if k.startswith("encoder/") and k not in keys
+             and isinstance(v, dict) and v.get("passed") is False]
     rows = []
     for key in keys:
         parity = metrics.get("parity", {}).get(key) or {}
         ladder = ladders.get(key) or {}
         attempts = ladder.get("attempts", [])
-        if key in failures:
-            tried = ", ".join(a["remedy"] for a in attempts)
+        if key in failures or ladder.get("passed") is False:
+            why = failures.get(key, "")
+            tried = ", ".join(_rung_tried(a) for a in attempts)
             if not tried:  # no ladder record kept: the failure message names the rungs
-                found = re.search(r"remedies \(([^)]*)\)", failures[key])
+                found = re.search(r"remedies \(([^)]*)\)", why)
                 tried = found.group(1) if found else ""
-            reached = re.search(r"reached (.*?)\.(?:\s|$)", failures[key])
-            gate = f"{FAIL} failed: left out" + (f" (best: {reached.group(1)})" if reached else "")
+            reached = re.search(r"reached (.*?)\.(?:\s|$)", why)
+            gate = (f"{FAIL} failed: {ladder.get('outcome', 'left out')}"
+                    + (f" (best: {reached.group(1)})" if reached else ""))
             rung = f"none passed; tried {tried}" if tried else ""
-            best = max((a for a in attempts if a.get("report")), default=None,
-                       key=lambda a: a["report"].get("cosine_mean") or 0.0)
+            measured = [a for a in attempts if a.get("report")]
+            best = next((a for a in measured if a.get("remedy") == ladder.get("best")),
+                        None) or max(measured, default=None,  # the ladder's own pick first
+                                     key=lambda a: a["report"].get("cosine_mean") or 0.0)
             parity = (best or {}).get("report") or {}
         elif key.endswith("int8"):
             gate = f"{PASS} passed" if ladder else f"{PASS} passed (no ladder record)"
@@ -310,8 +330,9 @@ def write_html_report(out: Path, *, title: str, summary: list[dict[str, Any]],
         "<h2>Artifacts: gates, parity with the torch fp32 student, cost</h2>",
         "<p>Every encoder file the export tried, including int8 ones left out. gate: the "
         "int8 gate (checks: " + html.escape(", ".join(gate_checks) or "n/a") + ") or fp32 "
-        "parity; rung: the int8 quantization remedy that passed (or the rungs tried); "
-        "parity columns for a failed file are its best attempt's. MMACs per image; latency: "
+        "parity; rung: the int8 quantization remedy that passed (or every rung tried, each "
+        "with the gate checks it fell short of); parity columns for a failed file are its "
+        "best attempt's. MMACs per image; latency: "
         "one image, 1 thread, on the file's own engine, measured during the export.</p>",
         _table(artifacts),
     ]

@@ -18,10 +18,12 @@ message is a sentence that says what was wrong and what to do about it::
     ├── ProfileError (ValueError)                a profile store, user id or event that is unusable
     ├── OutputError (ValueError)                 an output path that cannot be written
     └── ExportError (RuntimeError)               an export step that failed (edgerec.export.errors)
+        └── LadderFailedError                    no int8 rung passed its gate (its attempts kept)
 
 Each class is defined in the layer that raises it: the first three in
 :mod:`edgerec.runtimes.errors` (re-exported here), the device's here, ``ExportError`` in
-:mod:`edgerec.export.errors` (the device never raises it). Some classes also derive from a
+:mod:`edgerec.export.errors` and ``LadderFailedError`` in :mod:`edgerec.export.artifacts.ladder`
+(the device never raises them). Some classes also derive from a
 builtin exception where the meaning matches, so code that catches ``ValueError`` or
 ``ImportError`` keeps working.
 """

@@ -6,8 +6,9 @@
 (:func:`~.ladder.quantize_with_ladder` over :func:`~.quantize_onnx.quantize_onnx` and
 :func:`~.quantize_tflite.quantize_tflite`) until a rung passes the role's gate. An int8 file
 that never passes fails the build, or with ``fail_on_gate=False`` is left out and the reason
-recorded. The roles' wrappers are :func:`edgerec.export.artifacts.encoder.build_artifacts`
-and :func:`edgerec.export.scorer.artifacts.build_scorer_artifacts`.
+recorded with every rung tried (:attr:`BuiltFiles.ladder_records`). The roles' wrappers are
+:func:`edgerec.export.artifacts.encoder.build_artifacts` and
+:func:`edgerec.export.scorer.artifacts.build_scorer_artifacts`.
 
 Files in ``out_dir``: ``<role>.fp32.onnx``, ``<role>.fp32.tflite``, ``<role>.int8.onnx``,
 ``<role>.int8.tflite`` and each rung's ``int8-<remedy>.<suffix>``.
@@ -21,10 +22,15 @@ from pathlib import Path
 from typing import Any, Callable, Generic, TypeVar
 
 from edgerec.export.artifacts.convert import ModelIO, to_onnx, to_tflite
-from edgerec.export.artifacts.ladder import Gate, Remedy, Report, quantize_with_ladder
+from edgerec.export.artifacts.ladder import (
+    Gate,
+    LadderFailedError,
+    Remedy,
+    Report,
+    quantize_with_ladder,
+)
 from edgerec.export.artifacts.quantize_onnx import quantize_onnx
 from edgerec.export.artifacts.quantize_tflite import quantize_tflite
-from edgerec.export.errors import ExportError
 from edgerec.runtimes import Engine, RuntimeOptions, open_runtime
 from edgerec.sdk import Layout, Precision, Role
 from edgerec.sdk.bundle.writer import NewArtifact
@@ -43,8 +49,12 @@ class BuiltFiles:
     Attributes:
         artifacts: the files for the bundle: fp32 ONNX and TFLite, then each int8 that passed.
         parity: artifact key (e.g. ``"scorer/onnx/int8"``) -> the role's parity report.
-        ladder_records: int8 key -> :meth:`~.ladder.LadderResult.to_dict` (the manifest's
-            ``metrics["quantization"]``).
+        ladder_records: int8 key -> the ladder's record (the manifest's
+            ``metrics["quantization"]``), for every int8 file tried: a file that passed has
+            :meth:`~.ladder.LadderResult.to_dict` (``remedy``, ``passed: True``,
+            ``attempts``) with ``outcome: "shipped"``; one left out has
+            :meth:`~.ladder.LadderFailedError.to_dict` (``remedy: None``, ``passed: False``,
+            ``best``, every ``attempts``' parity and shortfalls) with ``outcome: "left out"``.
         gate_failures: int8 key -> why that file was left out.
         sizes: artifact key -> file size in bytes.
     """
@@ -114,15 +124,16 @@ class _Build(Generic[R]):
         try:
             result = quantize_with_ladder(remedies, lambda r: self.quantize(engine, r),
                                           evaluate, gate, artifact=name)
-        except ExportError as exc:
+        except LadderFailedError as exc:
             if fail_on_gate:
                 raise
             self.built.gate_failures[key] = str(exc)
+            self.built.ladder_records[key] = {**exc.to_dict(), "outcome": "left out"}
             self.log(f"  left out: {exc}")
             return
         final = self.out_dir / name
         result.artifact.replace(final)
-        self.built.ladder_records[key] = result.to_dict()
+        self.built.ladder_records[key] = {**result.to_dict(), "outcome": "shipped"}
         self.built.add(_describe(final, self.role, Precision.INT8), result.report)
         self.log(f"  {key}: {result.report} (remedy {result.remedy!r})")
 

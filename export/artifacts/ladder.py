@@ -1,8 +1,10 @@
 """The gated ladder of int8 remedies, for any model role.
 
 :func:`quantize_with_ladder` builds and measures :class:`Remedy` rungs in order, cheapest
-first, until one passes a :class:`Gate`; it records every attempt and raises ``ExportError``
-naming the artifact, the best attempt and its shortfall when none passes. A gate is anything
+first, until one passes a :class:`Gate`; it records every attempt (its parity report and the
+gate checks it fell short of) and, when none passes, raises :class:`LadderFailedError` (an
+``ExportError``) naming the artifact, the best attempt and its shortfall, and carrying every
+attempt for the export's records. A gate is anything
 with ``shortfalls(report)`` and ``margin(report)`` over the role's parity report: the
 encoder's :class:`~edgerec.export.artifacts.encoder.EncoderGate` (embedding mAP ratio and
 cosine) and the scorer's :class:`~edgerec.export.scorer.artifacts.ScorerGate` (top-k overlap,
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Attempt",
     "Gate",
+    "LadderFailedError",
     "LadderResult",
     "Remedy",
     "Report",
@@ -90,22 +93,31 @@ def remedies_from(base, steps: Sequence[tuple[str, dict[str, Any]]]) -> list[Rem
     return [Remedy(name, replace(base, **changes)) for name, changes in steps]
 
 
+Shortfalls = dict[str, tuple[Optional[float], float]]
+"""``{metric: (value, required)}``: the checks of a :class:`Gate` that a report fails."""
+
+
 @dataclass(frozen=True)
 class Attempt(Generic[R]):
-    """One tried remedy: its artifact and parity, or the error that stopped it."""
+    """One tried remedy: its artifact, parity and the gate checks it fell short of (empty when
+    it passed), or the error that stopped it (``report`` and ``shortfalls`` then ``None``)."""
 
     remedy: str
     passed: bool
     artifact: Optional[Path] = None
     report: Optional[R] = None
     error: Optional[str] = None
+    shortfalls: Optional[Shortfalls] = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form; ``artifact`` is the file name only."""
+        """JSON-ready form; ``artifact`` is the file name only, ``shortfalls`` is
+        ``{metric: {"value": v, "required": r}}``."""
+        short = None if self.shortfalls is None else {
+            m: {"value": v, "required": need} for m, (v, need) in self.shortfalls.items()}
         return {"remedy": self.remedy, "passed": self.passed,
                 "artifact": None if self.artifact is None else self.artifact.name,
                 "report": None if self.report is None else self.report.to_dict(),
-                "error": self.error}
+                "error": self.error, "shortfalls": short}
 
 
 @dataclass(frozen=True)
@@ -125,8 +137,34 @@ class LadderResult(Generic[R]):
         return report
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (the bundle manifest's ``metrics["quantization"]`` entries)."""
-        return {"remedy": self.remedy, "attempts": [a.to_dict() for a in self.attempts]}
+        """JSON-ready form (the bundle manifest's ``metrics["quantization"]`` entries):
+        ``{"remedy", "passed": True, "attempts"}``."""
+        return {"remedy": self.remedy, "passed": True,
+                "attempts": [a.to_dict() for a in self.attempts]}
+
+
+class LadderFailedError(ExportError):
+    """No rung of a ladder passed its gate (or none could be built).
+
+    Attributes:
+        artifact: what was being built (e.g. ``"encoder.int8.onnx"``).
+        attempts: every rung tried, in order, none passed.
+        best: the measured attempt nearest to passing (largest gate margin); ``None`` when no
+            rung could be built.
+    """
+
+    def __init__(self, message: str, artifact: str, attempts: Sequence[Attempt[Any]],
+                 best: Optional[str]) -> None:
+        super().__init__(message)
+        self.artifact = artifact
+        self.attempts = tuple(attempts)
+        self.best = best
+
+    def to_dict(self) -> dict[str, Any]:
+        """The failed ladder's record, shaped as :meth:`LadderResult.to_dict`:
+        ``{"remedy": None, "passed": False, "best", "attempts"}``."""
+        return {"remedy": None, "passed": False, "best": self.best,
+                "attempts": [a.to_dict() for a in self.attempts]}
 
 
 def _describe_shortfall(gate: Gate[R], report: R) -> str:
@@ -139,20 +177,22 @@ def _describe_shortfall(gate: Gate[R], report: R) -> str:
     return "; ".join(parts)
 
 
-def _failure(artifact: str, attempts: Sequence[Attempt[R]], gate: Gate[R]) -> ExportError:
+def _failure(artifact: str, attempts: Sequence[Attempt[R]], gate: Gate[R]) -> LadderFailedError:
     """The error for a ladder whose every rung failed: the best attempt and its shortfall."""
     tried = ", ".join(a.remedy for a in attempts)
     measured = [a for a in attempts if a.report is not None]
     failures = "; ".join(f"{a.remedy} failed: {a.error}" for a in attempts if a.error)
     if not measured:
-        return ExportError(f"{artifact}: every quantization remedy failed to build ({failures}).")
+        return LadderFailedError(
+            f"{artifact}: every quantization remedy failed to build ({failures}).",
+            artifact, attempts, None)
     best = max(measured, key=lambda a: gate.margin(a.report))
     message = (f"{artifact} failed the int8 gate after {len(attempts)} remedies ({tried}); "
                f"the best, {best.remedy!r}, reached {_describe_shortfall(gate, best.report)}.")
     if failures:
         message += f" Also: {failures}."
-    return ExportError(message + " Export the fp32 artifact only, or train with "
-                       "quantization-aware fine-tuning.")
+    return LadderFailedError(message + " Export the fp32 artifact only, or train with "
+                             "quantization-aware fine-tuning.", artifact, attempts, best.remedy)
 
 
 def quantize_with_ladder(
@@ -176,8 +216,9 @@ def quantize_with_ladder(
         :class:`LadderResult`; its ``attempts`` end with the passing one.
 
     Raises:
-        ExportError: no remedy passed; the message names ``artifact``, the best attempt and
-            by how much it fell short (and any remedy that failed to build).
+        LadderFailedError: no remedy passed; the message names ``artifact``, the best attempt
+            and by how much it fell short (and any remedy that failed to build); the error
+            carries every attempt (:meth:`LadderFailedError.to_dict`).
     """
     if not remedies:
         raise ValueError("quantize_with_ladder needs at least one remedy.")
@@ -189,8 +230,9 @@ def quantize_with_ladder(
         except Exception as exc:  # one broken rung must not hide the others' results
             attempts.append(Attempt(remedy.name, False, error=f"{type(exc).__name__}: {exc}"))
             continue
-        passed = not gate.shortfalls(report)
-        attempts.append(Attempt(remedy.name, passed, path, report))
+        short = gate.shortfalls(report)
+        passed = not short
+        attempts.append(Attempt(remedy.name, passed, path, report, shortfalls=short))
         if passed:
             return LadderResult(path, remedy.name, tuple(attempts))
     raise _failure(artifact, attempts, gate)

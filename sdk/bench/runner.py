@@ -199,7 +199,7 @@ def _photos(options: BenchOptions) -> list[Path]:
 def gated_artifacts(bundle: Bundle) -> tuple[list[ArtifactSpec], dict[str, str]]:
     """The encoder artifacts that passed the bundle's export gates, and why others are out.
 
-    Out: an artifact recorded in ``metrics["gate_failures"]`` (shipped anyway with
+    Out: an artifact recorded in ``metrics["gate_failures"]`` (left out of the bundle by
     ``--allow-gate-failure``), one whose last quantization attempt did not pass
     (``metrics["quantization"]``), or one marked ``passed: false`` in ``metrics["gates"]``.
     A bundle without gate records (an imported model) keeps all its artifacts.

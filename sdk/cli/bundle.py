@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -148,12 +149,22 @@ def engines_text(statuses: list[EngineStatus]) -> str:
     return "\n".join(lines)
 
 
+_NO_ENGINE = ("no inference engine is usable here; install one: "
+              "pip install 'edgerec[onnx]' or pip install 'edgerec[tflite]'")
+"""The one line ``edgerec engines`` adds on stderr (exit code 1) when no engine works."""
+
+
 def cmd_engines(args: argparse.Namespace) -> int:
     statuses = probe_engines()
     payload = {s.engine.value: {k: v for k, v in s.to_dict().items() if k != "engine"}
                for s in statuses}
     emit(args, payload, engines_text(statuses))
-    return 0
+    if any(s.usable for s in statuses):
+        return 0
+    # The listing (or its JSON) says why each engine failed; this line says what to do, in
+    # the form and with the exit code of every other failed command (edgerec.sdk.cli.app).
+    print(f"edgerec: error: {_NO_ENGINE}", file=sys.stderr)
+    return 1
 
 
 
@@ -250,6 +261,7 @@ def add_engines_parser(sub: Any) -> None:
         "engines", help="list the inference engines and whether they work here",
         description="Run a tiny model on each inference engine, each in its own process, and "
                     "list the engines with their versions: usable, or why not (not installed, "
-                    "built for another NumPy, crashed). Exits 0 either way.")
+                    "built for another NumPy, crashed). Exits 0 when at least one engine is "
+                    "usable, else 1 with what to install on stderr (stdout still lists them).")
     add_json(eng)
     eng.set_defaults(func=cmd_engines)

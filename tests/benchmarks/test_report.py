@@ -19,3 +19,21 @@ def test_a_worker_started_by_a_big_parent_reports_its_own_peak():
     # numpy + the report module: tens of MB, where this machine's ru_maxrss of the same child
     # says ~630 MB (it inherits the parent's high-water mark across fork and exec)
     assert ours < 300, (ours, maxrss)
+
+
+def test_benchmarks_report_the_machine_with_the_bench_commands_facts(monkeypatch):
+    """One collector of machine facts: the benchmarks' record is ``edgerec bench``'s, plus the
+    ``machine`` field (the architecture) that earlier benchmark results name it by."""
+    from edgerec.sdk.bench import machine
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import _report
+
+    assert _report.peak_rss_mb is machine.peak_rss_mb
+    assert _report.percentiles is machine.percentiles
+    info = _report.machine_info()
+    assert set(info) == set(machine.machine_info()) | {"machine"}
+    assert {"date", "cpu", "cpu_flags", "cores", "machine", "python", "numpy",
+            "engines"} <= set(info)  # every field the benchmark results have carried
+    assert info["machine"] == info["arch"] and info["cores"] >= 1
+    assert set(info["cpu_flags"]) <= set(machine.CPU_FLAGS)

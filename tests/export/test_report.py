@@ -8,6 +8,9 @@ import re
 import numpy as np
 import pytest
 from conftest import sample_images
+from edgerec.export.artifacts.encoder import EncoderGate
+from edgerec.export.artifacts.ladder import LadderFailedError, Remedy, quantize_with_ladder
+from edgerec.export.artifacts.parity import ParityReport
 from edgerec.export.report import (
     FAIL,
     PASS,
@@ -125,6 +128,29 @@ def test_a_failed_int8_without_ladder_record_still_names_the_rungs_tried():
     metrics = {**_metrics(), "quantization": {}}
     (row,) = [r for r in artifact_rows(metrics, SIZES) if r["artifact"] == "encoder/onnx/int8"]
     assert row["rung"] == "none passed; tried minmax" and "0.898" in row["gate"]
+
+
+def test_a_failed_int8_shows_every_rung_tried_with_the_gate_figures_it_fell_short_of(
+        tmp_path):
+    reports = {"minmax": ParityReport(**{**PARITY, "cosine_mean": 0.898}),
+               "percentile": ParityReport(**{**PARITY, "cosine_mean": 0.95, "map_ratio": 1.0})}
+    with pytest.raises(LadderFailedError) as info:  # the record as the export writes it
+        quantize_with_ladder([Remedy("minmax"), Remedy("percentile")],
+                             lambda r: tmp_path / f"{r.name}.onnx", lambda p: reports[p.stem],
+                             EncoderGate(), artifact="encoder.int8.onnx")
+    metrics = {**_metrics(), "gate_failures": {"encoder/onnx/int8": str(info.value)},
+               "quantization": {"encoder/onnx/int8": {**info.value.to_dict(),
+                                                      "outcome": "left out"}}}
+    (row,) = [r for r in artifact_rows(metrics, SIZES) if r["artifact"] == "encoder/onnx/int8"]
+    assert row["gate"].startswith(f"{FAIL} failed: left out (best: cosine_mean 0.9500 < 0.98")
+    assert row["rung"] == ("none passed; tried minmax (map_ratio 0.9800 < 0.99; cosine_mean "
+                           "0.8980 < 0.98), percentile (cosine_mean 0.9500 < 0.98)")
+    assert row["cosine_mean"] == pytest.approx(0.95)  # the best attempt's parity
+    page = write_html_report(
+        tmp_path / "report.html", title="t", summary=[], artifacts=artifact_rows(metrics, SIZES),
+        data={}, curves=None, neighbours=None, recipe={},
+        gate_failures=metrics["gate_failures"]).read_text()
+    assert "percentile (cosine_mean 0.9500 &lt; 0.98)" in page
 
 
 def test_summary_line_states_quick_and_failed_gates():

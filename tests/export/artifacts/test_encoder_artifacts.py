@@ -79,6 +79,8 @@ def test_build_writes_checked_fp32_files_and_an_int8_onnx_for_the_target(tmp_pat
                                                               "encoder/tflite/fp32"))
     record = json.loads(json.dumps(built.ladder_records["encoder/onnx/int8"]))
     assert record["remedy"] == "minmax" and record["attempts"][0]["passed"]
+    assert record["passed"] and record["outcome"] == "shipped"
+    assert record["attempts"][0]["shortfalls"] == {}
     assert built.gate_failures == {}
     int8 = tmp_path / "encoder.int8.onnx"
     assert built.artifacts[-1].source == int8 and built.artifacts[-1].precision is Precision.INT8
@@ -99,7 +101,12 @@ def test_build_leaves_out_or_fails_on_an_int8_file_that_misses_its_gate(tmp_path
                             allow_gate_failure=True, **common)
     assert [a.key for a in built.artifacts] == ["encoder/onnx/fp32", "encoder/tflite/fp32"]
     assert "cosine_mean" in built.gate_failures["encoder/onnx/int8"]
-    assert built.ladder_records == {}
+    record = json.loads(json.dumps(built.ladder_records["encoder/onnx/int8"]))
+    assert (record["remedy"], record["passed"], record["outcome"]) == (None, False, "left out")
+    (attempt,) = record["attempts"]  # first_remedy_only: the one rung tried
+    assert attempt["remedy"] == record["best"] == "minmax" and not attempt["passed"]
+    assert attempt["shortfalls"] == {"cosine_mean": {
+        "value": attempt["report"]["cosine_mean"], "required": 1.5}}
     with pytest.raises(ExportError, match=r"encoder\.int8\.onnx failed the int8 gate"):
         build_artifacts(tiny_net[0], Preprocessing(input_size=32), tmp_path / "b", **common)
 

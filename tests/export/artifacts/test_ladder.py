@@ -3,7 +3,12 @@ implement its Gate protocol: the encoder's and the scorer's."""
 
 import pytest
 from edgerec.export.artifacts.encoder import EncoderGate
-from edgerec.export.artifacts.ladder import Gate, Remedy, quantize_with_ladder
+from edgerec.export.artifacts.ladder import (
+    Gate,
+    LadderFailedError,
+    Remedy,
+    quantize_with_ladder,
+)
 from edgerec.export.artifacts.parity import ParityReport
 from edgerec.export.errors import ExportError
 from edgerec.export.scorer.artifacts import ScorerGate, ScorerParity
@@ -108,6 +113,28 @@ def test_ladder_fails_loudly_naming_the_artifact_the_best_attempt_and_the_shortf
     assert "map_ratio 0.9800 < 0.99 (short by 0.0100)" in message
     assert "cosine_mean 0.9750 < 0.98 (short by 0.0050)" in message
     assert "broken failed: RuntimeError: converter crashed" in message
+
+
+def test_a_failed_ladder_carries_every_rung_with_its_gate_figures(tmp_path):
+    reports = {"minmax": _report(cos=0.90, ratio=0.95), "entropy": _report(cos=0.975)}
+
+    def build(remedy):
+        if remedy.name == "broken":
+            raise RuntimeError("converter crashed")
+        return tmp_path / f"{remedy.name}.onnx"
+
+    with pytest.raises(LadderFailedError) as info:
+        quantize_with_ladder([Remedy("minmax"), Remedy("broken"), Remedy("entropy")], build,
+                             lambda p: reports[p.stem], EncoderGate(),
+                             artifact="encoder.int8.onnx")
+    record = info.value.to_dict()
+    assert (record["remedy"], record["passed"], record["best"]) == (None, False, "entropy")
+    minmax, broken, entropy = record["attempts"]
+    assert minmax["shortfalls"] == {"map_ratio": {"value": 0.95, "required": 0.99},
+                                    "cosine_mean": {"value": 0.90, "required": 0.98}}
+    assert minmax["report"]["cosine_mean"] == 0.90 and not minmax["passed"]
+    assert broken["shortfalls"] is None and broken["error"].startswith("RuntimeError")
+    assert entropy["shortfalls"] == {"cosine_mean": {"value": 0.975, "required": 0.98}}
 
 
 def test_ladder_whose_every_rung_fails_to_build_says_so():

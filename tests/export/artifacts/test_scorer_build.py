@@ -64,5 +64,13 @@ def test_scorer_build_leaves_out_or_fails_on_an_int8_file_that_misses_its_gate(t
     built = build_scorer_artifacts(model, tmp_path / "a", **common)
     assert [a.key for a in built.artifacts] == ["scorer/onnx/fp32", "scorer/tflite/fp32"]
     assert "keep_first_float" in built.gate_failures["scorer/onnx/int8"]
+    record = built.metrics()["quantization"]["scorer/onnx/int8"]
+    assert (record["remedy"], record["passed"], record["outcome"]) == (None, False, "left out")
+    assert [a["remedy"] for a in record["attempts"]] == [
+        "minmax", "percentile", "keep_first_float"]
+    for attempt in record["attempts"]:  # each rung with the figure it fell short on
+        assert not attempt["passed"]
+        assert attempt["shortfalls"]["top_k_overlap"] == {
+            "value": attempt["report"]["top_k_overlap"], "required": 1.5}
     with pytest.raises(ExportError, match=r"scorer\.int8\.onnx failed the int8 gate"):
         build_scorer_artifacts(model, tmp_path / "b", fail_on_gate=True, **common)

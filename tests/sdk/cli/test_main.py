@@ -1,6 +1,7 @@
 """The edgerec command: help everywhere, JSON where scripts parse, clean errors."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -95,6 +96,46 @@ def test_console_script_runs(tmp_path):
     exe = [sys.executable, "-m", "edgerec.sdk.cli.app", "engines", "--json"]
     result = subprocess.run(exe, capture_output=True, text=True, check=True)
     assert set(json.loads(result.stdout)) == {"onnx", "tflite"}
+
+
+# Every engine package, shadowed by one that fails to import (as an absent one does).
+_ENGINE_PACKAGES = ("onnxruntime", "ai_edge_litert", "tflite_runtime", "tensorflow")
+
+
+def _run_engines_without_any_engine(tmp_path, *flags):
+    for name in _ENGINE_PACKAGES:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"raise ImportError('no {name} here')\n")
+    exe = [sys.executable, "-m", "edgerec.sdk.cli", "engines", *flags]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    return subprocess.run(exe, capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_engines_fails_with_what_to_install_when_no_engine_imports(tmp_path):
+    done = _run_engines_without_any_engine(tmp_path)
+    assert done.returncode == 1
+    assert [line.split()[0] for line in done.stdout.splitlines()] == ["onnx", "tflite"]
+    assert "usable" not in done.stdout.replace("unusable", "")
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("edgerec: error: ")
+    assert "pip install 'edgerec[onnx]'" in done.stderr
+    assert "pip install 'edgerec[tflite]'" in done.stderr
+
+
+def test_engines_json_still_lists_the_engines_when_none_is_usable(tmp_path):
+    done = _run_engines_without_any_engine(tmp_path, "--json")
+    assert done.returncode == 1
+    listed = json.loads(done.stdout)
+    assert set(listed) == {"onnx", "tflite"}
+    assert not any(engine["usable"] for engine in listed.values())
+    assert "ONNX Runtime is not installed" in listed["onnx"]["reason"]
+    assert "pip install 'edgerec[onnx]'" in done.stderr
+
+
+def test_engines_exits_zero_with_nothing_on_stderr_when_the_real_engines_work(capsys):
+    assert main(["engines", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert all(engine["usable"] for engine in json.loads(captured.out).values())
+    assert captured.err == ""
 
 
 def test_converter_chatter_is_kept_off_stdout(capfd):
