@@ -267,6 +267,15 @@ def add_scorer_arguments(p: argparse.ArgumentParser, *, events_required: bool) -
            help="dimension of the collaborative item vectors (int8, one byte each per item)")
     option(p, "--behaviour-neighbours", type=int, source=BehaviourOptions, name="neighbours",
            help="co-occurrence neighbours kept per item (6 bytes each per item)")
+    option(p, "--behaviour-session-gap", type=float, source=BehaviourOptions,
+           name="session_gap_minutes", metavar="MINUTES",
+           help="with timestamps, events this close form sessions whose co-occurrence adds to "
+           "the users' (0: off)")
+    option(p, "--behaviour-fusion", choices=["auto", "linear", "mlp"], source=BehaviourOptions,
+           name="fusion",
+           help="how the feed fuses its features: a linear listwise fusion, a small MLP "
+           "trained with BCE on the device's own candidates, or (auto) whichever has the "
+           "higher cross-validated NDCG@20 on the validation cuts")
 
 
 def scorer_options(args: argparse.Namespace) -> Any:
@@ -290,7 +299,10 @@ def scorer_options(args: argparse.Namespace) -> Any:
                                holdout=args.scorer_holdout,
                                behaviour=BehaviourOptions(enabled=args.behaviour,
                                                           dim=args.behaviour_dim,
-                                                          neighbours=args.behaviour_neighbours))
+                                                          neighbours=args.behaviour_neighbours,
+                                                          fusion=args.behaviour_fusion,
+                                                          session_gap_minutes=args.
+                                                          behaviour_session_gap))
 
 
 def _missing_extra(exc: ImportError) -> RuntimeUnavailableError:

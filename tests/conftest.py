@@ -119,10 +119,14 @@ def label_events(path: Path, items: list[tuple[str, str]], *, users: int = 40,
 
 
 def behaviour_bundle(tiny_bundle: Bundle, catalog: Path, events: Path, out: Path, *,
-                     leave_last_out: bool = False) -> Bundle:
+                     leave_last_out: bool = False, validation_cuts: int = 1,
+                     fusion: str = "auto") -> Bundle:
     """The tiny encoder plus behaviour signals learned from ``events`` over the items of
     ``catalog`` (small ALS, 3 neighbours); with ``leave_last_out`` they are learned without
-    each user's newest item, and the bundle records that split."""
+    each user's newest item, and the bundle records that split. One validation cut by default:
+    in :func:`label_events`' world every user buys within one label, so the fusion has nothing
+    to learn about a person switching labels (the default's three cuts are measured on
+    MovieLens, where they help)."""
     from edgerec.export.behaviour import build_behaviour
     from edgerec.export.options import BehaviourOptions
     from edgerec.sdk import Catalog
@@ -140,7 +144,8 @@ def behaviour_bundle(tiny_bundle: Bundle, catalog: Path, events: Path, out: Path
                                 if k in ("train_events", "test_events", "test_users")})
                if leave_last_out else None)
     build = build_behaviour(split.train, ids, vectors, out.parent / f"{out.name}.work",
-                            BehaviourOptions(dim=4, neighbours=3, iterations=5),
+                            BehaviourOptions(dim=4, neighbours=3, iterations=5,
+                                             validation_cuts=validation_cuts, fusion=fusion),
                             recipe=UserVectorRecipe(), candidates=40, holdout=holdout,
                             log=lambda _m: None)
     arts = [NewArtifact(tiny_bundle.artifact_path(a), a.role, a.precision, a.inputs, a.outputs,

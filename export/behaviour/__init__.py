@@ -5,7 +5,7 @@ feed's fusion weights (:mod:`.fusion`), and the bundle's file and record (:mod:`
 from __future__ import annotations
 
 from edgerec.export.behaviour.build import BehaviourBuild, build_behaviour
-from edgerec.export.behaviour.fusion import fit_fusion, listwise_regression
+from edgerec.export.behaviour.fusion import fit_fusion, fit_linear, fit_mlp, listwise_regression
 from edgerec.export.behaviour.learn import LearnedBehaviour, learn_behaviour
 
 __all__ = [
@@ -13,6 +13,8 @@ __all__ = [
     "LearnedBehaviour",
     "build_behaviour",
     "fit_fusion",
+    "fit_linear",
+    "fit_mlp",
     "learn_behaviour",
     "listwise_regression",
 ]

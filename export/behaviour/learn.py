@@ -3,7 +3,8 @@
 From each user's positive events (weighted by kind, :data:`DEFAULT_EVENT_WEIGHTS`, and by the
 event's own weight): the time-decayed popularity and user count of every item; its top-K
 co-occurrence neighbours (items in the same users' histories, ``c_ij / (sqrt(n_i n_j) +
-shrink)``, computed in blocks of items so memory stays ``block x N``); collaborative item vectors
+shrink)``, plus the same score over sessions where the events have timestamps, computed in
+blocks of items so memory stays ``block x N``); collaborative item vectors
 (ALS from ``implicit``, confidence ``1 + alpha * weight``); and a ridge regression from the image
 vector to the collaborative vector, fitted on items with events from two or more users, which
 gives every other item (and any item added later on the device) its collaborative vector.
@@ -75,13 +76,50 @@ def _matrix(train: Mapping[str, Sequence[Interaction]], index: Mapping[str, int]
     return x, popularity, count
 
 
-def _neighbours(x: Any, count: np.ndarray, k: int, shrink: float
+def _sessions(train: Mapping[str, Sequence[Interaction]], index: Mapping[str, int],
+              gap_minutes: float) -> Optional[Any]:
+    """Sessions x items binary CSR (a session: one user's positive events with gaps of at
+    most ``gap_minutes``, in time order); None without timestamps on every event or when no
+    session holds two distinct items."""
+    from scipy.sparse import csr_matrix
+
+    if gap_minutes <= 0:
+        return None
+    rows, cols = [], []
+    session = -1
+    for user in sorted(train):
+        events = [it for it in train[user] if it.item_id in index
+                  and DEFAULT_EVENT_WEIGHTS.get(it.kind.value, 0.0) * it.weight > 0]
+        if any(it.timestamp is None for it in events):
+            return None
+        last = None
+        for it in sorted(events, key=lambda e: e.timestamp):
+            if last is None or it.timestamp - last > gap_minutes * 60.0:
+                session += 1
+            last = it.timestamp
+            rows.append(session)
+            cols.append(index[it.item_id])
+    if not rows:
+        return None
+    x = csr_matrix((np.ones(len(rows)), (np.array(rows, np.int64), np.array(cols, np.int64))),
+                   shape=(session + 1, len(index)))
+    x.sum_duplicates()
+    x.data[:] = 1.0
+    return x if (np.diff(x.indptr) >= 2).any() else None
+
+
+def _neighbours(x: Any, count: np.ndarray, k: int, shrink: float,
+                sessions: Optional[Any] = None, session_weight: float = 0.0
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` co-occurrence neighbours per item: (N, k) int64 rows (-1 none) and scores."""
+    """Top-``k`` co-occurrence neighbours per item: (N, k) int64 rows (-1 none) and scores
+    (plus ``session_weight`` x the same score over ``sessions``, see :func:`_sessions`)."""
     n = x.shape[1]
     b = x.copy()
     b.data[:] = 1.0
     bt = b.T.tocsr()
+    st = sessions.T.tocsr() if sessions is not None else None
+    s_root = (np.sqrt(np.diff(sessions.tocsc().indptr).astype(np.float64))
+              if sessions is not None else None)
     rows = np.full((n, k), -1, np.int64)
     scores = np.zeros((n, k), np.float32)
     warm = np.flatnonzero(count > 0)
@@ -91,6 +129,10 @@ def _neighbours(x: Any, count: np.ndarray, k: int, shrink: float
         c = (bt[block] @ b).toarray()  # (block, N) co-occurrence counts
         c[np.arange(len(block)), block] = 0.0
         s = c / (root[block, None] * root[None, :] + shrink)
+        if st is not None and s_root is not None and session_weight > 0:
+            cs = (st[block] @ sessions).toarray()
+            cs[np.arange(len(block)), block] = 0.0
+            s += session_weight * cs / (s_root[block, None] * s_root[None, :] + shrink)
         kk = min(k, n - 1)
         top = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk > 0 else np.zeros((len(block), 0),
                                                                                    np.int64)
@@ -170,7 +212,10 @@ def learn_behaviour(train: Mapping[str, Sequence[Interaction]], item_ids: Sequen
     if shared == 0:
         return LearnedBehaviour(None, "no item has positive events from two different users: "
                                 "behaviour cannot add anything to pixels", report)
-    neighbours, scores = _neighbours(x, count, options.neighbours, options.shrink)
+    sessions = _sessions(train, index, options.session_gap_minutes)
+    neighbours, scores = _neighbours(x, count, options.neighbours, options.shrink, sessions,
+                                     options.session_weight)
+    report["sessions"] = int(sessions.shape[0]) if sessions is not None else 0
     t1 = time.perf_counter()
     factors = _als(x, options)
     t2 = time.perf_counter()

@@ -13,9 +13,10 @@ their union (history, dismissed and excluded items left out) is cut to C. Each c
 the feature row :data:`FEATURES` (visual and collaborative similarity, co-occurrence score,
 collaborative closeness to the newest history items, log popularity and user count, source
 flags) and one score from the bundle's fusion
-(:class:`~edgerec.sdk.bundle.manifest.FusionRecord`: standardised features, a linear model
-fitted at export by listwise regression on a validation cut); the reason of a result is the
-signal that contributed most to its score.
+(:class:`~edgerec.sdk.bundle.manifest.FusionRecord`: standardised features, a linear model or a
+small MLP with a linear skip, whichever scored better in cross-validation at export on a
+validation cut); the reason of a result is the signal that contributed most to its score (the
+score minus the score with that feature at its mean).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "FeedOptions",
     "FeedRanking",
     "UserHistory",
+    "contributions",
     "feature_rows",
     "feed_candidates",
     "fuse",
@@ -264,15 +266,89 @@ def feed_candidates(history: UserHistory, u: np.ndarray, index: BehaviourIndex,
     return FeedCandidates(rows, sources, features, cooc_from, x)
 
 
-def fuse(features: np.ndarray, fusion: FusionRecord) -> tuple[np.ndarray, np.ndarray]:
-    """Scores (C,) float32 and per-feature contributions (C, F) of ``features`` (C, F) over
-    :data:`FEATURES` (features the fusion does not name count 0)."""
+@dataclass(frozen=True)
+class _Compiled:
+    """A :class:`FusionRecord` as arrays: ``cols`` (F',) int64 columns of :data:`FEATURES`
+    (-1: a feature the device does not compute), ``mean``/``scale`` (F',), ``w`` (F',),
+    ``w1`` (F', H), ``b1`` (H,), ``w2`` (H,) float32."""
+
+    cols: np.ndarray
+    known: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    w: np.ndarray
+    bias: np.float32
+    w1: Optional[np.ndarray]
+    b1: Optional[np.ndarray]
+    w2: Optional[np.ndarray]
+
+
+_COMPILED: dict[int, tuple[FusionRecord, _Compiled]] = {}
+
+
+def _compiled(fusion: FusionRecord) -> _Compiled:
+    """The arrays of ``fusion``, built once per record object (a few kept)."""
+    hit = _COMPILED.get(id(fusion))
+    if hit is not None and hit[0] is fusion:
+        return hit[1]
     col = {f: j for j, f in enumerate(FEATURES)}
-    contrib = np.zeros(features.shape, np.float32)
-    for f, w, m, s in zip(fusion.features, fusion.weights, fusion.mean, fusion.scale):
-        if f in col:
-            contrib[:, col[f]] = w * (features[:, col[f]] - m) / s
-    return contrib.sum(axis=1) + np.float32(fusion.bias), contrib
+    cols = np.array([col.get(f, -1) for f in fusion.features], np.int64)
+    f32 = np.float32
+    mlp = bool(fusion.hidden_weights)
+    out = _Compiled(cols=np.maximum(cols, 0), known=(cols >= 0).astype(f32),
+                    mean=np.asarray(fusion.mean, f32), scale=np.asarray(fusion.scale, f32),
+                    w=np.asarray(fusion.weights, f32), bias=f32(fusion.bias),
+                    w1=np.ascontiguousarray(np.asarray(fusion.hidden_weights, f32).T)
+                    if mlp else None,
+                    b1=np.asarray(fusion.hidden_bias, f32) if mlp else None,
+                    w2=np.asarray(fusion.output_weights, f32) if mlp else None)
+    if len(_COMPILED) >= 16:
+        _COMPILED.clear()
+    _COMPILED[id(fusion)] = (fusion, out)
+    return out
+
+
+def _standardised(features: np.ndarray, c: _Compiled) -> np.ndarray:
+    """``z`` (C, F') float32 over the fusion's features (features not in :data:`FEATURES`:
+    0)."""
+    z = (np.asarray(features, np.float32)[:, c.cols] - c.mean) / c.scale
+    z *= c.known
+    return z
+
+
+def _score(z: np.ndarray, c: _Compiled) -> np.ndarray:
+    out = z @ c.w + c.bias
+    if c.w1 is not None:
+        hidden = z @ c.w1
+        hidden += c.b1
+        np.maximum(hidden, 0.0, out=hidden)
+        out += hidden @ c.w2
+    return out
+
+
+def fuse(features: np.ndarray, fusion: FusionRecord) -> np.ndarray:
+    """Scores (C,) float32 of ``features`` (C, F) over :data:`FEATURES` (features the fusion
+    names that are not among them count 0, their standardised mean)."""
+    c = _compiled(fusion)
+    return _score(_standardised(features, c), c)
+
+
+def contributions(features: np.ndarray, fusion: FusionRecord) -> np.ndarray:
+    """Per-feature contributions (C, F) float32 over :data:`FEATURES`: the score minus the
+    score with that feature at its mean (for a linear fusion exactly its term
+    ``w * (x - mean) / scale``; 0 for features the fusion does not name)."""
+    c = _compiled(fusion)
+    z = _standardised(features, c)
+    out = np.zeros(features.shape, np.float32)
+    named = [(k, FEATURES.index(f)) for k, f in enumerate(fusion.features) if f in FEATURES]
+    if not len(z) or not named:
+        return out
+    held = np.repeat(z[None], len(named), axis=0)  # (F', C, F'): one copy per feature held
+    for i, (k, _) in enumerate(named):
+        held[i, :, k] = 0.0
+    at_mean = _score(held.reshape(-1, z.shape[1]), c).reshape(len(named), len(z))
+    out[:, [j for _, j in named]] = (_score(z, c)[None] - at_mean).T
+    return out
 
 
 @dataclass(frozen=True)
@@ -300,13 +376,14 @@ def rank_feed(candidates: FeedCandidates, fusion: FusionRecord, k: int,
               tiebreak: Optional[np.ndarray] = None) -> FeedRanking:
     """The best ``k`` of ``candidates`` by fused score (ties: the lower ``tiebreak`` of the
     row, default the earlier candidate)."""
-    scores, contrib = fuse(candidates.features, fusion)
+    scores = fuse(candidates.features, fusion)
     ties = (np.arange(len(candidates)) if tiebreak is None
             else np.asarray(tiebreak)[candidates.rows])
     order = np.lexsort((ties, -scores))[: int(k)]
     names = [f for f in FEATURES if f in _SIGNALS]
     cols = [FEATURES.index(f) for f in names]
-    strongest = (np.argmax(contrib[order][:, cols], axis=1).tolist() if cols and len(order)
+    contrib = contributions(candidates.features[order], fusion)
+    strongest = (np.argmax(contrib[:, cols], axis=1).tolist() if cols and len(order)
                  else [])
     signals = tuple(_SIGNALS[names[b]] for b in strongest) if cols else ("visual",) * len(order)
     return FeedRanking(order, candidates.rows[order], scores[order], signals, candidates)

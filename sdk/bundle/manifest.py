@@ -46,6 +46,7 @@ __all__ = [
     "BEHAVIOUR_FORMAT",
     "DEFAULT_EVENT_WEIGHTS",
     "FORMAT_VERSION",
+    "FUSION_MAX_HIDDEN",
     "MLP_WEIGHTS_FORMAT",
     "WEIGHTS_FORMATS",
     "WHITENING_FORMAT",
@@ -478,12 +479,23 @@ rows (-1: none) with ``neighbour_scores`` (N, K) float16; ``collab`` (N, d) int8
 float32; ``regularization``, ``alpha`` () float32."""
 
 
+FUSION_MAX_HIDDEN = 64
+"""The widest hidden layer a :class:`FusionRecord` may carry (its weights live in the
+manifest)."""
+
+
 @dataclass(frozen=True)
 class FusionRecord:
-    """How the device fuses a candidate's features into one score: ``bias + sum(weights *
-    (x - mean) / scale)`` over ``features`` (names of :data:`edgerec.sdk.behaviour.FEATURES`).
-    ``fitted``: the weights were fitted at export (listwise softmax regression on a validation
-    cut of the training events, ``validation`` says how it measured); else hand-set defaults."""
+    """How the device fuses a candidate's features into one score. With ``z = (x - mean) /
+    scale`` over ``features`` (names of :data:`edgerec.sdk.behaviour.FEATURES`)::
+
+        score = bias + weights . z + output_weights . relu(hidden_weights @ z + hidden_bias)
+
+    a linear model when ``hidden_weights`` is empty (``kind == "linear"``), else a one-hidden-
+    layer MLP with a linear skip (``kind == "mlp"``; ``hidden_weights`` (H, F), ``hidden_bias``
+    (H,), ``output_weights`` (H,), H <= :data:`FUSION_MAX_HIDDEN`). ``fitted``: fitted at
+    export on a validation cut of the training events (``validation`` says how it measured and
+    why this kind was chosen); else hand-set defaults."""
 
     features: tuple[str, ...]
     weights: tuple[float, ...]
@@ -492,29 +504,58 @@ class FusionRecord:
     bias: float = 0.0
     fitted: bool = False
     validation: Mapping[str, Any] = field(default_factory=dict)
+    hidden_weights: tuple[tuple[float, ...], ...] = ()
+    hidden_bias: tuple[float, ...] = ()
+    output_weights: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.features)
+
+        def finite(name: str, values: Any, size: int) -> tuple[float, ...]:
+            out = tuple(float(v) for v in values)
+            if len(out) != size or not all(v == v and abs(v) < float("inf") for v in out):
+                raise ValueError(f"fusion {name} must be {size} finite numbers, got {out!r}")
+            return out
+
         for name in ("weights", "mean", "scale"):
-            values = tuple(float(v) for v in getattr(self, name))
-            if len(values) != n or not all(v == v and abs(v) < float("inf") for v in values):
-                raise ValueError(f"fusion {name} must be {n} finite numbers, got {values!r}")
-            object.__setattr__(self, name, values)
+            object.__setattr__(self, name, finite(name, getattr(self, name), n))
         if any(s <= 0 for s in self.scale):
             raise ValueError(f"fusion scale must be positive, got {self.scale!r}")
+        h = len(self.hidden_weights)
+        if h > FUSION_MAX_HIDDEN:
+            raise ValueError(f"fusion hidden layer has {h} units; at most {FUSION_MAX_HIDDEN}")
+        object.__setattr__(self, "hidden_weights", tuple(
+            finite("hidden_weights row", row, n) for row in self.hidden_weights))
+        object.__setattr__(self, "hidden_bias", finite("hidden_bias", self.hidden_bias, h))
+        object.__setattr__(self, "output_weights",
+                           finite("output_weights", self.output_weights, h))
+        object.__setattr__(self, "bias", finite("bias", (self.bias,), 1)[0])
         object.__setattr__(self, "features", tuple(str(f) for f in self.features))
 
+    @property
+    def kind(self) -> str:
+        """``"mlp"`` with a hidden layer, else ``"linear"``."""
+        return "mlp" if self.hidden_weights else "linear"
+
     def to_dict(self) -> dict[str, Any]:
-        return {"features": list(self.features), "weights": list(self.weights),
-                "mean": list(self.mean), "scale": list(self.scale), "bias": self.bias,
-                "fitted": self.fitted, "validation": dict(self.validation)}
+        out = {"features": list(self.features), "weights": list(self.weights),
+               "mean": list(self.mean), "scale": list(self.scale), "bias": self.bias,
+               "fitted": self.fitted, "validation": dict(self.validation)}
+        if self.hidden_weights:
+            out.update(kind=self.kind, hidden_weights=[list(r) for r in self.hidden_weights],
+                       hidden_bias=list(self.hidden_bias),
+                       output_weights=list(self.output_weights))
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FusionRecord:
         return cls(features=tuple(data["features"]), weights=tuple(data["weights"]),
                    mean=tuple(data["mean"]), scale=tuple(data["scale"]),
                    bias=float(data.get("bias", 0.0)), fitted=bool(data.get("fitted", False)),
-                   validation=dict(data.get("validation") or {}))
+                   validation=dict(data.get("validation") or {}),
+                   hidden_weights=tuple(tuple(r) for r in data.get("hidden_weights") or ()),
+                   hidden_bias=tuple(data.get("hidden_bias") or ()),
+                   output_weights=tuple(data.get("output_weights") or ()))
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ class BehaviourFeedRanker:
         collab = self._index.collab @ cands.user_factors
         features, _ = feature_rows(rows, sources, self._v @ self._task.u[user], collab, history,
                                    self._index, self._feed.recent)
-        return fuse(features, self._fusion)[0].astype(np.float64)
+        return fuse(features, self._fusion).astype(np.float64)
 
     def top(self, user: int, exclude: np.ndarray, k: int) -> np.ndarray:
         cands = self._candidates(user, exclude)

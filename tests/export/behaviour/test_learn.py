@@ -113,3 +113,35 @@ def test_listwise_regression_puts_the_informative_feature_first():
         positives.append(pos)
     w = listwise_regression(xs, positives, l2=0.1)
     assert w[0] > 1.0 and abs(w[1]) < 0.5
+
+
+def test_sessions_split_a_users_events_at_long_gaps_and_add_their_co_occurrence():
+    from edgerec.export.behaviour.learn import _neighbours, _sessions
+    from edgerec.sdk.evaluation.events import Interaction
+
+    ids = ["a", "b", "c", "d"]
+    index = {item: j for j, item in enumerate(ids)}
+    hour = 3600.0
+
+    def events(user, pairs):
+        return [Interaction(user, item, timestamp=t, line=n) for n, (item, t) in enumerate(pairs)]
+
+    # both users buy a, b, c; only within a session do a and c go together
+    train = {"u1": events("u1", [("a", 0), ("c", 0.1 * hour), ("b", 5 * hour)]),
+             "u2": events("u2", [("a", 0), ("c", 0.2 * hour), ("b", 9 * hour), ("d", 9 * hour)])}
+    sessions = _sessions(train, index, gap_minutes=60)
+    assert sessions.shape == (4, 4)  # u1: {a, c}, {b}; u2: {a, c}, {b, d}
+    assert sorted(map(tuple, sessions.toarray().astype(int).tolist())) == [
+        (0, 1, 0, 0), (0, 1, 0, 1), (1, 0, 1, 0), (1, 0, 1, 0)]
+    assert _sessions(train, index, gap_minutes=0) is None
+    untimed = {"u1": [Interaction("u1", "a"), Interaction("u1", "b")]}
+    assert _sessions(untimed, index, gap_minutes=60) is None
+    from scipy.sparse import csr_matrix
+
+    users = csr_matrix(np.array([[1, 1, 1, 0], [1, 1, 1, 1]], np.float64))
+    count = np.asarray(users.sum(axis=0)).ravel()
+    _, plain_s = _neighbours(users, count, 3, 5.0)
+    both, both_s = _neighbours(users, count, 3, 5.0, sessions, 1.0)
+    a = index["a"]
+    assert plain_s[a, 0] == pytest.approx(plain_s[a, 1])  # b and c tie on users alone
+    assert both[a, 0] == index["c"] and both_s[a, 0] > plain_s[a, 0]
