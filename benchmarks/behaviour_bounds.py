@@ -3,8 +3,9 @@
 For each image dimension (the teacher's 1024-d poster vectors, and a 128-d PCA projection of
 them standing in for a 128-d student), a fresh child process runs what ``edgerec scorer
 train`` runs for the behaviour part (:func:`edgerec.export.behaviour.build_behaviour`: the
-signals learned twice, once on the validation cut for the fusion fit and once on all training
-events; the fusion fit over every validation user's candidates) on the leave-last-out
+signals learned on each validation cut for the fusion fit and once on all training events;
+the fusion fit, cross-validated between the linear and the MLP fusion, over every validation
+user's candidates) on the leave-last-out
 training events, and reports its wall time and peak RSS (``ru_maxrss`` of the child, imports
 included) and the bytes it adds to the bundle. The scorer's own bounds are
 ``benchmarks/scorer_train_bounds.py``; the whole command's are in the README.
