@@ -32,14 +32,25 @@ renames, the previous bundle waits as a hidden ``.old-<pid>-*`` sibling that the
 puts back; leftovers are hidden and swept by the next write.
 
 **Power cuts.** SIGKILL keeps the page cache, so the parts above show what survives a process
-crash. ``tests/sdk/catalog/catalog_crash_powercut.py`` runs the catalog schedule in process
-under a file-system shim and checks the folder a power cut would leave after every fsync and
-every SQLite commit (unsynced file content, renames and unlinks dropped; SQLite's files as
-of its last returned commit; see that module for what it does not model).
+crash. The ``power`` part runs each writer's schedule in this process under a file-system shim
+(``tests/powercut_disk.py``, which says exactly what each kind of cut keeps: file content as of
+its last fsync, folder entries as of the folder's last fsync or, for a "journal" cut, every
+metadata change so far; SQLite's own writes and fsyncs recorded through a VFS of the shim's,
+with cuts inside its commits and checkpoints keeping part of its unsynced writes, torn at a
+random byte or any subset of 512-byte sectors) and checks the folder a cut leaves, with the
+kill parts' invariants, after every event or ``--power-cuts`` random ones per writer
+(``--power-parts catalog,profiles,bundles``):
 
-    nice python benchmarks/crash_faults.py --kills 500 --profile-kills 200 --bundle-kills 200
-    # writes results/crash_faults.{json,md}
-    nice python benchmarks/crash_faults.py --parts power --power-steps 300
+- catalog (``tests/sdk/catalog/catalog_crash_powercut.py``): the catalog schedule above;
+- profiles (``tests/sdk/profile_crash_powercut.py``): the profile schedule above; the store does
+  not fsync each commit (``synchronous=NORMAL``), so a cut may roll back to SQLite's last fsync,
+  never further, never half a record, and never bring back a user whose ``forget`` returned;
+- bundles (``tests/sdk/bundle/bundle_crash_powercut.py``): ``write_bundle(..., force=True)`` of
+  the tiny fixture model with a ``report/`` extra file.
+
+    nice python benchmarks/crash_faults.py --kills 500 --profile-kills 200 --bundle-kills 200 \
+        --parts catalog,profiles,bundles   # writes results/crash_faults-catalog-profiles-bundles.*
+    nice python benchmarks/crash_faults.py --parts power --power-steps 300 --power-cuts 1500
     # writes results/crash_faults-power.{json,md}
 """
 
@@ -72,12 +83,25 @@ BUNDLE_WORKER_PATH = ROOT / "tests" / "sdk" / "bundle" / "bundle_crash_worker.py
 _spec = importlib.util.spec_from_file_location("bundle_crash_worker", BUNDLE_WORKER_PATH)
 bundle_worker = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bundle_worker)
-POWERCUT_PATH = ROOT / "tests" / "sdk" / "catalog" / "catalog_crash_powercut.py"
-_spec = importlib.util.spec_from_file_location("catalog_crash_powercut", POWERCUT_PATH)
-powercut = importlib.util.module_from_spec(_spec)
-sys.modules["catalog_crash_powercut"] = powercut  # its dataclasses look their module up
-_spec.loader.exec_module(powercut)
+
+
+def _load(name: str, path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+_load("powercut_disk", ROOT / "tests" / "powercut_disk.py")
+powercut = _load("catalog_crash_powercut",
+                 ROOT / "tests" / "sdk" / "catalog" / "catalog_crash_powercut.py")
+profile_powercut = _load("profile_crash_powercut",
+                         ROOT / "tests" / "sdk" / "profile_crash_powercut.py")
+bundle_powercut = _load("bundle_crash_powercut",
+                        ROOT / "tests" / "sdk" / "bundle" / "bundle_crash_powercut.py")
 PARTS = ("catalog", "profiles", "bundles", "power")
+POWER_PARTS = ("catalog", "profiles", "bundles")
 COMPACT_EVERY = 4
 
 
@@ -181,44 +205,19 @@ def run(kills: int, seed: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------- profiles
 
 
-def _profile_step(step: int, state: dict[str, tuple[str, ...]]) -> tuple[str, str]:
-    """``(op, user)`` of a profile step: every 6th forgets the oldest user (never the one being
-    recorded now, so a forgotten id never comes back), the others record for ``u{step // 3}``."""
-    current = f"u{step // 3:05d}"
-    older = sorted(u for u in state if u != current)
-    if step % 6 == 5 and older:
-        return "forget", older[0]
-    return "record", current
-
-
-def _profile_state(steps: int) -> tuple[dict[str, tuple[str, ...]], dict[int, str]]:
-    """``({user: items in order}, {step: user it forgot})`` once ``steps`` steps have
-    committed."""
-    state: dict[str, tuple[str, ...]] = {}
-    forgotten: dict[int, str] = {}
-    for step in range(steps):
-        op, user = _profile_step(step, state)
-        if op == "forget":
-            del state[user]
-            forgotten[step] = user
-        else:
-            state[user] = (*state.get(user, ()), *(f"s{step}-{j}" for j in range(3)))
-    return state, forgotten
-
-
 def profile_worker(path: str, start: int) -> None:
     from edgerec.sdk.profile import Event, ProfileStore
 
-    state, _ = _profile_state(start)
+    state, _ = profile_powercut.state_after(start)
     with ProfileStore.open(path) as store:
         print("ready", flush=True)
         for step in range(start, start + 100_000):
-            op, user = _profile_step(step, state)
+            op, user = profile_powercut.schedule(step, state)
             if op == "forget":
                 store.forget(user)
                 del state[user]
             else:
-                items = [f"s{step}-{j}" for j in range(3)]
+                items = profile_powercut.items_of(step)
                 store.record(user, [Event(i, "view", float(step)) for i in items])
                 state[user] = (*state.get(user, ()), *items)
             print(f"done {step}", flush=True)
@@ -232,7 +231,7 @@ def _check_profiles(path: Path, last: int, returned: set[int]) -> int:
     # No byte may remain of a user whose forget() returned. A forget killed after its delete
     # committed (its VACUUM not done) promised nothing: the user is gone from the profiles but
     # the next forget scrubs the file.
-    _, forgets = _profile_state(last)
+    _, forgets = profile_powercut.state_after(last)
     forgotten = {user for step, user in forgets.items() if step in returned}
     raw = b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
     left = sorted(u for u in forgotten if u.encode() in raw)
@@ -240,7 +239,7 @@ def _check_profiles(path: Path, last: int, returned: set[int]) -> int:
     with ProfileStore.open(path) as store:
         got = {u: tuple(e.item_id for e in store.history(u)) for u in store.users()}
     for steps in (last, last + 1):
-        if got == _profile_state(steps)[0]:
+        if got == profile_powercut.state_after(steps)[0]:
             return steps
     raise AssertionError(f"the profiles after {last} printed steps are no committed state")
 
@@ -266,7 +265,7 @@ def run_profiles(kills: int, seed: int) -> dict[str, Any]:
                 faults.append(f"after profile step {last}: {exc}")
                 break
             done_kills += 1
-        _, forgets = _profile_state(committed)
+        _, forgets = profile_powercut.state_after(committed)
     return {"kills": done_kills, "steps_committed": committed,
             "forgets": sum(step in returned for step in forgets),
             "faults": faults, "wall_s": round(time.monotonic() - started, 1)}
@@ -335,12 +334,59 @@ def run_bundles(kills: int, seed: int) -> dict[str, Any]:
             "wall_s": round(time.monotonic() - started, 1)}
 
 
-def run_power(steps: int, seed: int) -> dict[str, Any]:
-    """The catalog schedule's ``steps`` under the power-cut shim, every cut checked."""
+POWER_NOTE = """
+What a power cut keeps (`tests/powercut_disk.py`): a file's bytes as of its last fsync, a
+folder's entries as of the folder's last fsync, SQLite's files as of SQLite's last fsync of
+each (its writes and fsyncs recorded through a VFS of the harness's). Events: `fsync` (after
+each of edgerec's fsyncs) and `commit` (after each SQLite COMMIT) are the events the earlier
+catalog-only runs checked; `sqlite-sync` (after each of SQLite's fsyncs), `journal` (after each
+rename, mkdir, unlink or delete, with every metadata change so far on disk and file data still
+only as fsynced), and `torn` / `sectors` (just before each of SQLite's fsyncs and after each
+commit: part of SQLite's unsynced writes on disk, in order up to a random byte, or any subset
+of 512-byte sectors: cuts inside a commit or a checkpoint) are new. With `--power-cuts`, a
+random sample of each writer's events is checked.
+"""
+
+
+def run_power(part: str, size: int, cuts: Optional[int], seed: int) -> dict[str, Any]:
+    """One writer's schedule (``size`` catalog or profile steps, or bundle writes) under the
+    power-cut shim; every cut checked, or ``cuts`` random ones."""
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="edgerec-powercut-") as tmp:
-        result = powercut.run(Path(tmp), steps, compact_every=COMPACT_EVERY, seed=seed)
+        if part == "catalog":
+            result = powercut.run(Path(tmp), size, compact_every=COMPACT_EVERY, sample=cuts,
+                                  seed=seed)
+        elif part == "profiles":
+            result = profile_powercut.run(Path(tmp), size, sample=cuts, seed=seed)
+        else:
+            result = bundle_powercut.run(Path(tmp), size, sample=cuts, seed=seed)
     return {**result, "wall_s": round(time.monotonic() - started, 1)}
+
+
+def _power_line(part: str, r: dict[str, Any]) -> str:
+    def kinds(counts: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items()))
+
+    inside = ", ".join(f"{v} {'after a commit' if k == 'after commit' else 'before a ' + k}"
+                       for k, v in sorted(r["inside"].items()))
+    checked = ("every one" if r["cuts_checked"] == r["events"]
+               else f"{r['cuts_checked']:,} random ones: {kinds(r['by_event'])}")
+    head = (f"- power cuts, {part}: {r['events']:,} events ({kinds(r['events_by_event'])}), "
+            f"cuts checked at {checked}" + (f" (torn/sectors: {inside})" if inside else ""))
+    if part == "catalog":
+        return (f"{head} over {r['steps']} add/update/remove steps (compaction every "
+                f"{COMPACT_EVERY}), each reopened at a committed generation holding every "
+                f"returned step, batches whole, vectors by value, {r['wall_s']} s.")
+    if part == "profiles":
+        return (f"{head} over {r['steps']} record/forget steps ({r['forgets']} forgets): each "
+                f"opened with integrity_check ok at a committed state no older than SQLite's "
+                f"last fsync (older than the last returned step in {r['rolled_back']} cuts: "
+                f"synchronous=NORMAL), no byte of a user whose forget returned, {r['wall_s']} s.")
+    found = ", ".join(f"{k} {v}" for k, v in sorted(r["found"].items()))
+    return (f"{head} over {r['writes']} forced rewrites of one bundle: each left no bundle "
+            f"(before the first returned), the last returned or the one in flight, verified "
+            f"with its report, or the previous one aside, put back by the next write ({found}), "
+            f"{r['wall_s']} s.")
 
 
 def main() -> None:
@@ -348,8 +394,16 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=500, help="catalog writer kills")
     parser.add_argument("--profile-kills", type=int, default=200, help="profile writer kills")
     parser.add_argument("--bundle-kills", type=int, default=200, help="bundle writer kills")
+    parser.add_argument("--power-parts", default=",".join(POWER_PARTS),
+                        help=f"writers the power part runs, of {', '.join(POWER_PARTS)}")
     parser.add_argument("--power-steps", type=int, default=300,
                         help="catalog steps run under the power-cut shim")
+    parser.add_argument("--power-profile-steps", type=int, default=600,
+                        help="profile steps run under the power-cut shim")
+    parser.add_argument("--power-bundle-writes", type=int, default=40,
+                        help="bundle writes run under the power-cut shim")
+    parser.add_argument("--power-cuts", type=int, default=None,
+                        help="cuts checked per writer, a random sample (default: every one)")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"comma-separated parts to run, of {', '.join(PARTS)}")
     parser.add_argument("--seed", type=int, default=0)
@@ -363,6 +417,11 @@ def main() -> None:
     unknown = set(parts) - set(PARTS)
     if unknown:
         parser.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    power_parts = [p for p in args.power_parts.split(",") if p]
+    unknown = set(power_parts) - set(POWER_PARTS)
+    if unknown:
+        parser.error(f"unknown power parts {sorted(unknown)}; choose from "
+                     f"{', '.join(POWER_PARTS)}")
     results: dict[str, Any] = {}
     lines = []
     if "catalog" in parts:
@@ -389,21 +448,30 @@ def main() -> None:
             f"({', '.join(f'{k} {v}' for k, v in sorted(bundles['found'].items()))}), and "
             f"every leftover was swept by the next write, {bundles['wall_s']} s.")
     if "power" in parts:
-        power = results["power"] = run_power(args.power_steps, args.seed)
-        lines.append(
-            f"- power cuts (catalog, unsynced writes dropped): {power['cuts_checked']} cuts "
-            f"checked ({', '.join(f'{k} {v}' for k, v in sorted(power['by_event'].items()))}"
-            f") over {power['steps']} steps, each reopened at a committed generation holding "
-            f"every returned step, {power['wall_s']} s.")
+        sizes = {"catalog": args.power_steps, "profiles": args.power_profile_steps,
+                 "bundles": args.power_bundle_writes}
+        power = results["power"] = {"faults": []}
+        for part in power_parts:
+            power[part] = run_power(part, sizes[part], args.power_cuts, args.seed)
+            power["faults"] += [f"{part}: {f}" for f in power[part]["faults"]]
+            lines.append(_power_line(part, power[part]))
     faults = [f for part in results.values() for f in part["faults"]]
-    counts = {"catalog": "kills", "profiles": "profile_kills", "bundles": "bundle_kills",
-              "power": "power_steps"}
+    options = {"catalog": ["kills"], "profiles": ["profile_kills"],
+               "bundles": ["bundle_kills"],
+               "power": [f"power_{o}" for o, p in (("steps", "catalog"),
+                                                   ("profile_steps", "profiles"),
+                                                   ("bundle_writes", "bundles"))
+                         if p in power_parts] + ["power_cuts"]}
     command = "python benchmarks/crash_faults.py " + " ".join(
-        f"--{counts[p].replace('_', '-')} {getattr(args, counts[p])}" for p in parts)
+        f"--{o.replace('_', '-')} {getattr(args, o)}" for p in parts for o in options[p]
+        if getattr(args, o) is not None)
     if set(parts) != set(PARTS):
         command += f" --parts {','.join(parts)}"
+    if "power" in parts and set(power_parts) != set(POWER_PARTS):
+        command += f" --power-parts {','.join(power_parts)}"
     markdown = (f"# Crash faults\n\n`{command}`, {machine_info()['date']}, {len(faults)} "
                 f"faults.\n\n" + "\n".join(lines) + "\n"
+                + (POWER_NOTE if "power" in parts else "")
                 + "".join(f"\n- fault: {f}" for f in faults))
     name = "crash_faults" if set(parts) == set(PARTS) else "crash_faults-" + "-".join(parts)
     write(name, {"machine": machine_info(), "args": vars(args), **results}, markdown)

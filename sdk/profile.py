@@ -354,12 +354,14 @@ class ProfileStore:
 
         The rows are overwritten with zeros (``secure_delete``), the file is rebuilt
         (``VACUUM``: secure_delete alone leaves copies of deleted index keys in the unallocated
-        space of pages that were split or merged), then the WAL is checkpointed and truncated.
-        If another connection is reading the file at that moment, the WAL keeps old pages
-        until the next checkpoint (the next ``forget``, the WAL passing 1000 pages, or the last
-        connection closing). A ``forget`` interrupted by a crash has deleted the user or not
-        (one transaction) but may not have scrubbed the file: calling it again, for the same
-        user or any other, finishes the scrub (it rebuilds the file even when nothing matches).
+        space of pages that were split or merged), then the WAL is checkpointed and truncated,
+        and the truncation fsynced (SQLite does not: a power cut could bring the old frames
+        back), so once it returns the deletion survives a power cut too. If another connection
+        is reading the file at that moment, the WAL keeps old pages until the next checkpoint
+        (the next ``forget``, the WAL passing 1000 pages, or the last connection closing). A
+        ``forget`` interrupted by a crash has deleted the user or not (one transaction) but may
+        not have scrubbed the file: calling it again, for the same user or any other, finishes
+        the scrub (it rebuilds the file even when nothing matches).
         """
         _check_user(user_id)
         with self._lock:
@@ -371,7 +373,8 @@ class ProfileStore:
                 # calling forget again must finish the job.
                 self._db().execute("VACUUM")
                 self._db().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            except sqlite3.Error as exc:
+                _fsync_if_exists(Path(f"{self._path}-wal"))
+            except (sqlite3.Error, OSError) as exc:
                 raise ProfileError(f"could not delete from {self._path}: {exc}") from exc
         return int(deleted)
 
@@ -385,6 +388,20 @@ class ProfileStore:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+
+def _fsync_if_exists(path: Path) -> None:
+    """fsync ``path`` if it exists. SQLite truncates the WAL in ``wal_checkpoint(TRUNCATE)``
+    without an fsync: until the file system commits the new length by itself, a power cut
+    brings back the old frames, and with them the rows of a user that ``forget`` deleted."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 _TOKEN = object()

@@ -160,12 +160,18 @@ def _copy_weights(weights: Sequence[NewWeights], tmp: Path) -> list[WeightsSpec]
 
 
 def _copy_extra_files(extra_files: dict[str, PathLike], tmp: Path) -> None:
+    folders: set[Path] = set()
     for rel, src in extra_files.items():
         target = tmp / rel
         if Path(rel).is_absolute() or ".." in Path(rel).parts or target.exists():
             raise BundleError(f"Extra file name {rel!r} must be a new relative path.")
         target.parent.mkdir(parents=True, exist_ok=True)
         copy_hashed(Path(src), target)
+        folders.update(p for p in target.parents if p != tmp and p.is_relative_to(tmp))
+    # _swap_in fsyncs ``tmp`` itself; the entries of its subfolders (``report/``) need their
+    # own fsync, or a power cut can leave them empty in a bundle that was swapped in.
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        fsync_dir(folder, strict=False)
 
 
 def _swap_in(tmp: Path, out: Path) -> None:

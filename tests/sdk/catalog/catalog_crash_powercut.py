@@ -1,41 +1,26 @@
 """Power cuts for the catalog writer: what the disk holds if every write not yet fsynced is lost.
 
-SIGKILL keeps the page cache, so the kill tests only show what survives a process crash. Here
-the crash worker's schedule (:mod:`catalog_crash_worker`) runs in this process under a small
-file-system shim that records, at every *event*, what a power cut at that moment would leave:
+The crash worker's schedule (:mod:`catalog_crash_worker`) runs in this process under the
+power-cut shim (:mod:`powercut_disk`, which says exactly what each kind of cut keeps), and the
+folder a cut leaves is checked at every event (or a random sample of them): after every fsync
+of edgerec's, every SQLite commit and fsync, every rename or unlink with all metadata on disk,
+and inside SQLite's commits and checkpoints (part of SQLite's unsynced WAL and database writes
+on disk). Each cut must open with a writer's ``Catalog.open`` (sweeping what the dead writer
+left), pass ``verify()``, hold exactly the segment files its generations reference, and hold
+the state after the steps that had returned, or one more (the step in flight may have
+committed), each batch whole with its vectors' values.
 
-- a file's content is the bytes it had at its last ``os.fsync`` (never fsynced: empty);
-- a folder's entries (names and the files they point to) are those at the folder's last
-  ``fsync`` (``fsync_dir``): renames and unlinks since then are lost; unlinked files are parked
-  outside the catalog, not deleted, so their inode numbers are never reused;
-- SQLite's files are copied as they are right after each ``COMMIT`` returns. SQLite's own
-  writes go through its VFS, which Python cannot see: in WAL mode with ``synchronous=FULL`` the
-  WAL is fsynced before a commit returns, and SQLite's recovery discards frames after the last
-  complete commit, so the state after the newest returned commit is what a cut leaves of it
-  (SQLite's own power-loss testing covers the inside of a commit and of a checkpoint; this
-  harness does not).
-
-Events are every fsync of a file or folder and every ``COMMIT``. :func:`run` replays the
-schedule and, at every event (or a random sample of them), builds the folder a cut there would
-leave and checks it: a writer's ``Catalog.open`` works (sweeping what the dead writer left),
-``verify()`` passes, and the catalog holds exactly the state after the steps that had returned,
-or one more (the step in flight may have committed), each batch whole with its vectors' values.
-So it tests the ordering the commit protocol relies on: segment content fsynced, renamed, and
-the segment folder fsynced before the SQLite commit that names the segment.
+So it tests the ordering the commit protocol relies on (segment content fsynced, renamed, the
+segment folder fsynced, then the SQLite commit that names the segment) and that
+``synchronous=FULL`` makes every returned commit durable whatever part of SQLite's own writes
+a cut keeps.
 """
 
 from __future__ import annotations
 
-import os
-import random
 import shutil
 import sqlite3
-import stat
-import uuid
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -50,107 +35,17 @@ except ImportError:  # loaded by path from the benchmark
         "catalog_crash_worker", Path(__file__).with_name("catalog_crash_worker.py"))
     worker = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(worker)
+try:
+    import powercut_disk as disk_model
+except ImportError:  # loaded by path from the benchmark
+    import importlib.util
+    import sys
 
-
-@dataclass
-class Cut:
-    """What a power cut right after one event leaves: ``folders[dir] = {name: inode}``,
-    ``contents[inode] = bytes``, the SQLite files, and how many steps had returned."""
-
-    event: str
-    returned: int
-    folders: dict[str, dict[str, int]]
-    contents: dict[int, bytes]
-    sqlite: dict[str, bytes]
-
-
-@dataclass
-class _Disk:
-    root: Path
-    graveyard: Path
-    folders: dict[str, dict[str, int]] = field(default_factory=dict)
-    contents: dict[int, bytes] = field(default_factory=dict)
-    sqlite: dict[str, bytes] = field(default_factory=dict)
-    returned: int = 0
-    cuts: list[Cut] = field(default_factory=list)
-
-    def inside(self, path: str) -> bool:
-        return Path(path).resolve().is_relative_to(self.root)
-
-    def list_folder(self, folder: Path) -> dict[str, int]:
-        return {e.name: e.inode() for e in os.scandir(folder)}
-
-    def snapshot_sqlite(self) -> None:
-        self.sqlite = {name: (self.root / name).read_bytes()
-                       for name in ("catalog.sqlite", "catalog.sqlite-wal")
-                       if (self.root / name).exists()}
-
-    def record(self, event: str) -> None:
-        self.cuts.append(Cut(event, self.returned, {k: dict(v) for k, v in self.folders.items()},
-                             dict(self.contents), dict(self.sqlite)))
-
-    def baseline(self) -> None:
-        """Everything on disk before the run is durable (the catalog was created and closed)."""
-        for folder in (self.root, self.root / "segments"):
-            self.folders[str(folder)] = self.list_folder(folder)
-            for entry in os.scandir(folder):
-                if entry.is_file():
-                    self.contents[entry.inode()] = Path(entry.path).read_bytes()
-        self.snapshot_sqlite()
-
-
-@contextmanager
-def _shim(disk: _Disk) -> Iterator[None]:
-    """Patch ``os.fsync``, ``os.unlink`` and ``sqlite3.connect`` while the schedule runs."""
-    real_fsync, real_unlink, real_connect = os.fsync, os.unlink, sqlite3.connect
-
-    def fsync(fd: int) -> None:
-        real_fsync(fd)
-        path = os.readlink(f"/proc/self/fd/{fd}")
-        if not disk.inside(path):
-            return
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
-            disk.folders[str(Path(path).resolve())] = disk.list_folder(Path(path))
-        else:
-            disk.contents[os.fstat(fd).st_ino] = Path(path).read_bytes()
-        disk.record(f"fsync {Path(path).name}")
-
-    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
-        if args or kwargs or not disk.inside(os.fspath(path)):
-            return real_unlink(path, *args, **kwargs)
-        os.rename(path, disk.graveyard / uuid.uuid4().hex)  # keeps the inode number taken
-
-    class Connection(sqlite3.Connection):
-        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
-            cursor = super().execute(sql, *args)
-            if sql.strip().upper() == "COMMIT":
-                disk.snapshot_sqlite()
-                disk.record("commit")
-            return cursor
-
-    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        kwargs.setdefault("factory", Connection)
-        return real_connect(*args, **kwargs)
-
-    os.fsync, os.unlink, sqlite3.connect = fsync, unlink, connect
-    try:
-        yield
-    finally:
-        os.fsync, os.unlink, sqlite3.connect = real_fsync, real_unlink, real_connect
-
-
-def materialize(cut: Cut, root: Path, out: Path) -> None:
-    """Build at ``out`` the catalog folder a power cut after ``cut`` leaves of ``root``."""
-    out.mkdir()
-    for folder, entries in cut.folders.items():
-        target = out / Path(folder).relative_to(root)
-        target.mkdir(exist_ok=True)
-        for name, inode in entries.items():
-            if name.startswith("catalog.sqlite") or name == "segments":
-                continue
-            (target / name).write_bytes(cut.contents.get(inode, b""))
-    for name, data in cut.sqlite.items():
-        (out / name).write_bytes(data)
+    _spec = importlib.util.spec_from_file_location(
+        "powercut_disk", Path(__file__).parents[2] / "powercut_disk.py")
+    disk_model = importlib.util.module_from_spec(_spec)
+    sys.modules["powercut_disk"] = disk_model  # its dataclasses look their module up
+    _spec.loader.exec_module(disk_model)
 
 
 def state_of(path: Path) -> dict[int, int]:
@@ -194,11 +89,10 @@ def run(workdir: Path, steps: int, *, compact_every: int = 4, sample: Optional[i
     Catalog.create(root, dim=worker.DIM, encoder_id=worker.ENCODER).close()
     graveyard = workdir / "unlinked"
     graveyard.mkdir()
-    disk = _Disk(root, graveyard)
+    disk = disk_model.Disk(root, graveyard, seed=seed)
     disk.baseline()
-    disk.record("start")
     state: dict[int, int] = {}
-    with _shim(disk), Catalog.open(root) as catalog:
+    with disk_model.shim(disk), Catalog.open(root) as catalog:
         for step in range(steps):
             op, batch = worker.schedule(step, state)
             state = worker.apply(step, state)
@@ -214,14 +108,12 @@ def run(workdir: Path, steps: int, *, compact_every: int = 4, sample: Optional[i
             disk.returned = step + 1
             if compact_every and (step + 1) % compact_every == 0:
                 catalog.compact()
-    cuts = disk.cuts
-    if sample is not None and sample < len(cuts):
-        cuts = random.Random(seed).sample(cuts, sample)
+    cuts = disk_model.sample(disk.cuts, sample, seed)
+    by_event, inside = disk_model.count(cuts)
     faults: list[str] = []
-    events: dict[str, int] = defaultdict(int)
     for n, cut in enumerate(cuts):
         out = workdir / f"cut-{n}"
-        materialize(cut, root, out)
+        disk_model.materialize(cut, disk, out)
         try:
             got = state_of(out)
             allowed = [worker.state_after(cut.returned), worker.state_after(cut.returned + 1)]
@@ -229,7 +121,7 @@ def run(workdir: Path, steps: int, *, compact_every: int = 4, sample: Optional[i
                                     f"{cut.returned} steps returned is no committed state")
         except Exception as exc:  # a CatalogError is a fault here too
             faults.append(f"cut {n} ({cut.event}, {cut.returned} returned): {exc!r}")
-        events[cut.event.split()[0]] += 1
         shutil.rmtree(out)
-    return {"steps": steps, "events": len(disk.cuts), "cuts_checked": len(cuts),
-            "by_event": dict(events), "faults": faults}
+    return {"steps": steps, "events": len(disk.cuts),
+            "events_by_event": disk_model.count(disk.cuts)[0], "cuts_checked": len(cuts),
+            "by_event": by_event, "inside": inside, "faults": faults}
