@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from edgerec.export.errors import ExportError
-from edgerec.sdk.cli.common import add_json, emit, option, stdout_to_stderr, usage
+from edgerec.sdk.cli.common import (
+    add_json,
+    add_ray_arguments,
+    emit,
+    option,
+    stdout_to_stderr,
+    usage,
+)
 from edgerec.sdk.errors import RuntimeUnavailableError
 
 __all__ = ["add_scorer_arguments", "register", "scorer_options"]
@@ -62,10 +69,16 @@ def _export_options(args: argparse.Namespace) -> Any:
         DistillConfig,
         ExportOptions,
         QuantizationOptions,
+        RayCacheOptions,
         StudentOptions,
         TeacherOptions,
     )
 
+    ray = None
+    if args.ray is not None:  # --ray alone: "" (a local Ray)
+        ray = RayCacheOptions(address=args.ray or None, workers=args.ray_workers,
+                              batch_size=args.ray_batch_size,
+                              cpus_per_worker=args.ray_cpus_per_worker)
     distill = DistillConfig(views=args.views)
     if args.epochs is not None:
         distill = replace(distill, epochs=args.epochs)
@@ -89,7 +102,7 @@ def _export_options(args: argparse.Namespace) -> Any:
         quantization=QuantizationOptions(target=args.int8_target,
                                          allow_gate_failure=args.allow_gate_failure),
         quick=args.quick, resume=args.resume, force=args.force, work_dir=_path(args.work_dir),
-        events=_path(args.events), scorer=scorer_options(args),
+        events=_path(args.events), scorer=scorer_options(args), ray=ray,
     )
 
 
@@ -145,6 +158,7 @@ def add_export_parser(sub: Any) -> None:
         DistillConfig,
         ExportOptions,
         QuantizationOptions,
+        RayCacheOptions,
         StudentOptions,
         TeacherOptions,
     )
@@ -215,6 +229,10 @@ def add_export_parser(sub: Any) -> None:
                      help="drop an int8 artifact that fails its gate instead of failing")
     option(exp, "--work-dir", source=ExportOptions, name="work_dir",
            help="caches and checkpoints", none_means="<out>.work")
+    add_ray_arguments(exp, RayCacheOptions, work="compute the teacher's features",
+                      then="the same cache as local workers, resumable by either (the images "
+                      "and --work-dir at the same paths on every node)", actors="teacher",
+                      batch="images per actor call, recorded in the cache when it returns")
     add_scorer_arguments(exp, events_required=False)
     add_json(exp)
     exp.set_defaults(func=cmd_export)

@@ -5,7 +5,8 @@
 (:class:`StudentOptions`, resolved against the :data:`STUDENTS` registry once), the
 distillation recipe (:class:`DistillConfig`), int8 quantization (:class:`QuantizationOptions`,
 with the CPU :class:`~edgerec.export.artifacts.quantize_onnx.QuantTarget`) and the scorer
-(:class:`~edgerec.export.scorer.bundle.ScorerExportOptions`).
+(:class:`~edgerec.export.scorer.bundle.ScorerExportOptions`); the teacher's features on Ray
+(:class:`~edgerec.export.distill.cache_ray.RayCacheOptions`) where one machine is too slow.
 The CLI's defaults are read from these dataclasses. Nothing here imports torch.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from edgerec.export.artifacts.quantize_onnx import QuantTarget
+from edgerec.export.distill.cache_ray import RayCacheOptions
 from edgerec.export.errors import ExportError
 from edgerec.runtimes import Engine
 
@@ -32,6 +34,7 @@ __all__ = [
     "ExportOptions",
     "NegativeSampling",
     "QuantizationOptions",
+    "RayCacheOptions",
     "ScorerConfig",
     "ScorerExportOptions",
     "StudentConfig",
@@ -509,6 +512,8 @@ class ExportOptions:
         resume: continue from the work directory; force: replace ``out``.
         work_dir: caches and checkpoints (None: ``<out>.work`` beside the bundle).
         workers: processes computing the teacher's features.
+        ray: compute the teacher's features on Ray actors instead (None: the ``workers``
+            local processes); the same cache either way, and either resumes the other's.
         seed: the splits' and the caches' seed.
     """
 
@@ -526,6 +531,7 @@ class ExportOptions:
     force: bool = False
     work_dir: Optional[Path] = None
     workers: int = 2
+    ray: Optional[RayCacheOptions] = None
     seed: int = 0
 
     def resolved(self) -> ExportOptions:

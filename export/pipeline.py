@@ -15,6 +15,7 @@ directory (default ``<out>.work`` beside the bundle) and ``resume=True`` continu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -58,6 +59,7 @@ from edgerec.sdk import Bundle, Precision, Preprocessing, Role, Whitening, prepr
 from edgerec.sdk.bundle.manifest import WHITENING_FORMAT
 from edgerec.sdk.bundle.writer import NewWeights, write_bundle
 from edgerec.sdk.catalog.ingest import listing_from_csv
+from edgerec.sdk.cluster import connected, require_ray
 from edgerec.sdk.evaluation.events import EventLog
 from edgerec.sdk.evaluation.retrieval import label_retrieval
 from edgerec.sdk.files import atomic_write_text, sha256_file
@@ -159,7 +161,7 @@ def _feature_cache(records: Sequence[ImageRecord], views: int, teacher: Teacher,
             student_size=options.student.config().image_size, views_per_item=views,
             view_fn=make_views, view_recipe=VIEW_RECIPE, seed=options.seed,
             workers=options.workers, teacher_mean=options.teacher.mean,
-            teacher_std=options.teacher.std, progress=bar.update_to,
+            teacher_std=options.teacher.std, progress=bar.update_to, ray=options.ray,
         )
 
 
@@ -377,16 +379,29 @@ def _teacher_source(options: ExportOptions, work: Path, log: Log) -> Path:
                                std=options.teacher.std or IMAGENET_STD)
 
 
+def _ray_session(options: ExportOptions, log: Log) -> contextlib.AbstractContextManager:
+    """One Ray connection for all the feature caches of an export (``options.ray``), so a local
+    Ray starts once; nothing without ``options.ray``."""
+    if options.ray is None:
+        return contextlib.nullcontext()
+    address = options.ray.address
+    log(f"teacher features on Ray ({address or 'a local Ray'}): {options.ray.workers} actors "
+        f"x {options.ray.cpus_per_worker:g} CPU")
+    return connected(require_ray(address, options.ray.connect_timeout_s), address)
+
+
 def _teacher_features(options: ExportOptions, data: _Data, work: Path, log: Log) -> _Teacher:
     teacher = Teacher.load(_teacher_source(options, work, log), work, mean=options.teacher.mean,
                            std=options.teacher.std)
     try:
-        tr = _feature_cache(data.pool, options.distill.views, teacher, options, work, "train")
-        va = _feature_cache(data.val, 1, teacher, options, work, "validation")
-        se = (_feature_cache(data.select, 1, teacher, options, work, "selection")
-              if data.select else va)
-        un = (_feature_cache(data.unseen, 1, teacher, options, work, "unseen")
-              if data.unseen else None)
+        with _ray_session(options, log):
+            tr = _feature_cache(data.pool, options.distill.views, teacher, options, work,
+                                "train")
+            va = _feature_cache(data.val, 1, teacher, options, work, "validation")
+            se = (_feature_cache(data.select, 1, teacher, options, work, "selection")
+                  if data.select else va)
+            un = (_feature_cache(data.unseen, 1, teacher, options, work, "unseen")
+                  if data.unseen else None)
         macs = (tflite_macs(teacher.bundle.artifact_path(teacher.encoder.artifact))
                 if teacher.engine is Engine.TFLITE else None)
         return _Teacher(tr, va, se, un, teacher.describe(), macs)
@@ -653,12 +668,16 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
         ExportError: bad data, a teacher that is not an image model, an existing ``out``
             without ``force``/``resume``, an int8 artifact that fails its gate, or (with
             ``events``) an unreadable or empty events file or nothing to learn from.
+        RayUnavailableError: ``ray`` is set and Ray is not installed or its address does not
+            answer (before any work).
     """
     t0 = time.perf_counter()
     options = options.resolved()
     out = Path(options.out)
     if out.exists() and not (options.force or options.resume):
         raise ExportError(f"{out} already exists; pass --force to replace it (or --resume).")
+    if options.ray is not None:  # Ray installed and its address answering, before any work
+        require_ray(options.ray.address, options.ray.connect_timeout_s)
     if options.quick:
         log("--quick: a smoke configuration (96 px, 2 epochs, 8 images per label or 160 "
             "unlabelled), not a model to ship")

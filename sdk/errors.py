@@ -17,6 +17,7 @@ message is a sentence that says what was wrong and what to do about it::
     │   └── UnknownFilterKeyError                a filter on a metadata key no item has
     ├── ProfileError (ValueError)                a profile store, user id or event that is unusable
     ├── OutputError (ValueError)                 an output path that cannot be written
+    ├── RayUnavailableError (RuntimeError)       no Ray installed, or its cluster unreachable
     └── ExportError (RuntimeError)               an export step that failed (edgerec.export.errors)
         └── LadderFailedError                    no int8 rung passed its gate (its attempts kept)
 
@@ -50,6 +51,7 @@ __all__ = [
     "ModelError",
     "OutputError",
     "ProfileError",
+    "RayUnavailableError",
     "RuntimeUnavailableError",
     "UnknownFilterKeyError",
 ]
@@ -102,3 +104,8 @@ class ProfileError(EdgeRecError, ValueError):
 class OutputError(EdgeRecError, ValueError):
     """An output path that cannot be written (a folder where a file is expected, no permission);
     checked before any work starts."""
+
+
+class RayUnavailableError(EdgeRecError, RuntimeError):
+    """Ray (the ``scale`` extra) is not installed, or the cluster address cannot be reached;
+    raised before any work starts."""

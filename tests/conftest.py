@@ -6,6 +6,7 @@ Tests use the small sample in ``examples/sample`` (always present) and the full
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Optional
 
@@ -41,6 +42,22 @@ def _no_device_profile(tmp_path_factory: pytest.TempPathFactory) -> None:
     import os
 
     os.environ["EDGEREC_DEVICE_PROFILE"] = str(tmp_path_factory.mktemp("profile") / "none.json")
+
+
+RAY_MISSING = "ray is not installed: pip install 'edgerec[scale]' (make test installs it)"
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason=RAY_MISSING)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray of 2 CPUs on this machine for one test module, shut down after it."""
+    try:
+        import ray
+    except ImportError:
+        pytest.skip(RAY_MISSING)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -6,12 +6,18 @@ stored downsampled to the student's size. On disk (``<cache>/views-<key>/``)::
 
     views.npy     (N * V, s, s, 3) uint8   student-size crops (np.lib.format memmap)
     features.npy  (N * V, D)       float16 teacher unit vectors
-    meta.json     key, sizes, V, item ids, and ``done``: images finished so far
+    meta.json     key, sizes, V, item ids, ``done``: images 0..done-1 are finished, and
+                  ``done_ranges``: [start, end) ranges finished beyond them (a fill that
+                  finishes images out of order); absent when there are none
 
-``key`` hashes the teacher, the images' bytes, the sizes, V and the seed, so any change makes a
-new cache. Building is resumable: an interrupted build continues from ``done`` (written after
-each chunk's arrays are flushed), and a finished cache is reused as is. Work is spread over
-worker processes, each with its own teacher interpreter.
+Image ``i`` has rows ``i*V .. i*V+V-1``; its views are drawn with the seed
+:func:`item_seed` ``(seed, i)``. ``key`` hashes the teacher, the images' bytes, the sizes, V
+and the seed, so any change makes a new cache. Building is resumable: one process (the driver)
+writes every row, flushes the arrays, then records the images in ``meta.json`` (atomically,
+:class:`CacheWriter`), so an interrupted build computes exactly the images not recorded, and a
+finished cache is reused as is. The work is spread over local worker processes, each with its
+own teacher interpreter, or over Ray actors (``ray=``, :mod:`.cache_ray`); both write the same
+files with the same values, and either resumes a cache the other left unfinished.
 """
 
 from __future__ import annotations
@@ -23,14 +29,19 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 from edgerec.sdk import load_image
+from edgerec.sdk.cluster import require_ray
 from edgerec.sdk.files import atomic_write_text
 from PIL import Image
 
-__all__ = ["FeatureCache", "build_feature_cache"]
+if TYPE_CHECKING:
+    from edgerec.export.distill.cache_ray import RayCacheOptions
+    from edgerec.export.distill.teacher import Teacher
+
+__all__ = ["CacheWriter", "FeatureCache", "build_feature_cache", "compute_rows", "item_seed"]
 
 CACHE_VERSION = 1
 ViewFn = Callable[[Image.Image, int, int, int], np.ndarray]
@@ -76,11 +87,25 @@ def _init_worker(teacher_source: str, work_dir: str, mean, std, view_fn: ViewFn)
 
 
 def _work(task: tuple[list[str], list[int], int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    paths, seeds, n_views, teacher_size, student_size = task
-    teacher = _WORKER["teacher"]
+    return compute_rows(_WORKER["teacher"], _WORKER["view_fn"], *task)
+
+
+def item_seed(seed: int, index: int) -> int:
+    """The seed of image ``index``'s augmented views in a cache built with ``seed``."""
+    return seed * 1_000_003 + index
+
+
+def compute_rows(teacher: Teacher, view_fn: ViewFn, paths: Sequence[str], seeds: Sequence[int],
+                 n_views: int, teacher_size: int, student_size: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The cache rows of some images (what a local worker and a Ray actor compute alike).
+
+    Returns:
+        views (len(paths) * n_views, student_size, student_size, 3) uint8 and features
+        (len(paths) * n_views, D) float16, image by image, view 0 first.
+    """
     all_views = np.concatenate([
-        _WORKER["view_fn"](load_image(p), n_views, teacher_size, seed)
-        for p, seed in zip(paths, seeds)
+        view_fn(load_image(p), n_views, teacher_size, seed) for p, seed in zip(paths, seeds)
     ])
     features = teacher.embed_views(all_views).astype(np.float16)
     if student_size != teacher_size:
@@ -128,14 +153,27 @@ def build_feature_cache(
     teacher_mean=None,
     teacher_std=None,
     progress: Optional[Callable[[int], None]] = None,
+    ray: Optional[RayCacheOptions] = None,
 ) -> FeatureCache:
     """Build (or resume, or reuse) the cache for these images; see the module docstring.
 
     ``digests`` are the images' sha256 (from the data scan); ``view_fn(img, n, size, seed)``
     returns (n, size, size, 3) uint8 crops with view 0 the centre crop. ``teacher_source`` is
-    what each worker process passes to :meth:`Teacher.load`: best the teacher's bundle
-    directory, so that no worker has to wrap a model file.
+    what each worker passes to :meth:`Teacher.load`: best the teacher's bundle directory, so
+    that no worker has to wrap a model file. ``progress`` gets the number of images finished.
+
+    ``ray`` None: ``workers`` local processes, ``chunk`` images per task. Otherwise Ray actors
+    (:func:`edgerec.export.distill.cache_ray.fill_on_ray`: ``ray.workers`` actors,
+    ``ray.batch_size`` images per call); ``teacher_source``, the images and ``cache_dir`` (a
+    model file is wrapped there) must then be at the same paths on every node. The cache is
+    the same either way.
+
+    Raises:
+        RayUnavailableError: ``ray`` is given and Ray is not installed or its address does not
+            answer; raised before anything is written.
     """
+    if ray is not None:
+        require_ray(ray.address, ray.connect_timeout_s)
     key = _key(teacher_id, digests, teacher_size, student_size, views_per_item, seed,
                view_recipe)
     path = Path(cache_dir) / f"views-{key}"
@@ -144,17 +182,19 @@ def build_feature_cache(
                                   "teacher_size": teacher_size, "student_size": student_size,
                                   "teacher_id": teacher_id, "done": 0}, teacher_dim)
     if progress is not None:
-        progress(int(meta["done"]))
-    if int(meta["done"]) < len(item_ids):
-        # spawn, not fork: the parent may hold torch/JAX threads, and a forked child can
-        # deadlock on their locks
-        with ProcessPoolExecutor(
-            max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(str(teacher_source), str(Path(cache_dir)), teacher_mean, teacher_std,
-                      view_fn),
-        ) as pool:
-            _fill(path, meta, paths, seed, chunk, pool, progress)
+        progress(_count(meta))
+    if _pending(meta):
+        with CacheWriter(path, meta) as writer:
+            if ray is not None:
+                from edgerec.export.distill.cache_ray import fill_on_ray
+
+                fill_on_ray(writer, paths, seed, ray, teacher_source=teacher_source,
+                            work_dir=Path(cache_dir), teacher_mean=teacher_mean,
+                            teacher_std=teacher_std, view_fn=view_fn, progress=progress)
+            else:
+                _fill_local(writer, paths, seed, chunk, workers, progress,
+                            (str(teacher_source), str(Path(cache_dir)), teacher_mean,
+                             teacher_std, view_fn))
     return FeatureCache.open(path)
 
 
@@ -171,25 +211,120 @@ def _open_or_create(path: Path, meta: dict, teacher_dim: int) -> dict:
     return meta
 
 
-def _fill(path: Path, meta: dict, paths: Sequence[Path], seed: int, chunk: int,
-          pool: ProcessPoolExecutor, progress: Optional[Callable[[int], None]]) -> None:
-    """Compute the items from ``meta["done"]`` on, a chunk per task; ``done`` is written after
-    each chunk's arrays are flushed (the resume point)."""
-    n, v = len(meta["item_ids"]), meta["views_per_item"]
-    views = np.load(path / "views.npy", mmap_mode="r+")
-    feats = np.load(path / "features.npy", mmap_mode="r+")
-    starts = list(range(int(meta["done"]), n, chunk))
-    tasks = [([str(p) for p in paths[s : s + chunk]],
-              [seed * 1_000_003 + i for i in range(s, min(s + chunk, n))],
-              v, meta["teacher_size"], meta["student_size"]) for s in starts]
-    for s, (vw, ft) in zip(starts, pool.map(_work, tasks)):
-        e = min(s + chunk, n)
-        views[s * v : e * v] = vw
-        feats[s * v : e * v] = ft
-        views.flush()
-        feats.flush()
-        meta["done"] = e
-        _write_meta(path, meta)
-        if progress is not None:
-            progress(e)
-    del views, feats
+def _ranges(meta: dict) -> list[tuple[int, int]]:
+    """The finished images as sorted, disjoint, non-adjacent [start, end) ranges."""
+    spans = [(0, int(meta["done"]))] if int(meta["done"]) else []
+    spans += [(int(a), int(b)) for a, b in meta.get("done_ranges", ())]
+    merged: list[tuple[int, int]] = []
+    for a, b in sorted(spans):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        elif b > a:
+            merged.append((a, b))
+    return merged
+
+
+def _count(meta: dict) -> int:
+    return sum(b - a for a, b in _ranges(meta))
+
+
+def _pending(meta: dict) -> list[int]:
+    """The images not finished yet, ascending."""
+    todo, at = [], 0
+    for a, b in [*_ranges(meta), (len(meta["item_ids"]),) * 2]:
+        todo += range(at, a)
+        at = b
+    return todo
+
+
+class CacheWriter:
+    """The one writer of an unfinished cache (the driver, never a worker): writes finished
+    images' rows into the memory-mapped arrays, flushes them, then records the images in
+    ``meta.json`` (atomically): the resume point. Use as a context manager."""
+
+    def __init__(self, path: Path, meta: dict) -> None:
+        self.path = Path(path)
+        self.meta = meta
+        self.views_per_item = int(meta["views_per_item"])
+        self._views = np.load(self.path / "views.npy", mmap_mode="r+")
+        self._features = np.load(self.path / "features.npy", mmap_mode="r+")
+
+    @property
+    def count(self) -> int:
+        """Images finished so far (recorded in ``meta.json``)."""
+        return _count(self.meta)
+
+    def pending(self) -> list[int]:
+        """Indices of the images not finished yet, ascending."""
+        return _pending(self.meta)
+
+    def commit(self, items: Sequence[int], views: np.ndarray, features: np.ndarray) -> None:
+        """Store the rows of the images ``items`` (any order): ``views`` (len(items) * V, s, s,
+        3) uint8 and ``features`` (len(items) * V, D), image by image as
+        :func:`compute_rows` returns them; then record them as finished."""
+        v = self.views_per_item
+        items = [int(i) for i in items]
+        if len(views) != len(items) * v or len(features) != len(items) * v:
+            raise ValueError(f"{len(items)} images need {len(items) * v} rows, got "
+                             f"{len(views)} views and {len(features)} features")
+        spans, first = [], 0
+        for k in range(1, len(items) + 1):  # one slice assignment per run of consecutive items
+            if k == len(items) or items[k] != items[k - 1] + 1:
+                a, b = items[first], items[k - 1] + 1
+                self._views[a * v : b * v] = views[first * v : k * v]
+                self._features[a * v : b * v] = features[first * v : k * v]
+                spans.append((a, b))
+                first = k
+        self._views.flush()
+        self._features.flush()
+        merged = _ranges({"done": 0, "done_ranges": [*_ranges(self.meta), *spans]})
+        head = merged[0][1] if merged and merged[0][0] == 0 else 0
+        self.meta["done"] = head
+        self.meta.pop("done_ranges", None)
+        rest = [list(r) for r in merged if r[0] != 0]
+        if rest:
+            self.meta["done_ranges"] = rest
+        _write_meta(self.path, self.meta)
+
+    def close(self) -> None:
+        """Release the memory maps (idempotent)."""
+        self._views = self._features = None  # type: ignore[assignment]
+
+    def __enter__(self) -> CacheWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _runs(items: Sequence[int], chunk: int) -> list[list[int]]:
+    """``items`` (ascending) cut into runs of consecutive indices, at most ``chunk`` each."""
+    runs: list[list[int]] = []
+    for i in items:
+        if runs and runs[-1][-1] == i - 1 and len(runs[-1]) < chunk:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
+def _fill_local(writer: CacheWriter, paths: Sequence[Path], seed: int, chunk: int,
+                workers: int, progress: Optional[Callable[[int], None]],
+                initargs: tuple) -> None:
+    """Compute the pending images in local worker processes, a run of at most ``chunk``
+    consecutive images per task, committed in order as the tasks finish."""
+    meta = writer.meta
+    runs = _runs(writer.pending(), chunk)
+    tasks = [([str(paths[i]) for i in run], [item_seed(seed, i) for i in run],
+              writer.views_per_item, meta["teacher_size"], meta["student_size"])
+             for run in runs]
+    # spawn, not fork: the parent may hold torch/JAX threads, and a forked child can deadlock
+    # on their locks
+    with ProcessPoolExecutor(
+        max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker, initargs=initargs,
+    ) as pool:
+        for run, (views, features) in zip(runs, pool.map(_work, tasks)):
+            writer.commit(run, views, features)
+            if progress is not None:
+                progress(writer.count)

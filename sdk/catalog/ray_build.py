@@ -28,7 +28,7 @@ the same inputs skips every item of a staged block without embedding it again. B
 reported per item in :class:`~edgerec.sdk.catalog.build.IngestReport`, never fatal.
 
 The staging folder must be reachable by every worker under the same path (NFS or another shared
-mount); Ray itself is imported only here, and only when a build starts.
+mount); Ray is imported (:mod:`edgerec.sdk.cluster`) only when a build starts.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,18 +48,14 @@ from edgerec.sdk.catalog.build import IngestReport, embed_items
 from edgerec.sdk.catalog.catalog import Catalog, VectorDType
 from edgerec.sdk.catalog.ingest import SourceItem, _check_unique
 from edgerec.sdk.catalog.store import write_npy
+from edgerec.sdk.cluster import connected, require_ray
 from edgerec.sdk.encoder import Encoder, EncoderOptions
-from edgerec.sdk.errors import CatalogError, EdgeRecError, EncoderMismatchError
+from edgerec.sdk.errors import CatalogError, EncoderMismatchError, RayUnavailableError
 from edgerec.sdk.files import atomic_write_text, fsync_dir
 
 __all__ = ["RayBuildOptions", "RayUnavailableError", "build_catalog_on_ray", "staging_dir"]
 
 PathLike = Union[str, os.PathLike]
-INSTALL_HINT = "pip install 'edgerec[scale]'"
-
-
-class RayUnavailableError(EdgeRecError, RuntimeError):
-    """Ray is not installed, or the cluster address cannot be reached."""
 
 
 @dataclass(frozen=True)
@@ -95,47 +90,6 @@ def staging_dir(out: PathLike) -> Path:
     """Where a Ray build of the catalog ``out`` stages its blocks until the commit."""
     out = Path(out)
     return out.with_name(out.name + ".ray-staging")
-
-
-def _import_ray() -> Any:
-    try:
-        import ray
-        import ray.data
-    except ImportError as exc:
-        raise RayUnavailableError(
-            f"Ray is not installed ({exc}); install the scale extra: {INSTALL_HINT}"
-        ) from exc
-    return ray
-
-
-def _check_reachable(address: str, timeout: float) -> None:
-    """Fail before any work when ``HOST:PORT`` (or ``ray://HOST:PORT``) does not accept a TCP
-    connection; ``auto`` is left to Ray."""
-    if address in ("auto", "local"):
-        return
-    hostport = address.split("://", 1)[-1]
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not port.isdigit():
-        raise RayUnavailableError(f"the Ray address {address!r} is not HOST:PORT (or auto, or "
-                                  "ray://HOST:PORT); pass the head node's address")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as exc:
-        raise RayUnavailableError(
-            f"cannot reach the Ray cluster at {address} ({exc}); start it with `ray start "
-            "--head` on the head node, or check the address and the firewall. Nothing was built."
-        ) from exc
-
-
-def _connect(ray: Any, options: RayBuildOptions) -> bool:
-    """Join or start Ray; True when this call started it (and must shut it down)."""
-    if ray.is_initialized():
-        return False
-    if options.address is not None:
-        ray.init(address=options.address, log_to_driver=False)
-    else:
-        ray.init(include_dashboard=False, log_to_driver=False)
-    return True
 
 
 def _block_name(ids: Sequence[str], encoder_id: str) -> str:
@@ -234,9 +188,7 @@ def build_catalog_on_ray(
         EncoderMismatchError: ``out`` exists and was built with another encoder.
         CatalogError: ``out`` has another dtype, or the items repeat an id.
     """
-    ray = _import_ray()
-    if options.address is not None:
-        _check_reachable(options.address, options.connect_timeout_s)
+    ray = require_ray(options.address, options.connect_timeout_s)
     if not isinstance(bundle, Bundle):
         bundle = Bundle.open(bundle)
     out = Path(out).absolute()
@@ -260,13 +212,9 @@ def build_catalog_on_ray(
         if progress is not None:
             progress(len(items) - len(todo))
         if todo:
-            started = _connect(ray, options)
-            try:
+            with connected(ray, options.address):
                 _run_blocks(ray, bundle, todo, options, enc_options, staging, len(items),
                             progress)
-            finally:
-                if started:
-                    ray.shutdown()
             staged = _read_staged(staging, catalog.dim, catalog.encoder_id)
         wanted = {s.item_id for s in items} - present
         keep = [k for k, i in enumerate(staged.ids) if i in wanted]

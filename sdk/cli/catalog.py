@@ -22,6 +22,7 @@ from edgerec.sdk.catalog.ingest import (
 from edgerec.sdk.catalog.ray_build import RayBuildOptions, build_catalog_on_ray
 from edgerec.sdk.cli.common import (
     add_json,
+    add_ray_arguments,
     emit,
     expand_images,
     option,
@@ -202,21 +203,10 @@ def _add_build_parser(csub: Any) -> None:
     option(build, "--chunk-size", type=positive_int, source=build_catalog, name="chunk_size",
            help="images per catalog commit (the unit of resumption)")
     add_encoder_arguments(build)
-    _add_ray_arguments(build)
+    add_ray_arguments(build, RayBuildOptions, work="embed", then="one commit at the end",
+                      actors="embedding", batch="images per actor call and per staged block")
     add_json(build)
     build.set_defaults(func=cmd_catalog_build)
-
-
-def _add_ray_arguments(build: argparse.ArgumentParser) -> None:
-    build.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                       help="embed on Ray (needs pip install 'edgerec[scale]'): a cluster's "
-                       "HOST:PORT, auto, or nothing for a local Ray; one commit at the end")
-    option(build, "--ray-workers", type=positive_int, source=RayBuildOptions, name="workers",
-           help="embedding actors on Ray")
-    option(build, "--ray-batch-size", type=positive_int, source=RayBuildOptions,
-           name="batch_size", help="images per actor call and per staged block")
-    option(build, "--ray-cpus-per-worker", type=float, source=RayBuildOptions,
-           name="cpus_per_worker", help="CPUs Ray reserves per actor")
 
 
 def _add_add_parser(csub: Any) -> None:

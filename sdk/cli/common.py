@@ -21,6 +21,7 @@ from edgerec.sdk.progress import ProgressBar
 __all__ = [
     "OneLineParser",
     "add_json",
+    "add_ray_arguments",
     "default_of",
     "emit",
     "expand_images",
@@ -156,3 +157,21 @@ def option(parser: argparse.ArgumentParser, *flags: str, source: Any,
         setattr(parser, SOURCES_ATTR, {})
     getattr(parser, SOURCES_ATTR)[action.dest] = (source, name)
     return action
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser, source: Any, *, work: str, then: str,
+                      actors: str, batch: str) -> None:
+    """``--ray [ADDRESS]``, ``--ray-workers``, ``--ray-batch-size``, ``--ray-cpus-per-worker``:
+    the Ray flags of the commands that scale out, their defaults read from ``source`` (an
+    options dataclass with ``workers``, ``batch_size``, ``cpus_per_worker``). ``--ray`` alone
+    gives ``""`` (a local Ray), absent None; ``work``, ``then``, ``actors``, ``batch`` complete
+    the help texts."""
+    parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help=f"{work} on Ray (needs pip install 'edgerec[scale]'): a cluster's "
+                        f"HOST:PORT, auto, or nothing for a local Ray; {then}")
+    option(parser, "--ray-workers", type=positive_int, source=source, name="workers",
+           help=f"{actors} actors on Ray")
+    option(parser, "--ray-batch-size", type=positive_int, source=source, name="batch_size",
+           help=batch)
+    option(parser, "--ray-cpus-per-worker", type=float, source=source, name="cpus_per_worker",
+           help="CPUs Ray reserves per actor")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import sample_images
+from conftest import needs_ray, sample_images
 from edgerec.sdk import Bundle
 from edgerec.sdk.catalog import Catalog, SourceItem, build_catalog
 from edgerec.sdk.catalog.ray_build import (
@@ -25,23 +25,7 @@ from edgerec.sdk.catalog.ray_build import (
 )
 from edgerec.sdk.errors import EncoderMismatchError
 
-try:
-    import ray
-except ImportError:  # the scale extra is not installed: only the no-Ray test runs
-    ray = None
-needs_ray = pytest.mark.skipif(ray is None, reason="ray is not installed: pip install "
-                               "'edgerec[scale]' (make test installs it)")
-
 PER_LABEL = 4  # 40 photos: enough for 10 blocks of 4 over 2 actors, well under a minute
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    if ray is None:
-        pytest.skip("ray is not installed: pip install 'edgerec[scale]'")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
