@@ -100,7 +100,9 @@ def _export_options(args: argparse.Namespace) -> Any:
                                whiten=_whiten_value(args.whiten)),
         distill=_distill_overrides(distill, args.distill),
         quantization=QuantizationOptions(target=args.int8_target,
-                                         allow_gate_failure=args.allow_gate_failure),
+                                         allow_gate_failure=args.allow_gate_failure,
+                                         qat_steps=args.qat_steps,
+                                         qat_minutes=args.qat_minutes),
         quick=args.quick, resume=args.resume, force=args.force, work_dir=_path(args.work_dir),
         events=_path(args.events), scorer=scorer_options(args), ray=ray,
     )
@@ -220,6 +222,14 @@ def add_export_parser(sub: Any) -> None:
            source=QuantizationOptions, name="target",
            help="the CPU the int8 ONNX files are built for (x86 without VNNI, x86 with "
            "VNNI, ARM); LiteRT files are the same for all")
+    option(exp, "--qat-steps", type=int, metavar="N", source=QuantizationOptions,
+           name="qat_steps",
+           help="steps of quantization-aware fine-tuning, the last rung of the ONNX int8 ladder, "
+           "tried only when every post-training rung misses the gate: a copy of the student "
+           "learns to keep its own embeddings under simulated int8 (no labels, no teacher); "
+           "the int8 file is still gated against the original student. 0: no such rung")
+    option(exp, "--qat-minutes", type=float, metavar="M", source=QuantizationOptions,
+           name="qat_minutes", help="time budget of that fine-tune, per export")
     exp.add_argument("--quick", action="store_true",
                      help="a smoke configuration (minutes): 96 px, 2 epochs, a few images per "
                      "label; not a model to ship")

@@ -249,14 +249,26 @@ class QuantizationOptions:
             ladder use 256 of them, the "more images" rungs all.
         allow_gate_failure: ship without an int8 file whose gate fails (recorded in the
             manifest) instead of failing the export.
+        qat_steps: steps of the quantization-aware fine-tune that ends the ONNX int8 ladder,
+            tried only when every post-training rung missed the gate
+            (:mod:`edgerec.export.artifacts.qat`); 0 turns that rung off.
+        qat_minutes: the fine-tune's wall-time budget (it stops at whichever comes first).
     """
 
     target: QuantTarget = QuantTarget.X86_AVX2
     calibration_images: int = 768
     allow_gate_failure: bool = False
+    qat_steps: int = 300
+    qat_minutes: float = 10.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "target", QuantTarget(self.target))
+        if isinstance(self.qat_steps, bool) or not isinstance(self.qat_steps, int) \
+                or self.qat_steps < 0:
+            raise ValueError(f"qat_steps must be an int >= 0 (0: no QAT rung), got "
+                             f"{self.qat_steps!r}")
+        if not self.qat_minutes > 0:
+            raise ValueError(f"qat_minutes must be > 0, got {self.qat_minutes!r}")
 
 
 # --------------------------------------------------------------------------- the scorer

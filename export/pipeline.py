@@ -32,6 +32,7 @@ import torch
 from edgerec.export.artifacts.encoder import BuiltArtifacts, build_artifacts
 from edgerec.export.artifacts.macs import tflite_macs, torch_macs
 from edgerec.export.artifacts.parity import artifact_embeddings, neighbour_overlap
+from edgerec.export.artifacts.qat import QatOptions
 from edgerec.export.data.scan import Dataset, ImageRecord, scan_images, split
 from edgerec.export.data.views import VIEW_RECIPE, make_views
 from edgerec.export.distill.cache import FeatureCache, build_feature_cache
@@ -470,12 +471,15 @@ def _build(options: ExportOptions, data: _Data, student: _Student, work: Path,
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir()
+    q = options.quantization
+    qat = (QatOptions(steps=q.qat_steps, max_minutes=q.qat_minutes, seed=options.seed,
+                      threads=options.distill.threads) if q.qat_steps else None)
     return build_artifacts(student.model, pre, folder,
                            x_val=preprocess([r.path for r in data.val], pre),
                            val_labels=data.labels(data.val), x_cal=x_cal,
-                           allow_gate_failure=options.quantization.allow_gate_failure,
+                           allow_gate_failure=q.allow_gate_failure,
                            first_remedy_only=options.quick, transform=student.transform,
-                           target=options.quantization.target, log=log)
+                           target=q.target, qat=qat, log=log)
 
 
 def _quality(options: ExportOptions, data: _Data, feats: _Teacher, student: _Student,
@@ -586,6 +590,7 @@ def _records(options: ExportOptions, data: _Data, feats: _Teacher, student: _Stu
               "views": options.distill.views, "view_recipe": VIEW_RECIPE,
               "distill": asdict(options.distill), "whiten": options.student.whiten,
               "int8_target": options.quantization.target.value,
+              "qat_steps": options.quantization.qat_steps,
               "labels": data.label_names, "trained_with_labels": data.labelled,
               "use_labels": options.data.use_labels, "quick": options.quick,
               "seed": options.seed, "distill_seed": options.distill.seed}

@@ -5,6 +5,7 @@
 - :mod:`.calibration`, :mod:`.quantize_onnx` (ONNX Runtime static QDQ, per quantization
   target), :mod:`.quantize_tflite` (PT2E -> LiteRT): int8 quantization;
 - :mod:`.ladder`: the gated ladder of remedies and the ``Gate`` protocol;
+- :mod:`.qat`: quantization-aware fine-tuning, the ONNX ladder's last rung;
 - :mod:`.build`: the driver (fp32 files checked against torch, int8 ladders per engine);
 - :mod:`.encoder`: the encoder's gate, ladders and build wrapper (the scorer's live in
   :mod:`edgerec.export.scorer.artifacts`);

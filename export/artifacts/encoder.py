@@ -7,7 +7,9 @@ student (min cosine >= :data:`FP32_MIN_COSINE`); int8 artifacts climb :func:`onn
 and :func:`tflite_remedies` until they pass :class:`EncoderGate` (int8/fp32 mAP@10 >= 0.99,
 or without labels top-10 neighbour overlap >= :data:`NEIGHBOUR_OVERLAP_WITHOUT_LABELS`; mean
 cosine >= 0.98). With a ``transform`` (the bundle's whitening) every comparison is made
-on the vectors the device ends with, after it, and the float-head rungs go first.
+on the vectors the device ends with, after it, and the float-head rungs go first. Unless
+turned off, the ONNX ladder ends with quantization-aware fine-tuning (:mod:`.qat`, rung
+``"qat"``), gated like the others against the original student.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from edgerec.export.artifacts.parity import (
     parity,
     torch_embeddings,
 )
+from edgerec.export.artifacts.qat import QatOptions, QatRung
 from edgerec.export.artifacts.quantize_onnx import OnnxQuantOptions, QuantTarget
 from edgerec.export.artifacts.quantize_tflite import TfliteQuantOptions
 from edgerec.export.errors import ExportError
 from edgerec.runtimes import Engine
-from edgerec.sdk import Preprocessing, Role, l2_normalize
+from edgerec.sdk import Preprocessing, Role, Whitening, l2_normalize
 from edgerec.sdk.bundle.writer import NewArtifact
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "BuiltArtifacts",
     "EncoderGate",
     "build_artifacts",
+    "encoder_ladders",
     "float_head_first",
     "onnx_remedies",
     "sensitive_layers",
@@ -52,6 +56,7 @@ NEIGHBOUR_OVERLAP_WITHOUT_LABELS = 0.8
 """The top-10 neighbour overlap an int8 encoder must keep with its fp32 reference on held-out
 images that have no labels (:class:`EncoderGate`)."""
 CALIBRATION_BATCH = 16  # images per calibration batch
+_QAT = QatOptions()  # build_artifacts' default: the fine-tune's rung ends the ONNX ladder
 
 
 @dataclass(frozen=True)
@@ -207,18 +212,32 @@ class BuiltArtifacts(BuiltFiles):
         return vectors if self.transform is None else self.transform(vectors)
 
 
-def _ladders(model, engines: Sequence[Engine], target: QuantTarget, images: int, *,
-             float_head: bool, first_only: bool) -> dict[Engine, list[Remedy]]:
-    """Each engine's rungs for ``model``: float-head rungs first when ``float_head``, only the
-    first rung when ``first_only``."""
+def encoder_ladders(model, engines: Sequence[Engine], target: QuantTarget, images: int, *,
+                    float_head: bool = False, first_only: bool = False,
+                    qat: Optional[QatRung] = None) -> dict[Engine, list[Remedy]]:
+    """Each engine's rungs for ``model``: :func:`onnx_remedies` / :func:`tflite_remedies`
+    (keeping :func:`sensitive_layers` float in their last rungs), float-head rungs first when
+    ``float_head``, then, for ONNX, ``qat``'s rung (:class:`~.qat.QatRung`) last when given;
+    only the first rung when ``first_only``. (The fine-tune simulates ORT's int8 scheme; its
+    weights quantized for LiteRT measured worse than the untuned ones, so the TFLite ladder
+    has no qat rung.)"""
     keep = sensitive_layers(model)
     ladders = {}
     for engine in map(Engine, engines):
         remedies = (onnx_remedies(keep, base=OnnxQuantOptions(target=target), images=images)
                     if engine is Engine.ONNX else tflite_remedies(keep, images=images))
         remedies = float_head_first(remedies) if float_head else remedies
+        if qat is not None and engine is Engine.ONNX:
+            remedies.append(qat.onnx_remedy())
         ladders[engine] = remedies[:1] if first_only else remedies
     return ladders
+
+
+def _whitening_of(transform: Optional[Callable[[np.ndarray], np.ndarray]]) -> Optional[Whitening]:
+    """The :class:`~edgerec.sdk.Whitening` behind ``transform`` (its bound ``apply``), for the
+    fine-tune's objective; ``None`` for no transform or any other callable."""
+    owner = getattr(transform, "__self__", None)
+    return owner if isinstance(owner, Whitening) else None
 
 
 def build_artifacts(
@@ -235,6 +254,7 @@ def build_artifacts(
     transform: Optional[Callable[[np.ndarray], np.ndarray]] = None,
     target: Union[QuantTarget, str] = QuantTarget.X86_AVX2,
     int8: Sequence[Engine] = (Engine.ONNX, Engine.TFLITE),
+    qat: Optional[QatOptions] = _QAT,
     log: Callable[[str], None] = print,
 ) -> BuiltArtifacts:
     """Write and check the encoder's fp32 and int8 ONNX and TFLite artifacts into ``out_dir``.
@@ -251,6 +271,10 @@ def build_artifacts(
             artifact's embeddings before they are compared (the bundle's whitening).
         target: the CPU family the int8 ONNX file is made for (:class:`QuantTarget`).
         int8: the engines to build int8 artifacts for.
+        qat: the budget of the quantization-aware fine-tuning that ends the ONNX ladder
+            (tried only when every post-training rung missed the gate; :mod:`.qat`); ``None``:
+            the ladder ends with the post-training rungs. With a ``transform`` that is a
+            ``Whitening.apply``, the fine-tune's objective is measured after the whitening.
 
     Raises:
         ExportError: an fp32 artifact disagrees with torch, or an int8 artifact fails its gate
@@ -275,13 +299,18 @@ def build_artifacts(
         return report
 
     gate = gate or EncoderGate()
-    ladders = _ladders(model, int8, QuantTarget(target), min(256, len(x_cal)),
-                       float_head=transform is not None, first_only=first_remedy_only)
+    io = ModelIO.image(pre.input_size)
+    calibration = [x_cal[i : i + CALIBRATION_BATCH]
+                   for i in range(0, len(x_cal), CALIBRATION_BATCH)]
+    rung = None if qat is None else QatRung(
+        model, calibration, io, Path(out_dir), target=QuantTarget(target), options=qat,
+        whitening=_whitening_of(transform), log=log)
+    ladders = encoder_ladders(model, int8, QuantTarget(target), min(256, len(x_cal)),
+                              float_head=transform is not None, first_only=first_remedy_only,
+                              qat=rung)
     files = build_model_files(
-        model, Path(out_dir), role=Role.ENCODER, io=ModelIO.image(pre.input_size),
-        check_fp32=check_fp32, evaluate=evaluate, gate=gate, ladders=ladders,
-        calibration=[x_cal[i : i + CALIBRATION_BATCH]
-                     for i in range(0, len(x_cal), CALIBRATION_BATCH)],
+        model, Path(out_dir), role=Role.ENCODER, io=io, check_fp32=check_fp32,
+        evaluate=evaluate, gate=gate, ladders=ladders, calibration=calibration,
         fail_on_gate=not allow_gate_failure, log=log)
     return BuiltArtifacts(**vars(files), transform=transform,
                           gate_checks=gate.applied(val_labels is not None))

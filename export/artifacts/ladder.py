@@ -191,8 +191,11 @@ def _failure(artifact: str, attempts: Sequence[Attempt[R]], gate: Gate[R]) -> La
                f"the best, {best.remedy!r}, reached {_describe_shortfall(gate, best.report)}.")
     if failures:
         message += f" Also: {failures}."
-    return LadderFailedError(message + " Export the fp32 artifact only, or train with "
-                             "quantization-aware fine-tuning.", artifact, attempts, best.remedy)
+    advice = (" Export the fp32 artifact only, or give the quantization-aware fine-tuning "
+              "(the 'qat' rung) more steps or minutes." if any(a.remedy == "qat" for a in attempts)
+              else " Export the fp32 artifact only, or train with quantization-aware "
+              "fine-tuning.")
+    return LadderFailedError(message + advice, artifact, attempts, best.remedy)
 
 
 def quantize_with_ladder(

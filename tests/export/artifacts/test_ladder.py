@@ -137,6 +137,17 @@ def test_a_failed_ladder_carries_every_rung_with_its_gate_figures(tmp_path):
     assert entropy["shortfalls"] == {"cosine_mean": {"value": 0.975, "required": 0.98}}
 
 
+def test_a_failed_ladder_that_ended_with_qat_advises_a_larger_qat_budget(tmp_path):
+    with pytest.raises(LadderFailedError) as info:
+        quantize_with_ladder([Remedy("minmax"), Remedy("qat")],
+                             lambda r: tmp_path / f"{r.name}.onnx",
+                             lambda p: _report(cos=0.95), EncoderGate())
+    assert "more steps or minutes" in str(info.value)
+    with pytest.raises(LadderFailedError, match="train with quantization-aware fine-tuning"):
+        quantize_with_ladder([Remedy("minmax")], lambda r: tmp_path / "minmax.onnx",
+                             lambda p: _report(cos=0.95), EncoderGate())
+
+
 def test_ladder_whose_every_rung_fails_to_build_says_so():
     def build(remedy):
         raise ValueError("no converter")
