@@ -2,16 +2,16 @@
 
 The photos are the 200 sample photos repeated with small augmentations (a random crop of
 88-100 %, a mirror, a brightness change of +-10 %), written once as JPEGs under
-``build/bench/scale``; the encoder is the shipped MobileNetV1 teacher (1024-d, int8 catalog),
-one engine thread per worker. For each configuration: wall time of the build (Ray already
-started: its start-up is reported apart), photos/s, CPU-seconds per 1,000 photos (this process
-and every process it started, from ``/proc``: Ray's raylet, GCS and workers included), and
-Ray's overhead per photo against the local build. Then the driver's commit alone
-(:meth:`Catalog.add` of random vectors in one generation) at a few sizes, extrapolated
-linearly to 10 M items.
+``build/bench/scale``; the encoder is the shipped MobileNetV1 teacher (1024-d, int8 catalog)
+or the bundle ``--bundle`` names, one engine thread per worker. For each configuration: wall
+time of the build (Ray already started: its start-up is reported apart), photos/s,
+CPU-seconds per 1,000 photos (this process and every process it started, from ``/proc``:
+Ray's raylet, GCS and workers included), and Ray's overhead per photo against the local
+build. Then the driver's commit alone (:meth:`Catalog.add` of random vectors in one
+generation) at a few sizes, extrapolated linearly to 10 M items.
 
     python benchmarks/scale_catalog.py                   # 1,000 photos (~3 min on 2 cores)
-    python benchmarks/scale_catalog.py --items 100000    # the issue's 100k (hours on 2 cores)
+    python benchmarks/scale_catalog.py --items 100000 --bundle examples/models/clothing-student
 """
 
 from __future__ import annotations
@@ -97,9 +97,12 @@ def make_photos(n: int, seed: int = 0) -> list:
     return items
 
 
-def bundle():
+def bundle(path: Path | None = None):
+    """The bundle ``path`` (e.g. the shipped student), else the shipped teacher wrapped."""
     from edgerec.sdk import Bundle, ImportOptions, import_model
 
+    if path is not None:
+        return Bundle.open(path)
     out = WORK / "teacher-bundle"
     if out.exists():
         return Bundle.open(out)
@@ -139,11 +142,11 @@ def run_ray(b, items, workers: int, batch: int) -> dict:
             "ray_start_s": startup, "added": report.added, "failed": len(report.failed)}
 
 
-def commit_cost(dim: int, sizes: list[int]) -> list[dict]:
+def commit_cost(b, sizes: list[int]) -> list[dict]:
     """The driver's commit alone: one ``Catalog.add`` of ``n`` random vectors (one generation)."""
     from edgerec.sdk.catalog import Catalog
 
-    b = bundle()
+    dim = b.embedding_dim
     rows = []
     for n in sizes:
         out = WORK / f"commit-{n}.catalog"
@@ -173,11 +176,13 @@ def markdown(payload: dict) -> str:
     n = payload["items"]
     lines = [
         "# Catalog build: local vs Ray (issue 17)", "",
-        f"{n} photos (the 200 sample photos, then augmented copies), MobileNetV1 teacher "
-        f"(1024-d, int8 catalog), one engine thread per worker, {payload['machine']['cores']} "
-        f"cores ({payload['machine']['cpu']}); `python benchmarks/scale_catalog.py --items {n}`."
+        f"{n} photos (the 200 sample photos, then augmented copies), {payload['encoder']} "
+        f"({payload['dim']}-d, int8 catalog), one engine thread per worker, "
+        f"{payload['machine']['cores']} cores ({payload['machine']['cpu']}); "
+        f"`python benchmarks/scale_catalog.py {payload['command']}`."
         " Ray start-up not included in the build time. The machine is shared with other jobs "
-        f"(load average {payload['loadavg'][0]:.2f} at the start), so wall times are noisy; the "
+        f"(load average {payload['loadavg'][0]:.2f} at the start, "
+        f"{payload['loadavg_end'][0]:.2f} at the end), so wall times are noisy; the "
         "CPU-seconds (this process and all it started, Ray's daemons included) are the "
         "steadier figure, and Ray's overhead is taken from them.", "",
         "| config | wall s | photos/s | CPU-s / 1,000 photos | Ray CPU overhead ms/photo | "
@@ -191,8 +196,8 @@ def markdown(payload: dict) -> str:
                      f"{r['cpu_s'] / n * 1e3:.1f} | "
                      f"{'-' if r['config'] == 'local' else f'{over:.2f}'} | "
                      f"{_start(r)} |")
-    lines += ["", "Driver commit alone (one `Catalog.add`, one generation, random 1024-d "
-              "vectors, 2 metadata keys per item):", "",
+    lines += ["", f"Driver commit alone (one `Catalog.add`, one generation, random "
+              f"{payload['dim']}-d vectors, 2 metadata keys per item):", "",
               "| items | commit s | segments | SQLite rows (items+attrs) | bytes |",
               "|---:|---:|---:|---:|---:|"]
     for c in payload["commit"]:
@@ -202,7 +207,7 @@ def markdown(payload: dict) -> str:
     lines += ["", f"Linear extrapolation to 10 M items: ~{e['commit_s']:.0f} s, 1 segment, "
               f"{e['sqlite_rows']:,} SQLite rows, ~{e['bytes'] / 1e9:.1f} GB "
               "(the driver also holds the 10 M float32 vectors in memory: "
-              f"~{10e6 * 1024 * 4 / 1e9:.0f} GB at 1024-d).", ""]
+              f"~{10e6 * payload['dim'] * 4 / 1e9:.0f} GB at {payload['dim']}-d).", ""]
     return "\n".join(lines)
 
 
@@ -231,20 +236,28 @@ def main(argv=None) -> int:
     p.add_argument("--items", type=int, default=1000, help="photos to build (default 1000)")
     p.add_argument("--batch", type=int, default=64, help="Ray batch (block) size")
     p.add_argument("--commit-sizes", type=int, nargs="+", default=[10_000, 50_000])
+    p.add_argument("--bundle", type=Path, default=None,
+                   help="the encoder's bundle (default: the shipped MobileNetV1 teacher, "
+                   "wrapped; examples/models/clothing-student is the shipped student)")
     args = p.parse_args(argv)
     WORK.mkdir(parents=True, exist_ok=True)
     items = make_photos(args.items)
     loadavg = os.getloadavg()
-    b = bundle()
+    b = bundle(args.bundle)
     runs = [run_local(b, items)]
     for workers in (1, 2):
         runs.append(run_ray(b, items, workers, args.batch))
     for r in runs:
         print(r, flush=True)
-    commit = commit_cost(b.embedding_dim, args.commit_sizes)
+    commit = commit_cost(b, args.commit_sizes)
     last = commit[-1]
     k = 10_000_000 / last["items"]
+    command = " ".join(sys.argv[1:] if argv is None else argv)
     payload = {"items": args.items, "machine": machine_info(), "loadavg": loadavg,
+               "loadavg_end": os.getloadavg(), "command": command,
+               "encoder": ("MobileNetV1 teacher" if args.bundle is None
+                           else f"bundle `{args.bundle}` ({b.manifest.name})"),
+               "dim": b.embedding_dim,
                "runs": runs, "commit": commit,
                "commit_10m": {"commit_s": last["commit_s"] * k, "segments": 1,
                               "sqlite_rows": int(last["sqlite_rows"] * k),
