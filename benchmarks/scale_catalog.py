@@ -40,7 +40,12 @@ WORK = ROOT / "build" / "bench" / "scale"
 
 
 def tree_cpu_seconds() -> float:
-    """user+system CPU seconds of this process and all its living descendants (``/proc``)."""
+    """CPU seconds of this process and all its living descendants (``/proc``), reaped ones too.
+
+    Each living process counts its own user+system time and that of the children it has
+    reaped (``cutime``/``cstime``): Ray Data's actors exit when the dataset finishes, before
+    the end snapshot, and only their parent's reaped-children time still holds them.
+    """
     tick = os.sysconf("SC_CLK_TCK")
     stats: dict[int, tuple[int, float]] = {}
     for entry in Path("/proc").iterdir():
@@ -51,7 +56,7 @@ def tree_cpu_seconds() -> float:
         except OSError:
             continue
         fields = raw[raw.rfind(")") + 2:].split()
-        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+        stats[int(entry.name)] = (int(fields[1]), sum(int(f) for f in fields[11:15]) / tick)
     me = os.getpid()
     total, tree = 0.0, {me}
     changed = True

@@ -22,13 +22,53 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from edgerec.sdk.errors import RayUnavailableError
 
-__all__ = ["INSTALL_HINT", "check_reachable", "connected", "import_ray", "require_ray"]
+__all__ = ["INSTALL_HINT", "RayJobOptions", "check_reachable", "connected", "import_ray",
+           "require_ray"]
 
 INSTALL_HINT = "pip install 'edgerec[scale]'"
+
+
+@dataclass(frozen=True)
+class RayJobOptions:
+    """Where and how wide a job runs on Ray (the options every Ray job here shares).
+
+    Attributes:
+        address: a running cluster (``HOST:PORT`` of the head's GCS, ``auto``, or
+            ``ray://HOST:10001``); None starts a local Ray for the job (or joins the one
+            this process already started).
+        workers: actors (a fixed-size ``ray.data.ActorPoolStrategy``; Ray Data restarts a
+            dead actor and retries its batch).
+        batch_size: items per actor call (each job says what else a batch is).
+        cpus_per_worker: CPUs Ray reserves for each actor; also its engine's threads unless
+            the job's own options set them.
+        connect_timeout_s: how long to wait for ``address`` to accept a connection.
+
+    Raises:
+        ValueError: workers or batch_size < 1, or cpus_per_worker <= 0 (a job may raise its
+            own subclass, see :meth:`invalid`).
+    """
+
+    address: Optional[str] = None
+    workers: int = 2
+    batch_size: int = 64
+    cpus_per_worker: float = 1.0
+    connect_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.workers < 1 or self.batch_size < 1 or not self.cpus_per_worker > 0:
+            raise self.invalid(
+                "Ray workers and batch_size must be >= 1 and cpus_per_worker > 0, got "
+                f"{self.workers}, {self.batch_size}, {self.cpus_per_worker}")
+
+    @classmethod
+    def invalid(cls, message: str) -> Exception:
+        """The error for options out of range (a ``ValueError``; jobs narrow it)."""
+        return ValueError(message)
 
 
 def import_ray() -> Any:

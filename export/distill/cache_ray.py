@@ -37,36 +37,19 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 from edgerec.export.distill.cache import CacheWriter, ViewFn, compute_rows, item_seed
-from edgerec.sdk.cluster import connected, require_ray
+from edgerec.sdk.cluster import RayJobOptions, connected, require_ray
 
 __all__ = ["RayCacheOptions", "fill_on_ray"]
 
 
 @dataclass(frozen=True)
-class RayCacheOptions:
-    """How the teacher cache is filled on Ray.
+class RayCacheOptions(RayJobOptions):
+    """How the teacher cache is filled on Ray: :class:`~edgerec.sdk.cluster.RayJobOptions`
+    with one teacher per actor; ``batch_size`` (default 8) images per actor call are
+    recorded in the cache together when the call returns, and ``cpus_per_worker`` is also
+    the teacher's engine threads."""
 
-    Attributes:
-        address: a running cluster (``HOST:PORT`` of the head's GCS, ``auto``, or
-            ``ray://HOST:10001``); None starts a local Ray (or joins the one this process
-            already started).
-        workers: teacher actors (a fixed-size ``ray.data.ActorPoolStrategy``; Ray Data
-            restarts a dead actor and retries its batch).
-        batch_size: images per actor call, recorded in the cache together when it returns.
-        cpus_per_worker: CPUs Ray reserves for each actor; also the teacher's engine threads.
-        connect_timeout_s: how long to wait for ``address`` to accept a connection.
-    """
-
-    address: Optional[str] = None
-    workers: int = 2
     batch_size: int = 8
-    cpus_per_worker: float = 1.0
-    connect_timeout_s: float = 5.0
-
-    def __post_init__(self) -> None:
-        if self.workers < 1 or self.batch_size < 1 or not self.cpus_per_worker > 0:
-            raise ValueError("Ray workers and batch_size must be >= 1 and cpus_per_worker > 0, "
-                             f"got {self.workers}, {self.batch_size}, {self.cpus_per_worker}")
 
 
 class _TeacherRows:

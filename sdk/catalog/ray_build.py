@@ -48,7 +48,7 @@ from edgerec.sdk.catalog.build import IngestReport, embed_items
 from edgerec.sdk.catalog.catalog import Catalog, VectorDType
 from edgerec.sdk.catalog.ingest import SourceItem, _check_unique
 from edgerec.sdk.catalog.store import write_npy
-from edgerec.sdk.cluster import connected, require_ray
+from edgerec.sdk.cluster import RayJobOptions, connected, require_ray
 from edgerec.sdk.encoder import Encoder, EncoderOptions
 from edgerec.sdk.errors import CatalogError, EncoderMismatchError, RayUnavailableError
 from edgerec.sdk.files import atomic_write_text, fsync_dir
@@ -59,31 +59,16 @@ PathLike = Union[str, os.PathLike]
 
 
 @dataclass(frozen=True)
-class RayBuildOptions:
-    """How a Ray build runs.
+class RayBuildOptions(RayJobOptions):
+    """How a Ray build runs: :class:`~edgerec.sdk.cluster.RayJobOptions` with one
+    :class:`Encoder` per actor; ``batch_size`` (default 64) items per actor call are also
+    one staged block (the unit of resumption); ``cpus_per_worker`` is also the engine's
+    threads unless the encoder options set them. Options out of range raise
+    :class:`CatalogError`."""
 
-    Attributes:
-        address: a running cluster (``HOST:PORT`` of the head's GCS, ``auto``, or
-            ``ray://HOST:10001``); None starts a local Ray for this build (or joins the one
-            this process already started).
-        workers: embedding actors (a fixed-size ``ray.data.ActorPoolStrategy``; Ray Data
-            restarts a dead actor and retries its batch).
-        batch_size: items per actor call and per staged block (the unit of resumption).
-        cpus_per_worker: CPUs Ray reserves for each actor; also the engine's threads unless
-            the encoder options set them.
-        connect_timeout_s: how long to wait for ``address`` to accept a connection.
-    """
-
-    address: Optional[str] = None
-    workers: int = 2
-    batch_size: int = 64
-    cpus_per_worker: float = 1.0
-    connect_timeout_s: float = 5.0
-
-    def __post_init__(self) -> None:
-        if self.workers < 1 or self.batch_size < 1 or self.cpus_per_worker <= 0:
-            raise CatalogError("workers and batch_size must be >= 1 and cpus_per_worker > 0, got "
-                               f"{self.workers}, {self.batch_size}, {self.cpus_per_worker}")
+    @classmethod
+    def invalid(cls, message: str) -> Exception:
+        return CatalogError(message)
 
 
 def staging_dir(out: PathLike) -> Path:
