@@ -158,11 +158,13 @@ class FeedCandidates:
 
 def _top(scores: np.ndarray, k: int, banned: np.ndarray) -> np.ndarray:
     """Rows of the ``k`` largest ``scores`` not ``banned`` (N,) bool, best first."""
-    k = min(k, int((~banned).sum()))
+    n = scores.shape[0]
+    k = min(k, n - int(np.count_nonzero(banned)))
     if k <= 0:
         return np.zeros(0, np.int64)
-    s = np.where(banned, -np.inf, scores)
-    part = np.argpartition(-s, k - 1)[:k]
+    s = np.array(scores)  # a copy, in the scores' dtype
+    s[banned] = -np.inf
+    part = np.argpartition(s, n - k)[n - k:]
     return part[np.argsort(-s[part], kind="stable")]
 
 

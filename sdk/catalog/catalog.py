@@ -121,7 +121,7 @@ class Catalog:
         self._readonly = readonly
         self._lock_timeout = lock_timeout
         self._mutex = threading.RLock()
-        self._maps: dict[str, tuple[Any, Any]] = {}
+        self._maps: dict[str, tuple[Any, Any, Any]] = {}
         self._view: VectorView | None = None
         self._filter_cache: OrderedDict[str, np.ndarray] = OrderedDict()
 

@@ -1,8 +1,10 @@
 """Exact top-k search over a catalog's int8 or float16 vectors, and MMR re-ranking.
 
-The kernel never makes a float32 copy of the catalog. It walks each segment in chunks of
-``CHUNK_ROWS`` rows (the unit of top-k selection) and, inside a chunk, in sub-blocks of about
-2 MiB of float32 (the unit of decoding, sized to stay in cache):
+The kernel never makes a float32 copy of a large catalog (a small int8 one, within
+:data:`~edgerec.sdk.catalog.store.DECODED_BYTES` = 16 MiB of float32, keeps its codes decoded:
+``Segment.decoded``, the same products without the per-query conversion). It walks each
+segment in chunks of ``CHUNK_ROWS`` rows (the unit of top-k selection) and, inside a chunk, in
+sub-blocks of about 2 MiB of float32 (the unit of decoding, sized to stay in cache):
 
 - int8: ``codes -> float32`` into a reused, cache-sized buffer (``np.copyto``),
   ``block @ q.T``, then times the per-item scale (numpy has no BLAS for integer products);
@@ -62,8 +64,16 @@ class _BlockScorer:
             self.q_t = np.ascontiguousarray(queries.T, dtype=np.float32)
             self.buf = np.empty((block_rows, dim), np.float32)
 
-    def score(self, block: np.ndarray, scales: np.ndarray | None, out: np.ndarray) -> None:
-        """Write float32 scores ``(len(block), Q)`` of stored ``block`` into ``out``."""
+    def score(self, block: np.ndarray, scales: np.ndarray | None, out: np.ndarray,
+              decoded: np.ndarray | None = None) -> None:
+        """Write float32 scores ``(len(block), Q)`` of stored ``block`` into ``out``;
+        ``decoded``: the block's int8 codes already as float32 (``Segment.decoded``), if
+        kept."""
+        if decoded is not None:
+            np.dot(decoded, self.q_t, out=out)
+            if scales is not None:
+                out *= np.asarray(scales)[:, None]
+            return
         buf = self.buf[: block.shape[0]]
         if self.float16:
             np.left_shift(block.view(np.int16), 13, out=buf, dtype=np.int32)
@@ -204,7 +214,8 @@ def _scan_segment(
         for b0 in range(c0, c1, block_rows):
             b1 = min(b0 + block_rows, c1)
             scales = None if seg.scales is None else seg.scales[b0:b1]
-            scorer.score(seg.vectors[b0:b1], scales, scores[b0 - c0:b1 - c0])
+            decoded = None if seg.decoded is None else seg.decoded[b0:b1]
+            scorer.score(seg.vectors[b0:b1], scales, scores[b0 - c0:b1 - c0], decoded)
         if invalid is not None:
             scores[invalid[c0:c1]] = -np.inf
         top.push(scores, seg.start + c0)
@@ -220,7 +231,8 @@ def _scan_rows(
         for b0 in range(0, idx.size, block_rows):
             sub = idx[b0:b0 + block_rows]
             scales = None if seg.scales is None else seg.scales[sub]
-            scorer.score(seg.vectors[sub], scales, scores[b0:b0 + sub.size])
+            decoded = None if seg.decoded is None else seg.decoded[sub]
+            scorer.score(seg.vectors[sub], scales, scores[b0:b0 + sub.size], decoded)
         top.push(scores, idx + seg.start)
 
 

@@ -328,6 +328,7 @@ class Segment:
     vectors: np.ndarray  # (rows, dim) int8 or float16, read-only memmap
     scales: np.ndarray | None  # (rows,) float32 for int8, else None
     dead: np.ndarray | None  # (rows,) bool, None when the segment has no dead rows
+    decoded: np.ndarray | None = None  # (rows, dim) float32 int8 codes, small catalogs only
 
     @property
     def rows(self) -> int:
@@ -358,6 +359,14 @@ class VectorView:
     def dequantize(self, rows: np.ndarray) -> np.ndarray:
         """Float32 vectors ``(len(rows), dim)`` of the given global rows (any order)."""
         rows = np.asarray(rows, dtype=np.int64)
+        if len(self.segments) == 1:  # the common case: no segment lookup
+            seg = self.segments[0]
+            local = rows - seg.start
+            block = (seg.decoded[local] if seg.decoded is not None
+                     else seg.vectors[local].astype(np.float32))
+            if seg.scales is not None:
+                block *= seg.scales[local][:, None]
+            return block
         out = np.empty((rows.shape[0], self.dim), np.float32)
         starts = np.array([s.start for s in self.segments], dtype=np.int64)
         which = np.searchsorted(starts, rows, side="right") - 1
@@ -365,23 +374,38 @@ class VectorView:
             seg = self.segments[int(i)]
             pick = np.flatnonzero(which == i)
             local = rows[pick] - seg.start
-            block = seg.vectors[local].astype(np.float32)
+            block = (seg.decoded[local] if seg.decoded is not None
+                     else seg.vectors[local].astype(np.float32))
             if seg.scales is not None:
                 block *= seg.scales[local][:, None]
             out[pick] = block
         return out
 
 
+DECODED_BYTES = 16 << 20
+"""The most float32 bytes of decoded int8 codes one open catalog keeps (16 MiB: e.g. 32,768
+items at 128-d); larger catalogs decode per query, block by block."""
+
+
 def map_generation(
-    root: Path, header: Header, generation: Generation, cache: dict[str, tuple[Any, Any]]
+    root: Path, header: Header, generation: Generation, cache: dict[str, tuple[Any, Any, Any]]
 ) -> VectorView:
-    """Map every segment of ``generation`` (reusing ``cache`` by segment name)."""
+    """Map every segment of ``generation`` (reusing ``cache`` by segment name).
+
+    int8 segments also keep their codes as float32 (``Segment.decoded``, decoded once and
+    cached with the mapping) while the view's decoded total stays within
+    :data:`DECODED_BYTES`: the scan then skips its per-query int8 -> float32 conversion
+    (same products, same scores)."""
     dtype = DTYPES[header.dtype]
     segments = []
     start = 0
+    budget = DECODED_BYTES
     folder = root / SEGMENTS_DIR
     for rec in generation.segments:
         maps = cache.get(rec.name)
+        size = rec.rows * header.dim * 4
+        if maps is not None and maps[2] is None and header.dtype == "int8" and size <= budget:
+            maps = None  # mapped before the budget allowed decoding it: decode now
         if maps is None:
             vectors = map_npy(folder / f"{rec.name}.vec.npy", dtype, (rec.rows, header.dim))
             scales = None
@@ -389,9 +413,16 @@ def map_generation(
                 if not rec.scale_sha256:
                     raise CatalogError(f"segment {rec.name} has no scale file; {_DAMAGED}")
                 scales = map_npy(folder / f"{rec.name}.scale.npy", SCALE_DTYPE, (rec.rows,))
-            maps = cache[rec.name] = (vectors, scales)
+            decoded = None
+            if header.dtype == "int8" and size <= budget:
+                decoded = np.asarray(vectors, np.float32)
+                decoded.flags.writeable = False
+            maps = cache[rec.name] = (vectors, scales, decoded)
+        if maps[2] is not None:
+            budget -= size
         dead = generation.dead[start:start + rec.rows]
-        segments.append(Segment(rec, start, maps[0], maps[1], dead if dead.any() else None))
+        segments.append(Segment(rec, start, maps[0], maps[1], dead if dead.any() else None,
+                                maps[2]))
         start += rec.rows
     names = {rec.name for rec in generation.segments}
     for name in [n for n in cache if n not in names]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from edgerec.sdk.catalog import scan as search_module
+from edgerec.sdk.catalog import store as store_module
 from edgerec.sdk.catalog.catalog import Catalog
 from edgerec.sdk.catalog.filters import compile_filters
 from edgerec.sdk.catalog.matches import BatchMatches, Match, Matches
@@ -112,6 +113,46 @@ def test_search_across_segments_chunks_and_removed_rows_matches_brute_force(
     q = _unit(5, seed=9)
     for qi, m in zip(q, cat.search(q, k=25)):
         assert list(m.ids) == _brute(stored, live, qi, 25)
+    cat.close()
+
+
+def _segments_decoded(cat: Catalog) -> list[bool]:
+    with cat._reading() as view:
+        return [seg.decoded is not None for seg in view.segments]
+
+
+def test_decoded_small_catalogs_give_the_same_results_bit_for_bit(tmp_path, monkeypatch):
+    path = tmp_path / "c"
+    cat, _, ids = _make(path, 600, "int8", seed=4, dim=64)
+    for j in range(3):
+        cat.add([f"more{j}-{i}" for i in range(40)], _unit(40, seed=20 + j, dim=64))
+    cat.remove(ids[10:20])
+    with cat._reading() as view:
+        sizes = [seg.rows * 64 * 4 for seg in view.segments]
+    cat.close()
+    assert len(sizes) >= 2
+    q = _unit(6, seed=11, dim=64)
+    results = {}
+    # budgets: nothing decoded, only the first segment, all of them (the default)
+    expected = {"none": [False] * len(sizes), "first": [True] + [False] * (len(sizes) - 1),
+                "all": [True] * len(sizes)}
+    for name, budget in (("none", 0), ("first", sizes[0]), ("all", store_module.DECODED_BYTES)):
+        monkeypatch.setattr(store_module, "DECODED_BYTES", budget)
+        with Catalog.open(path, readonly=True) as reader:
+            assert _segments_decoded(reader) == expected[name]
+            got = reader.search(q, k=15)
+            vectors = [reader.vectors(list(m.ids))[1] for m in got]
+        results[name] = ([list(m.ids) for m in got], [m.scores for m in got], vectors)
+    for name in ("first", "all"):
+        assert results[name][0] == results["none"][0]
+        for a, b in zip(results[name][1] + results[name][2],
+                        results["none"][1] + results["none"][2]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_float16_catalogs_are_never_decoded(tmp_path):
+    cat, _, _ = _make(tmp_path / "c", 200, "float16")
+    assert _segments_decoded(cat) == [False]
     cat.close()
 
 
