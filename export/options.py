@@ -430,8 +430,8 @@ class BehaviourOptions:
     popularity_half_life_days: float = 30.0
     regularization: float = 0.1
     alpha: float = 1.0
-    iterations: int = 15
-    shrink: float = 5.0
+    iterations: int = 30
+    shrink: float = 1.0
     session_gap_minutes: float = 0.0
     session_weight: float = 1.0
     ridge: tuple[float, ...] = (0.1, 1.0, 10.0)

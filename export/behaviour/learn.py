@@ -108,6 +108,12 @@ def _sessions(train: Mapping[str, Sequence[Interaction]], index: Mapping[str, in
     return x if (np.diff(x.indptr) >= 2).any() else None
 
 
+def _ratio(counts: np.ndarray, norms: np.ndarray) -> np.ndarray:
+    """``counts / norms`` (broadcast), 0 where ``norms`` is 0 (an item nobody has, shrink 0)."""
+    norms = np.broadcast_to(norms, counts.shape)
+    return np.divide(counts, norms, out=np.zeros(counts.shape), where=norms > 0)
+
+
 def _neighbours(x: Any, count: np.ndarray, k: int, shrink: float,
                 sessions: Optional[Any] = None, session_weight: float = 0.0
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -128,11 +134,11 @@ def _neighbours(x: Any, count: np.ndarray, k: int, shrink: float,
         block = warm[start:start + _BLOCK]
         c = (bt[block] @ b).toarray()  # (block, N) co-occurrence counts
         c[np.arange(len(block)), block] = 0.0
-        s = c / (root[block, None] * root[None, :] + shrink)
+        s = _ratio(c, root[block, None] * root[None, :] + shrink)
         if st is not None and s_root is not None and session_weight > 0:
             cs = (st[block] @ sessions).toarray()
             cs[np.arange(len(block)), block] = 0.0
-            s += session_weight * cs / (s_root[block, None] * s_root[None, :] + shrink)
+            s += session_weight * _ratio(cs, s_root[block, None] * s_root[None, :] + shrink)
         kk = min(k, n - 1)
         top = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk > 0 else np.zeros((len(block), 0),
                                                                                    np.int64)

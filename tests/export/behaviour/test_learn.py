@@ -145,3 +145,9 @@ def test_sessions_split_a_users_events_at_long_gaps_and_add_their_co_occurrence(
     a = index["a"]
     assert plain_s[a, 0] == pytest.approx(plain_s[a, 1])  # b and c tie on users alone
     assert both[a, 0] == index["c"] and both_s[a, 0] > plain_s[a, 0]
+    # shrink 0 (allowed): the 4th item has no users; scores stay finite (0 for it, never NaN)
+    lonely = csr_matrix(np.array([[1, 1, 0, 0], [1, 0, 1, 0]], np.float64))
+    _, scores = _neighbours(lonely, np.asarray(lonely.sum(axis=0)).ravel(), 3, 0.0,
+                            lonely, 1.0)
+    assert np.isfinite(scores).all()
+    assert scores[a, 0] == pytest.approx(2 * 1 / np.sqrt(2 * 1))  # users + sessions, a-b
