@@ -65,12 +65,11 @@ class _BlockScorer:
             self.buf = np.empty((block_rows, dim), np.float32)
 
     def score(self, block: np.ndarray, scales: np.ndarray | None, out: np.ndarray,
-              decoded: np.ndarray | None = None) -> None:
+              decoded: bool = False) -> None:
         """Write float32 scores ``(len(block), Q)`` of stored ``block`` into ``out``;
-        ``decoded``: the block's int8 codes already as float32 (``Segment.decoded``), if
-        kept."""
-        if decoded is not None:
-            np.dot(decoded, self.q_t, out=out)
+        ``decoded``: ``block`` is int8 codes already as float32 (``Segment.decoded``)."""
+        if decoded:
+            np.dot(block, self.q_t, out=out)
             if scales is not None:
                 out *= np.asarray(scales)[:, None]
             return
@@ -202,6 +201,11 @@ def _invalid_mask(
     return mask
 
 
+def _stored(seg: Segment) -> np.ndarray:
+    """The rows the scorer reads: the decoded float32 codes when kept, else the stored ones."""
+    return seg.vectors if seg.decoded is None else seg.decoded
+
+
 def _scan_segment(
     seg: Segment, invalid: np.ndarray | None, scorer: _BlockScorer, top: _TopK, block_rows: int
 ) -> None:
@@ -214,8 +218,8 @@ def _scan_segment(
         for b0 in range(c0, c1, block_rows):
             b1 = min(b0 + block_rows, c1)
             scales = None if seg.scales is None else seg.scales[b0:b1]
-            decoded = None if seg.decoded is None else seg.decoded[b0:b1]
-            scorer.score(seg.vectors[b0:b1], scales, scores[b0 - c0:b1 - c0], decoded)
+            scorer.score(_stored(seg)[b0:b1], scales, scores[b0 - c0:b1 - c0],
+                         seg.decoded is not None)
         if invalid is not None:
             scores[invalid[c0:c1]] = -np.inf
         top.push(scores, seg.start + c0)
@@ -231,8 +235,8 @@ def _scan_rows(
         for b0 in range(0, idx.size, block_rows):
             sub = idx[b0:b0 + block_rows]
             scales = None if seg.scales is None else seg.scales[sub]
-            decoded = None if seg.decoded is None else seg.decoded[sub]
-            scorer.score(seg.vectors[sub], scales, scores[b0:b0 + sub.size], decoded)
+            scorer.score(_stored(seg)[sub], scales, scores[b0:b0 + sub.size],
+                         seg.decoded is not None)
         top.push(scores, idx + seg.start)
 
 

@@ -360,27 +360,24 @@ class VectorView:
         """Float32 vectors ``(len(rows), dim)`` of the given global rows (any order)."""
         rows = np.asarray(rows, dtype=np.int64)
         if len(self.segments) == 1:  # the common case: no segment lookup
-            seg = self.segments[0]
-            local = rows - seg.start
-            block = (seg.decoded[local] if seg.decoded is not None
-                     else seg.vectors[local].astype(np.float32))
-            if seg.scales is not None:
-                block *= seg.scales[local][:, None]
-            return block
+            return _dequantize(self.segments[0], rows - self.segments[0].start)
         out = np.empty((rows.shape[0], self.dim), np.float32)
         starts = np.array([s.start for s in self.segments], dtype=np.int64)
         which = np.searchsorted(starts, rows, side="right") - 1
         for i in np.unique(which):
             seg = self.segments[int(i)]
             pick = np.flatnonzero(which == i)
-            local = rows[pick] - seg.start
-            block = (seg.decoded[local] if seg.decoded is not None
-                     else seg.vectors[local].astype(np.float32))
-            if seg.scales is not None:
-                block *= seg.scales[local][:, None]
-            out[pick] = block
+            out[pick] = _dequantize(seg, rows[pick] - seg.start)
         return out
 
+
+def _dequantize(seg: Segment, local: np.ndarray) -> np.ndarray:
+    """Float32 vectors ``(len(local), dim)`` of ``seg``'s rows ``local``."""
+    block = (seg.decoded[local] if seg.decoded is not None
+             else seg.vectors[local].astype(np.float32))
+    if seg.scales is not None:
+        block *= seg.scales[local][:, None]
+    return block
 
 DECODED_BYTES = 16 << 20
 """The most float32 bytes of decoded int8 codes one open catalog keeps (16 MiB: e.g. 32,768
