@@ -194,8 +194,9 @@ def add_export_parser(sub: Any) -> None:
     option(exp, "--dim", type=int, source=StudentOptions, name="dim",
            help="embedding dimension", none_means="the recipe's")
     option(exp, "--student-init", metavar="PATH", source=StudentOptions, name="init",
-           help="ImageNet weights for a mobilenet_v2 student (width 1.0): the MobileNetV2 1.0 "
-           "classifier .tflite, e.g. mobilenet_v2_1.0_224_quant.tflite",
+           help="ImageNet weights for a mobilenet_v2 / mobilenet_v1 student (width 1.0): the "
+           "MobileNetV2 1.0 classifier .tflite (mobilenet_v2_1.0_224_quant.tflite) or the "
+           "MobileNetV1 teacher itself",
            none_means="random weights")
     option(exp, "--views", type=int, source=DistillConfig, name="views",
            help="augmented views per training image")

@@ -65,19 +65,19 @@ class StudentConfig:
     """A student recipe (:class:`edgerec.export.distill.student.StudentEncoder`).
 
     Attributes:
-        arch: ``"mobilenet_v3_small"``, ``"mobilenet_v3_large"`` or ``"mobilenet_v2"`` (with
-            TensorFlow's SAME padding on its stride-2 convolutions, as the TFLite weights
-            :attr:`init` loads were trained with).
+        arch: ``"mobilenet_v3_small"``, ``"mobilenet_v3_large"``, ``"mobilenet_v2"`` or
+            ``"mobilenet_v1"`` (the last two with TensorFlow's SAME padding on their stride-2
+            convolutions, as the TFLite weights :attr:`init` loads were trained with).
         width: width multiplier of the torchvision body.
         dim: embedding dimension D.
         image_size: square input side the student is trained and served at, in pixels.
         hidden: width of the head's hidden layer (0: a single linear layer).
         dropout: dropout before the embedding layer (training only).
         bn_momentum: BatchNorm momentum for every BatchNorm layer.
-        init: ImageNet weights for the body (``mobilenet_v2`` width 1.0 only): the
-            MobileNetV2 1.0 classifier ``.tflite`` (e.g. the shipped
-            ``mobilenet_v2_1.0_224_quant.tflite``), read by
-            :mod:`edgerec.export.distill.tflite_weights`. None: random weights.
+        init: ImageNet weights for the body (``mobilenet_v2`` / ``mobilenet_v1`` width 1.0
+            only): the MobileNetV2 1.0 classifier ``.tflite`` (the shipped
+            ``mobilenet_v2_1.0_224_quant.tflite``) or the MobileNetV1 teacher ``.tflite``,
+            read by :mod:`edgerec.export.distill.tflite_weights`. None: random weights.
     """
 
     arch: str = "mobilenet_v3_small"
@@ -101,6 +101,8 @@ STUDENTS: dict[str, StudentConfig] = {
     "mobilenet_v3_large": StudentConfig(arch="mobilenet_v3_large"),
     # ~153 M MACs at 160 px (the MobileNetV1 teacher: 568 M); meant for init= ImageNet weights
     "mobilenet_v2_160": StudentConfig(arch="mobilenet_v2", image_size=160, hidden=0),
+    # ~290 M MACs at 160 px; meant for init= the MobileNetV1 teacher's own weights
+    "mobilenet_v1_160": StudentConfig(arch="mobilenet_v1", image_size=160, hidden=0),
 }
 """Named recipes (the first is the export's default: 192 px, 128-d, width 1.0)."""
 

@@ -3,10 +3,11 @@
 A small registry of named recipes, as in timm: ``create_student("mobilenet_v3_small")``;
 :func:`resolve_student` is the one place a name and the caller's overrides become a
 :class:`StudentConfig` (None keeps the registry's value).
-Students start from random weights (nothing is downloaded), or, for ``mobilenet_v2`` with
-``init``, from the ImageNet weights of a MobileNetV2 ``.tflite`` already on disk
-(:mod:`edgerec.export.distill.tflite_weights`; its stride-2 convolutions use TensorFlow's SAME
-padding either way). They are built for export:
+Students start from random weights (nothing is downloaded), or, for ``mobilenet_v2`` and
+``mobilenet_v1`` with ``init``, from the ImageNet weights of a MobileNet ``.tflite`` already on
+disk (:mod:`edgerec.export.distill.tflite_weights`: the shipped V2 classifier, or the shipped
+V1 teacher itself; their stride-2 convolutions use TensorFlow's SAME padding either way).
+They are built for export:
 
 - every ``nn.AdaptiveAvgPool2d(1)`` (squeeze-excitation blocks and the final pool) becomes a
   plain spatial mean, which the ONNX exporter turns into one ReduceMean instead of a Gather
@@ -23,7 +24,8 @@ from collections.abc import Sequence
 from typing import Any, Callable
 
 import torch
-from edgerec.export.distill.tflite_weights import load_mobilenet_v2, tf_same_padding
+from edgerec.export.distill.mobilenet_v1 import mobilenet_v1
+from edgerec.export.distill.tflite_weights import load_tflite_body, tf_same_padding
 from edgerec.export.errors import ExportError
 from edgerec.export.options import DistillConfig, StudentConfig, resolve_student
 from torch import nn
@@ -54,11 +56,21 @@ def _mobilenet_v2_tf(**kwargs: Any) -> nn.Module:
     return body
 
 
+def _mobilenet_v1_tf(**kwargs: Any) -> nn.Module:
+    """MobileNetV1 with TensorFlow's SAME padding on its stride-2 convolutions."""
+    body = mobilenet_v1(**kwargs)
+    tf_same_padding(body.features)
+    return body
+
+
 _BODIES: dict[str, Callable[..., nn.Module]] = {
     "mobilenet_v3_small": mobilenet_v3_small,
     "mobilenet_v3_large": mobilenet_v3_large,
     "mobilenet_v2": _mobilenet_v2_tf,
+    "mobilenet_v1": _mobilenet_v1_tf,
 }
+_INIT_ARCHS = {"mobilenet_v2": "MobileNetV2", "mobilenet_v1": "MobileNetV1"}
+"""The arches ``config.init`` can load (TFLite weights), with the name the loader checks."""
 
 
 class StudentEncoder(nn.Module):
@@ -70,8 +82,9 @@ class StudentEncoder(nn.Module):
     Output: (N, D) float32.
 
     Raises:
-        ExportError: ``config.init`` on an arch other than ``mobilenet_v2``, or weights that do
-            not fit (see :func:`~edgerec.export.distill.tflite_weights.load_mobilenet_v2`).
+        ExportError: ``config.init`` on an arch other than ``mobilenet_v2`` / ``mobilenet_v1``,
+            or weights that do not fit (see
+            :func:`~edgerec.export.distill.tflite_weights.load_tflite_body`).
     """
 
     def __init__(self, config: StudentConfig, *, mean: Sequence[float] = DistillConfig.mean,
@@ -79,13 +92,14 @@ class StudentEncoder(nn.Module):
         super().__init__()
         if config.arch not in _BODIES:
             raise ValueError(f"unknown student arch {config.arch!r}; choose from {list(_BODIES)}")
-        if config.init is not None and config.arch != "mobilenet_v2":
-            raise ExportError(f"--student-init loads MobileNetV2 weights, but the student is a "
-                              f"{config.arch}; choose a mobilenet_v2 student "
+        if config.init is not None and config.arch not in _INIT_ARCHS:
+            raise ExportError(f"--student-init loads MobileNet V1/V2 weights, but the student is "
+                              f"a {config.arch}; choose a mobilenet_v2 or mobilenet_v1 student "
                               "(e.g. --student mobilenet_v2_160).")
         body = _BODIES[config.arch](weights=None, width_mult=config.width)
         if config.init is not None:
-            load_mobilenet_v2(body.features, config.init, mean=mean, std=std)
+            load_tflite_body(body.features, config.init, arch=_INIT_ARCHS[config.arch],
+                             mean=mean, std=std)
         self.config = config
         self.features = body.features
         self.pool = SpatialMean()

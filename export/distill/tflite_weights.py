@@ -1,12 +1,13 @@
-"""ImageNet weights for a MobileNetV2 student, read from a quantized TFLite classifier on disk.
+"""ImageNet weights for a MobileNet student, read from a quantized TFLite model on disk.
 
-Nothing is downloaded: the shipped ``mobilenet_v2_1.0_224_quant.tflite`` (uint8, Apache-2.0)
-holds the whole of torchvision's ``mobilenet_v2`` body, BatchNorm folded into each
-convolution. :func:`read_convolutions` dequantizes its CONV_2D / DEPTHWISE_CONV_2D weights and
-biases in graph order (``real = scale * (q - zero_point)``, per tensor or per channel; int32
-biases carry ``scale = input_scale * weight_scale``); :func:`load_mobilenet_v2` writes them
-into a ``torchvision.models.mobilenet_v2(weights=None).features`` (with
-:func:`tf_same_padding` applied), in module order:
+Nothing is downloaded: the shipped ``mobilenet_v2_1.0_224_quant.tflite`` classifier (uint8,
+Apache-2.0) holds the whole of torchvision's ``mobilenet_v2`` body, and the shipped
+``mobilenet_v1_1.0_224_quant_embedding_extractor.tflite`` teacher the whole of a
+:class:`~edgerec.export.distill.mobilenet_v1.MobileNetV1` body, BatchNorm folded into each
+convolution. :func:`read_convolutions` dequantizes their CONV_2D / DEPTHWISE_CONV_2D weights
+and biases in graph order (``real = scale * (q - zero_point)``, per tensor or per channel;
+int32 biases carry ``scale = input_scale * weight_scale``); :func:`load_tflite_body` writes
+them into the body's ``features`` (with :func:`tf_same_padding` applied), in module order:
 
 - conv weights OHWI -> torch OIHW; depthwise 1HWO -> torch O1HW;
 - each folded bias goes into the following BatchNorm: weight 1, bias = folded bias, running
@@ -41,7 +42,7 @@ from torch import nn
 __all__ = [
     "SamePadConv2d",
     "TFLiteConvolution",
-    "load_mobilenet_v2",
+    "load_tflite_body",
     "read_convolutions",
     "tf_same_padding",
 ]
@@ -77,7 +78,7 @@ def _dequantize(q: np.ndarray, detail: dict, name: str) -> np.ndarray:
         return q.astype(np.float32)
     if scales.size == 0:
         raise ExportError(f"tensor {name!r} is {q.dtype} without quantization parameters; "
-                          "expected a quantized MobileNetV2 .tflite.")
+                          "expected a quantized MobileNet .tflite.")
     if zeros.size == 0:
         zeros = np.zeros_like(scales)
     if scales.size > 1:
@@ -101,7 +102,7 @@ def read_convolutions(path: PathLike) -> tuple[list[TFLiteConvolution], tuple[fl
         it = Interpreter(model_path=str(path))
     except (ValueError, RuntimeError) as exc:
         raise ExportError(f"LiteRT cannot read {path}: {exc}. --student-init needs the "
-                          "MobileNetV2 1.0 classifier .tflite.") from None
+                          "MobileNet 1.0 .tflite of the student's arch.") from None
     details = {d["index"]: d for d in it.get_tensor_details()}
     convs = []
     for op in it._get_ops_details():  # graph order; LiteRT has no public op listing
@@ -118,7 +119,7 @@ def read_convolutions(path: PathLike) -> tuple[list[TFLiteConvolution], tuple[fl
                                        bias.reshape(-1)))
     if not convs:
         raise ExportError(f"{path.name} has no convolutions; --student-init needs the "
-                          "MobileNetV2 1.0 classifier .tflite.")
+                          "MobileNet 1.0 .tflite of the student's arch.")
     inp = it.get_input_details()[0]
     scales = inp["quantization_parameters"]["scales"]
     if inp["dtype"] == np.float32 or len(scales) == 0:
@@ -164,41 +165,44 @@ def _pairs(features: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
     for conv, bn in zip(modules[::2], modules[1::2]):
         if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
             raise ExportError("the student body is not conv/BatchNorm pairs; --student-init "
-                              "loads a MobileNetV2 body only.")
+                              "loads a MobileNetV1 or MobileNetV2 body only.")
         pairs.append((conv, bn))
     return pairs
 
 
 @torch.no_grad()
-def load_mobilenet_v2(features: nn.Module, path: PathLike, *,
-                      mean: Sequence[float] = (0.485, 0.456, 0.406),
-                      std: Sequence[float] = (0.229, 0.224, 0.225)) -> int:
-    """Load the ImageNet weights of the TFLite MobileNetV2 1.0 classifier at ``path`` into
-    ``features`` (torchvision ``mobilenet_v2(weights=None).features``), for an input
+def load_tflite_body(features: nn.Module, path: PathLike, *, arch: str = "MobileNetV2",
+                     mean: Sequence[float] = (0.485, 0.456, 0.406),
+                     std: Sequence[float] = (0.229, 0.224, 0.225)) -> int:
+    """Load the ImageNet weights of the TFLite MobileNet 1.0 at ``path`` (``arch``:
+    ``"MobileNetV2"``, the classifier, into torchvision ``mobilenet_v2(weights=None).features``;
+    ``"MobileNetV1"``, the embedding extractor, into ``MobileNetV1().features``), for an input
     normalised as ``(x / 255 - mean) / std`` per RGB channel. Returns the convolutions loaded.
 
-    The TFLite graph's convolutions are matched to the body's in order; the one after them
-    (the 1001-class logits) is not used.
+    The TFLite graph's convolutions are matched to the body's in order; any after them (the
+    V2 classifier's 1001-class logits) are not used.
 
     Raises:
-        ExportError: the file is not a MobileNetV2 1.0 (count or shape of a convolution
-            differs), or the body is not a MobileNetV2.
+        ExportError: the file is not an ``arch`` 1.0 (count or shape of a convolution
+            differs), or the body is not conv/BatchNorm pairs.
     """
     path = Path(path)
+    example = {"MobileNetV1": "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"}.get(
+        arch, "mobilenet_v2_1.0_224_quant.tflite")
     if not path.is_file():
-        raise ExportError(f"--student-init {path}: no such file. It takes the MobileNetV2 1.0 "
-                          "classifier .tflite (e.g. mobilenet_v2_1.0_224_quant.tflite).")
+        raise ExportError(f"--student-init {path}: no such file. It takes the {arch} 1.0 "
+                          f".tflite (e.g. {example}).")
     convs, (a, c) = read_convolutions(path)
     pairs = _pairs(features)
     if len(convs) < len(pairs):
-        raise ExportError(f"{path.name} has {len(convs)} convolutions, the MobileNetV2 body "
-                          f"{len(pairs)}: it is not a MobileNetV2 1.0 classifier.")
+        raise ExportError(f"{path.name} has {len(convs)} convolutions, the {arch} body "
+                          f"{len(pairs)}: it is not a {arch} 1.0.")
     for i, ((conv, bn), src) in enumerate(zip(pairs, convs)):
         if tuple(conv.weight.shape) != src.weight.shape or (conv.groups > 1) != src.depthwise:
             raise ExportError(
                 f"{path.name}: convolution {i} ({src.name!r}) is {src.weight.shape}"
                 f"{' depthwise' if src.depthwise else ''}, the student's "
-                f"{tuple(conv.weight.shape)}: it is not a MobileNetV2 1.0 classifier (or the "
+                f"{tuple(conv.weight.shape)}: it is not a {arch} 1.0 (or the "
                 "student is not width 1.0).")
         weight = torch.from_numpy(src.weight).double()
         bias = torch.from_numpy(src.bias).double()

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TEACHER
 from edgerec.export.artifacts.convert import ModelIO, to_onnx
 from edgerec.export.cli import _export_options
 from edgerec.export.distill.student import StudentEncoder, create_student
@@ -68,5 +69,12 @@ def test_the_student_init_flag_reaches_the_recipe_and_only_a_mobilenet_v2_takes_
     assert (config.arch, config.image_size, config.init) == ("mobilenet_v2", 160,
                                                              Path("weights.tflite"))
     assert StudentOptions().config().init is None  # random weights unless asked
-    with pytest.raises(ExportError, match="choose a mobilenet_v2 student"):
+    args = parser.parse_args(["export", "--images", "x", "--out", "y", "--student",
+                              "mobilenet_v1_160", "--student-init", str(TEACHER)])
+    config = _export_options(args).student.config()
+    assert (config.arch, config.image_size, config.hidden) == ("mobilenet_v1", 160, 0)
+    model = create_student("mobilenet_v1_160", image_size=64, dim=16, init=config.init).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 16)
+    with pytest.raises(ExportError, match="choose a mobilenet_v2 or mobilenet_v1 student"):
         create_student("mobilenet_v3_small", image_size=32, init=tmp_path / "w.tflite")

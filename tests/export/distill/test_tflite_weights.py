@@ -1,5 +1,5 @@
-"""ImageNet weights for a MobileNetV2 student from the shipped .tflite classifier
-(edgerec.export.distill.tflite_weights)."""
+"""ImageNet weights for a MobileNetV2 student from the shipped .tflite classifier, and for a
+MobileNetV1 student from the shipped V1 teacher (edgerec.export.distill.tflite_weights)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import torch
 import torch.nn.functional as F
 from conftest import SHARED, TEACHER, sample_images
 from edgerec.export.data.views import make_views
+from edgerec.export.distill.mobilenet_v1 import mobilenet_v1
 from edgerec.export.distill.tflite_output import with_output
 from edgerec.export.distill.tflite_weights import (
     SamePadConv2d,
-    load_mobilenet_v2,
+    load_tflite_body,
     tf_same_padding,
 )
 from edgerec.export.errors import ExportError
@@ -44,6 +45,32 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
+def _tflite_outputs(path, views: np.ndarray) -> np.ndarray:
+    """The model's (dequantized) output for each uint8 view, one invoke per view."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(str(path))
+    it.allocate_tensors()
+    out = it.get_output_details()[0]
+    scale, zero = out["quantization"]
+    rows = []
+    for v in views:
+        it.set_tensor(it.get_input_details()[0]["index"], v[None])
+        it.invoke()
+        y = it.get_tensor(out["index"]).reshape(-1).astype(np.float64)
+        rows.append(scale * (y - float(zero)) if scale else y)
+    return np.stack(rows)
+
+
+def test_a_mobilenet_v1_body_loads_the_v1_teacher_and_computes_its_embedding():
+    views = _views(2)  # 20 photos, 10 labels
+    expected = _tflite_outputs(TEACHER, views)  # (20, 1024): the teacher's pooled features
+    body = tf_same_padding(mobilenet_v1().features)
+    assert load_tflite_body(body, TEACHER, arch="MobileNetV1", mean=MEAN, std=STD) == 27
+    got = _cosines(_torch_pooled(body, views), expected)
+    assert got.mean() > 0.99 and got.min() > 0.98  # measured 0.9993 mean on 951 posters
+
+
 @needs_v2
 def test_the_loaded_body_computes_the_tflite_classifiers_pooled_features(tmp_path):
     views = _views(2)  # 20 photos, 10 labels
@@ -61,9 +88,9 @@ def test_the_loaded_body_computes_the_tflite_classifiers_pooled_features(tmp_pat
         expected.append(scale * (pooled.get_tensor(out["index"]).reshape(-1) - float(zero)))
     expected = np.stack(expected)
     same = tf_same_padding(mobilenet_v2(weights=None).features)
-    assert load_mobilenet_v2(same, V2, mean=MEAN, std=STD) == 52
+    assert load_tflite_body(same, V2, mean=MEAN, std=STD) == 52
     symmetric = mobilenet_v2(weights=None).features
-    load_mobilenet_v2(symmetric, V2, mean=MEAN, std=STD)
+    load_tflite_body(symmetric, V2, mean=MEAN, std=STD)
 
     got = _cosines(_torch_pooled(same, views), expected)
     assert got.mean() > 0.99 and got.min() > 0.98  # measured 0.998 / 0.995 on 100 photos
@@ -89,17 +116,24 @@ def test_same_padding_pads_after_on_even_inputs_and_keeps_the_output_size():
 def test_a_tflite_that_is_not_a_mobilenet_v2_is_refused_with_a_reason(tmp_path):
     features = tf_same_padding(mobilenet_v2(weights=None).features)
     with pytest.raises(ExportError, match=r"not a MobileNetV2 1\.0"):
-        load_mobilenet_v2(features, TEACHER)  # the MobileNetV1 teacher: 27 convolutions
+        load_tflite_body(features, TEACHER)  # the MobileNetV1 teacher: 27 convolutions
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"\0" * 64)
     with pytest.raises(ExportError, match="LiteRT cannot read"):
-        load_mobilenet_v2(features, junk)
+        load_tflite_body(features, junk)
     with pytest.raises(ExportError, match="no such file"):
-        load_mobilenet_v2(features, tmp_path / "missing.tflite")
+        load_tflite_body(features, tmp_path / "missing.tflite")
+
+
+@needs_v2
+def test_v2_weights_are_refused_by_a_mobilenet_v1_body_naming_the_convolution_that_differs():
+    body = tf_same_padding(mobilenet_v1().features)
+    with pytest.raises(ExportError, match=r"convolution 2 .*not a MobileNetV1 1\.0"):
+        load_tflite_body(body, V2, arch="MobileNetV1")
 
 
 @needs_v2
 def test_a_narrower_body_is_refused_naming_the_first_convolution_that_differs():
     features = tf_same_padding(mobilenet_v2(weights=None, width_mult=0.5).features)
     with pytest.raises(ExportError, match=r"convolution 0 .*not width 1\.0"):
-        load_mobilenet_v2(features, V2)
+        load_tflite_body(features, V2)
