@@ -23,7 +23,10 @@ _BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
 
 
 def _channels(c: int, width: float) -> int:
-    return max(8, int(c * width + 4) // 8 * 8)  # torchvision's _make_divisible(c * width, 8)
+    """``c * width`` rounded to a multiple of 8 as torchvision's ``_make_divisible`` does."""
+    v = c * width
+    out = max(8, int(v + 4) // 8 * 8)
+    return out + 8 if out < 0.9 * v else out
 
 
 def _conv(cin: int, cout: int, stride: int, *, depthwise: bool = False) -> nn.Sequential:
