@@ -43,15 +43,8 @@ MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 
 
 def _pooled(body: torch.nn.Module) -> torch.nn.Module:
-    class Pooled(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.body = body
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.body(x).mean((2, 3))
-
-    return Pooled().eval()
+    """``body`` then a global average pool: (N, 3, S, S) -> (N, C)."""
+    return torch.nn.Sequential(body, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
 
 
 def _embed(model: torch.nn.Module, records, size: int) -> np.ndarray:
