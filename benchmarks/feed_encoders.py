@@ -1,12 +1,13 @@
 """The same device feed with two encoders' vectors, paired on one split: is the feed a shop
 gets with its distilled student at least as good as with the teacher?
 
-Each side is a bundle with behaviour signals (``edgerec scorer train --scorer-holdout
-leave-last-out``) and the catalog its encoder built from the same items; both are ranked by
-the device's ``for_user`` ranking (``behaviour_feed``, as ``edgerec evaluate`` ranks it) on one
-leave-last-out split of the events, so every user is scored by both and the margin ``B - A``
-is a paired bootstrap CI over users (NDCG@20, Recall@20, HR@10, MRR, AUC; cold and warm
-slices). Also each side's pixels-only ranking (``visual_knn``: the user vector's ``u . v``).
+A thin script over :func:`edgerec.sdk.evaluation.compare.compare_encoders` (``edgerec evaluate
+--against`` on the command line) that writes the result beside the other benchmarks. Each side
+is a bundle with behaviour signals (``edgerec scorer train --scorer-holdout leave-last-out``)
+and the catalog its encoder built from the same items; both are ranked by the device's
+``for_user`` ranking on one leave-last-out split of the events, so every user is scored by
+both and the margin ``B - A`` is a paired bootstrap CI over users (NDCG@20, Recall@20, HR@10,
+MRR, AUC; cold and warm slices). Also each side's pixels-only ranking (``visual_knn``).
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/feed_encoders.py \\
         --a build/movielens-teacher-behaviour build/movielens-teacher-catalog \\
@@ -26,63 +27,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 from edgerec.sdk import Catalog
-from edgerec.sdk.behaviour.model import load_behaviour
-from edgerec.sdk.bundle.bundle import Bundle
-from edgerec.sdk.evaluation.baselines import make_baselines
-from edgerec.sdk.evaluation.behaviour_feed import BehaviourFeedRanker
+from edgerec.sdk.evaluation.compare import compare_encoders
 from edgerec.sdk.evaluation.events import SplitProtocol, read_events
-from edgerec.sdk.evaluation.protocol import (
-    EvaluateOptions,
-    _rank_everyone,
-    _recipe,
-    _results,
-    _Run,
-)
-from edgerec.sdk.evaluation.provenance import choose_split
-from edgerec.sdk.evaluation.ranker import BaselineContext, BaselineOptions
-from edgerec.sdk.evaluation.summary import AUC, Bootstrap, margins
-from edgerec.sdk.evaluation.task import CatalogData, build_task
+from edgerec.sdk.evaluation.protocol import EvaluateOptions
+from edgerec.sdk.evaluation.summary import AUC
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import machine_info, write
 
 ROOT = Path(__file__).resolve().parents[1]
-OTHER_BASELINES = ("random", "popularity", "label_popularity", "cooccurrence", "item_knn",
-                   "ease", "bpr", "als", "vbpr", "visual_knn_mean")
-
-
-def _side(label: str, bundle_path: str, catalog_path: str, log, options: EvaluateOptions,
-          reference_split=None) -> dict[str, Any]:
-    bundle = Bundle.open(bundle_path)
-    cat = Catalog.open(catalog_path, readonly=True)
-    data = CatalogData.load(cat)
-    cat.close()
-    warnings: list[str] = []
-    choice = choose_split(bundle, log, protocol=SplitProtocol.LEAVE_LAST_OUT, seed=None,
-                          test_fraction=None, warnings=warnings)
-    split = reference_split or choice.split(log)
-    recipe, candidates = _recipe(bundle, options)
-    task = build_task(split, data, recipe)
-    tiebreak = np.random.default_rng([choice.seed, 1]).permutation(len(data.ids))
-    behaviour, record, _ = load_behaviour(bundle)
-    if behaviour is None or record is None:
-        raise SystemExit(f"{bundle_path} has no behaviour signals: train them with `edgerec "
-                         "scorer train --scorer-holdout leave-last-out`")
-    feed = BehaviourFeedRanker(behaviour, record, task, data, split.train, recipe, candidates,
-                               tiebreak)
-    feed.name = f"behaviour_feed[{label}]"
-    pixels, _ = make_baselines(BaselineContext(
-        task, data, tiebreak, choice.seed,
-        BaselineOptions(skip=OTHER_BASELINES)))
-    for r in pixels:
-        r.name = f"{r.name}[{label}]"
-    return {"bundle": bundle_path, "catalog": catalog_path, "split": split, "task": task,
-            "data": data, "rankers": [feed, *pixels], "dim": int(data.vectors.shape[1]),
-            "encoder_id": bundle.manifest.encoder_id, "warnings": warnings}
 
 
 def main() -> None:
@@ -99,43 +54,20 @@ def main() -> None:
 
     start = time.perf_counter()
     options = EvaluateOptions(protocol=SplitProtocol.LEAVE_LAST_OUT)
-    probe = Catalog.open(args.a[1], readonly=True)
-    known = set(probe)
-    probe.close()
+    with Catalog.open(args.a[1], readonly=True) as probe:
+        known = set(probe)
     log = read_events(args.events, known_items=known)
-    a = _side(args.labels[0], *args.a, log, options)
-    b = _side(args.labels[1], *args.b, log, options, reference_split=a["split"])
-    if a["data"].ids != b["data"].ids:
-        raise SystemExit("the two catalogs hold different items (or in another order): build "
-                         "both from the same items file")
-    if [list(t) for t in a["task"].test] != [list(t) for t in b["task"].test]:
-        raise SystemExit("the two sides evaluate different held-out items")
-    runs = [_Run(r) for r in a["rankers"] + b["rankers"]]
-    _rank_everyone(runs, a["task"], None, None)
-    metrics = options.metric_list()
-    bootstrap = Bootstrap(options.resamples, options.level, 0)
-    results, per_user = _results(runs, a["task"], a["data"], metrics, bootstrap)
-    names = [m.name for m in metrics] + [AUC]
-    ref_b = f"behaviour_feed[{args.labels[1]}]"
-    margin = margins({k: per_user[k] for k in (ref_b, f"behaviour_feed[{args.labels[0]}]")},
-                     ref_b, names, bootstrap)
-    ref_bp = f"visual_knn[{args.labels[1]}]"
-    margin_pixels = margins({k: per_user[k] for k in (ref_bp, f"visual_knn[{args.labels[0]}]")},
-                            ref_bp, names, bootstrap)
+    result = compare_encoders(tuple(args.a), tuple(args.b), log, options,
+                              labels=tuple(args.labels))
+    results = result.models
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
     payload = {
         "command": "python benchmarks/feed_encoders.py " + " ".join(sys.argv[1:]),
         "machine": machine_info(), "commit": commit,
-        "sides": {lab: {"bundle": s["bundle"], "catalog": s["catalog"], "dim": s["dim"],
-                        "encoder_id": s["encoder_id"]}
-                  for lab, s in zip(args.labels, (a, b))},
-        "users": len(a["task"].users),
-        "models": {k: v.to_dict() for k, v in results.items()},
-        "margin_feed": {m: {k: ci.to_dict() for k, ci in per.items()}
-                        for m, per in margin.items()},
-        "margin_pixels": {m: {k: ci.to_dict() for k, ci in per.items()}
-                          for m, per in margin_pixels.items()},
+        "sides": {lab: {"bundle": side[0], "catalog": side[1]}
+                  for lab, side in zip(args.labels, (args.a, args.b))},
+        "users": result.split["evaluated_users"], **result.to_dict(),
         "seconds": round(time.perf_counter() - start, 1),
     }
     lines = [f"# The device feed with two encoders, paired ({payload['users']} users, "
@@ -153,12 +85,15 @@ def main() -> None:
                      f"{al['MRR'].mean:.4f} | {al[AUC].mean:.3f} | {cold} | {warm} |")
     lines += ["", f"Paired margins, {args.labels[1]} minus {args.labels[0]} (95% CI over users):",
               "", "| ranking | NDCG@20 | Recall@20 | HR@10 | MRR |", "|---|---|---|---|---|"]
-    for label, per in (("behaviour feed", margin), ("pixels only (visual_knn)", margin_pixels)):
+    for label, ranking in (("device feed", "device"), ("pixels only (visual_knn)", "visual_knn")):
         cells = []
         for m in ("NDCG@20", "Recall@20", "HR@10", "MRR"):
-            ci = next(iter(per[m].values()))
+            ci = result.margins[ranking][m]
             cells.append(f"{ci.mean:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}]")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Device rankings: " + ", ".join(f"{k}: {v}" for k, v in
+                                                 result.device_models.items())]
+    lines += [f"Warning: {w}" for w in result.warnings]
     text = "\n".join(lines) + "\n"
     write(args.name, payload, text)
     print(text)

@@ -16,6 +16,7 @@ from edgerec.sdk.cli.common import emit as _emit
 from edgerec.sdk.cli.common import option, positive_int
 from edgerec.sdk.errors import ProfileError
 from edgerec.sdk.evaluation.baselines import BASELINES
+from edgerec.sdk.evaluation.compare import RANKINGS, EncoderComparison, compare_encoders
 from edgerec.sdk.evaluation.events import SplitProtocol, read_events
 from edgerec.sdk.evaluation.protocol import EvaluateOptions, evaluate
 from edgerec.sdk.evaluation.provenance import DEFAULT_SEED, DEFAULT_TEST_FRACTION
@@ -25,7 +26,7 @@ from edgerec.sdk.evaluation.results import EvaluationResult, SliceResult
 from edgerec.sdk.files import atomic_write_text
 from edgerec.sdk.progress import ProgressBar
 
-__all__ = ["add_evaluate_parser", "format_result"]
+__all__ = ["add_evaluate_parser", "format_comparison", "format_result"]
 
 
 def _non_negative_int(text: str) -> int:
@@ -77,16 +78,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ProfileError(f"bad evaluation options: {exc}") from None
     bundle = Bundle.open(args.bundle)
+    against = Bundle.open(args.against[0]) if args.against else None
     with Catalog.open(args.catalog, readonly=True) as catalog:
         log = read_events(args.events, known_items=set(catalog), user_column=args.user_column,
                           item_column=args.item_column)
         with ProgressBar(None, "evaluate", unit="user") as bar:
-            result = evaluate(bundle, catalog, log, options, progress=bar.update_to)
+            if against is not None:
+                result: Any = compare_encoders(
+                    (against, args.against[1]), (bundle, catalog), log, options,
+                    labels=tuple(args.labels), progress=bar.update_to)
+            else:
+                result = evaluate(bundle, catalog, log, options, progress=bar.update_to)
     payload = result.to_dict()
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(args.out), json.dumps(payload, indent=2) + "\n")
-    text = format_result(result)
+    text = format_comparison(result) if against is not None else format_result(result)
     if args.out:
         text += f"\nwrote {args.out}"
     _emit(args, payload, text)
@@ -192,6 +199,37 @@ def format_result(result: EvaluationResult) -> str:
     return "\n".join(lines)
 
 
+def format_comparison(result: EncoderComparison) -> str:
+    """The compact human summary ``edgerec evaluate --against`` prints."""
+    level = round(100 * result.options.level)
+    split = result.split
+    a, b = result.labels
+    shown = [m for m in result.metrics if m in result.options.metrics or m == "AUC"][:5]
+    lines = [f"compared {b!r} (this bundle) with {a!r} on {split['evaluated_users']} users, "
+             f"{split['strategy']} (protocol {split['protocol']}), seed {split['seed']} "
+             f"({split['source']}); {result.seconds:.1f} s",
+             "device rankings: " + ", ".join(f"{k}: {v}" for k, v in
+                                             result.device_models.items()), "",
+             f"{'model':<24} {f'{result.primary} [{level}% CI]':<27} "
+             + " ".join(f"{m:>9}" for m in shown[1:])
+             + f" {'cold ' + result.primary:>13} {'warm ' + result.primary:>13}"]
+    for name, m in result.models.items():
+        lines.append(f"{name:<24} {_ci(m.all.metrics.get(result.primary)):<27} "
+                     + " ".join(f"{_mean(m.all, x):>9}" for x in shown[1:])
+                     + f" {_mean(m.cold, result.primary):>13} {_mean(m.warm, result.primary):>13}")
+    lines += ["", f"margins: {b} minus {a} (paired bootstrap, {level}% CI)",
+              f"{'ranking':<24} " + " ".join(f"{m:<28}" for m in shown[:4])]
+    for ranking in RANKINGS:
+        per = result.margins[ranking]
+        lines.append(f"{ranking:<24} " + " ".join(
+            f"{_ci(per.get(m), signed=True):<28}" for m in shown[:4]).rstrip())
+    lines.append(f"{b} at least {a} on the device ranking (mean {result.primary}): "
+                 f"{'yes' if result.b_at_least_a else 'no'}")
+    if result.warnings:
+        lines += ["", "warnings:"] + [f"  - {w}" for w in result.warnings]
+    return "\n".join(lines)
+
+
 def _label_table(result: EvaluationResult) -> list[str]:
     labels = sorted({lab for m in result.models.values() for lab in m.labels})
     if not labels:
@@ -270,6 +308,13 @@ def add_evaluate_parser(sub: Any) -> None:
                     help="scorer engine (default: any)")
     ev.add_argument("--precision", choices=[p.value for p in Precision],
                     help="scorer precision (default: fp32 when the bundle has it)")
+    ev.add_argument("--against", nargs=2, metavar=("BUNDLE", "CATALOG"),
+                    help="instead of the baselines, compare this bundle's feed with another "
+                    "encoder's on the same split: its bundle and the catalog it built from the "
+                    "same items (e.g. the teacher's); margins are this bundle minus that one")
+    ev.add_argument("--labels", nargs=2, metavar=("AGAINST", "THIS"),
+                    default=("reference", "this"), help="names of the two sides in "
+                    "--against's report (default: reference this)")
     ev.add_argument("--out", help="also write the full results as JSON to this file")
     _add_json(ev)
     ev.set_defaults(func=cmd_evaluate)

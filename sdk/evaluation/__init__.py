@@ -14,7 +14,9 @@
 - :mod:`.protocol`: :func:`evaluate`, the whole comparison (``edgerec evaluate``), with
   :mod:`.device`, the device's ranking as a model;
   :mod:`.summary`, its numbers; :mod:`.latency`, the device's ``for_user`` timed; and
-  :mod:`.results`, what it returns.
+  :mod:`.results`, what it returns; :mod:`.loop`, the ranking loop it shares with
+- :mod:`.compare`: :func:`compare_encoders`, two encoders' feeds paired on one split
+  (``edgerec evaluate --against``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from edgerec.sdk.evaluation.baselines import (
 )
 from edgerec.sdk.evaluation.bpr import VBPRModel, train_vbpr
 from edgerec.sdk.evaluation.cf_baselines import Cooccurrence, Ease, ItemItemScores, ItemKnn
+from edgerec.sdk.evaluation.compare import EncoderComparison, compare_encoders
 from edgerec.sdk.evaluation.device import DeviceRanker
 from edgerec.sdk.evaluation.events import (
     EventLog,
@@ -140,6 +143,7 @@ __all__ = [
     "Cooccurrence",
     "DeviceRanker",
     "Ease",
+    "EncoderComparison",
     "EvalTask",
     "EvaluateOptions",
     "EvaluationResult",
@@ -183,6 +187,7 @@ __all__ = [
     "check_split",
     "choose_split",
     "classification_report",
+    "compare_encoders",
     "cosine_neighbours",
     "ease_weights",
     "edge_warning",

@@ -58,6 +58,7 @@ from edgerec.sdk.evaluation.behaviour_feed import BehaviourFeedRanker
 from edgerec.sdk.evaluation.device import DeviceRanker
 from edgerec.sdk.evaluation.events import EventLog, Holdout, SplitProtocol
 from edgerec.sdk.evaluation.latency import measure_for_user
+from edgerec.sdk.evaluation.loop import Progress, RankRun, model_results, rank_everyone
 from edgerec.sdk.evaluation.metrics import Metric, parse_metric
 from edgerec.sdk.evaluation.provenance import (
     check_split,
@@ -67,14 +68,11 @@ from edgerec.sdk.evaluation.provenance import (
 )
 from edgerec.sdk.evaluation.ranker import BaselineContext, BaselineOptions, Ranker
 from edgerec.sdk.evaluation.ranking_metrics import classification_report
-from edgerec.sdk.evaluation.results import EvaluationResult, LatencyReport, ModelResult
+from edgerec.sdk.evaluation.results import EvaluationResult, LatencyReport
 from edgerec.sdk.evaluation.summary import (
     AUC,
     Bootstrap,
-    PerUser,
-    auc_by_slice,
     margins,
-    slice_result,
 )
 from edgerec.sdk.evaluation.task import CatalogData, EvalTask, build_task
 from edgerec.sdk.scorer import Scorer, ScorerOptions
@@ -82,7 +80,6 @@ from edgerec.sdk.scorer import Scorer, ScorerOptions
 __all__ = ["DEFAULT_METRICS", "EvaluateOptions", "evaluate"]
 
 PathLike = Union[str, os.PathLike]
-Progress = Callable[[int, int], None]
 
 DEFAULT_METRICS = ("NDCG@20", "Recall@20", "HR@10", "MRR")
 """The headline metrics, the first the primary one (margins' first column, ``target_met``)."""
@@ -185,68 +182,6 @@ class EvaluateOptions:
 # ---------------------------------------------------------------------------- the loop
 
 
-@dataclass
-class _Run:
-    """A ranker and what the loop collects for it: per evaluated user the ranks of the
-    held-out items (aligned with ``task.test``) and the AUC of each slice."""
-
-    ranker: Ranker
-    seconds: float = 0.0
-    ranks: list[np.ndarray] = field(default_factory=list)
-    aucs: dict[str, dict[int, float]] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.ranker.name
-
-
-def _rank_everyone(runs: list[_Run], task: EvalTask,
-                   classify: Optional[Callable[[int, np.ndarray], None]],
-                   progress: Optional[Progress]) -> None:
-    for p in range(len(task.users)):
-        banned, test = task.banned[p], task.test[p]
-        slices = {"all": test, "cold": test[task.cold[test]], "warm": test[~task.cold[test]]}
-        for run in runs:
-            start = time.perf_counter()
-            scores = np.asarray(run.ranker.scores(p), dtype=np.float64)
-            run.ranks.append(np.asarray(run.ranker.ranks(p, banned, test, scores), np.int64))
-            for name, value in auc_by_slice(scores, banned, slices).items():
-                run.aucs.setdefault(name, {})[p] = value
-            if classify is not None and run.name == "scorer":
-                classify(p, scores)
-            run.seconds += time.perf_counter() - start
-        if progress is not None:
-            progress(p + 1, len(task.users))
-
-
-def _results(runs: list[_Run], task: EvalTask, data: CatalogData, metrics: list[Metric],
-             bootstrap: Bootstrap) -> tuple[dict[str, ModelResult], dict[str, PerUser]]:
-    cold = [task.cold[t] for t in task.test]
-    masks = {"all": [np.ones(len(t), bool) for t in task.test], "cold": cold,
-             "warm": [~c for c in cold]}
-    item_labels = np.array(data.labels, dtype=object)
-    labels = sorted({data.labels[j] for t in task.test for j in t} - {""})
-    by_label = {lab: [item_labels[t] == lab for t in task.test] for lab in labels}
-    out, per_user = {}, {}
-    for run in runs:
-        parts = {name: slice_result(run.ranks, m, metrics, run.aucs.get(name), bootstrap)
-                 for name, m in masks.items()}
-        label_parts = {lab: slice_result(run.ranks, m, metrics, None, bootstrap)
-                       for lab, m in by_label.items()}
-        whole = parts["all"]
-        if whole is None:  # cannot happen: every evaluated user has a held-out item
-            raise ProfileError("no evaluated user has a held-out item")
-        out[run.name] = ModelResult(
-            run.name, run.ranker.description, whole[0],
-            parts["cold"][0] if parts["cold"] else None,
-            parts["warm"][0] if parts["warm"] else None,
-            {lab: part[0] for lab, part in label_parts.items() if part},
-            round(run.seconds, 3), dict(run.ranker.extras),
-        )
-        per_user[run.name] = whole[1]
-    return out, per_user
-
-
 # ------------------------------------------------------------------------------ evaluate
 
 
@@ -275,7 +210,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def _recipe(bundle: Bundle, options: EvaluateOptions) -> tuple[UserVectorRecipe, int]:
+def device_recipe(bundle: Bundle, options: EvaluateOptions) -> tuple[UserVectorRecipe, int]:
     """The user-vector recipe and C the device would use with this bundle (the options'
     half-life and C override the bundle's record)."""
     record = bundle.manifest.scorer
@@ -351,7 +286,7 @@ def _evaluate(bundle: Bundle, cat: Catalog, data: CatalogData, log: EventLog,
                         "holds out one item per user")
     split = choice.split(log)
     check_split(recorded_holdout(bundle), split, log, warnings)
-    recipe, candidates = _recipe(bundle, options)
+    recipe, candidates = device_recipe(bundle, options)
     task = build_task(split, data, recipe)
     if not task.users:
         raise ProfileError(
@@ -382,8 +317,8 @@ def _evaluate(bundle: Bundle, cat: Catalog, data: CatalogData, log: EventLog,
         baselines, skipped = make_baselines(BaselineContext(task, data, tiebreak, seed,
                                                             options.baselines))
         rankers += baselines
-        runs = [_Run(r, seconds=r.fit_seconds) for r in rankers]
-        _rank_everyone(runs, task, classify if scorer is not None else None, progress)
+        runs = [RankRun(r, seconds=r.fit_seconds) for r in rankers]
+        rank_everyone(runs, task, classify if scorer is not None else None, progress)
         latency = _latency(bundle, cat, split, task, rankers[0], options, recipe, candidates,
                            seed, scorer_options if scorer is not None else None, data)
     finally:
@@ -395,13 +330,13 @@ def _evaluate(bundle: Bundle, cat: Catalog, data: CatalogData, log: EventLog,
                    (pos, neg) if scorer is not None else None, latency, skipped, start)
 
 
-def _result(runs: list[_Run], task: EvalTask, data: CatalogData, options: EvaluateOptions,
+def _result(runs: list[RankRun], task: EvalTask, data: CatalogData, options: EvaluateOptions,
             seed: int, split: Holdout, source: str, log: EventLog, warnings: list[str],
             logits: Optional[tuple[list, list]], latency: Optional[LatencyReport],
             skipped: Mapping[str, str], start: float) -> EvaluationResult:
     metrics = options.metric_list()
     bootstrap = Bootstrap(options.resamples, options.level, seed)
-    results, per_user = _results(runs, task, data, metrics, bootstrap)
+    results, per_user = model_results(runs, task, data, metrics, bootstrap)
     reference = runs[0].name
     names = [m.name for m in metrics] + [AUC]
     report = None
