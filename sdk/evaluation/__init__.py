@@ -103,8 +103,10 @@ from edgerec.sdk.evaluation.results import (
     SliceResult,
 )
 from edgerec.sdk.evaluation.retrieval import (
+    QueryRetrieval,
     RetrievalReport,
     label_retrieval,
+    label_retrieval_per_query,
 )
 from edgerec.sdk.evaluation.summary import (
     Bootstrap,
@@ -163,6 +165,7 @@ __all__ = [
     "ModelResult",
     "PerUser",
     "Popularity",
+    "QueryRetrieval",
     "RandomScores",
     "Ranker",
     "RankingReport",
@@ -200,6 +203,7 @@ __all__ = [
     "implicit_version",
     "item_ranks",
     "label_retrieval",
+    "label_retrieval_per_query",
     "make_baselines",
     "margins",
     "measure_for_user",

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["RetrievalReport", "label_retrieval"]
+__all__ = ["QueryRetrieval", "RetrievalReport", "label_retrieval", "label_retrieval_per_query"]
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,35 @@ class RetrievalReport:
                 f"R@{k}={self.recall_at_k:.3f}, queries={self.queries})")
 
 
-def label_retrieval(vectors: np.ndarray, labels: Sequence, k: int = 10) -> RetrievalReport:
-    """Each row of ``vectors`` (N, D) queries the other N-1 by inner product.
+@dataclass(frozen=True)
+class QueryRetrieval:
+    """Same-label retrieval per query, for paired comparisons of two encoders on the same
+    images (e.g. ``paired_bootstrap_ci(b.ap, a.ap)``).
 
-    Queries whose label no other item has are skipped. Ties are broken by index.
+    Attributes:
+        k: the cut-off.
+        rows: (Q,) int64, the row of ``vectors`` each query is (rows whose label no other row
+            has are left out, so two encoders on the same labels give the same ``rows``).
+        ap: (Q,) float64, AP@k of each query.
+        precision: (Q,) float64, P@k.
+        recall: (Q,) float64, R@k (relevant found in the top k / relevant that exist).
+    """
+
+    k: int
+    rows: np.ndarray
+    ap: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+
+
+def label_retrieval_per_query(vectors: np.ndarray, labels: Sequence,
+                              k: int = 10) -> QueryRetrieval:
+    """Each row of ``vectors`` (N, D) queries the other N-1 by inner product; the figures of
+    each query (:class:`QueryRetrieval`). Queries whose label no other item has are skipped.
+    Ties are broken by index.
+
+    Raises:
+        ValueError: not (N, D) vectors with N labels, or fewer than two vectors.
     """
     x = np.asarray(vectors, dtype=np.float32)
     labels = np.asarray(labels)
@@ -63,11 +88,23 @@ def label_retrieval(vectors: np.ndarray, labels: Sequence, k: int = 10) -> Retri
         aps.append(((precision_at * rel).sum(1) / np.minimum(nrel, k).clip(1))[keep])
         precisions.append(rel.mean(1)[keep])
         recalls.append((rel.sum(1) / nrel.clip(1))[keep])
-    ap = np.concatenate(aps)
+    return QueryRetrieval(k=k, rows=np.flatnonzero(n_relevant > 0).astype(np.int64),
+                          ap=np.concatenate(aps), precision=np.concatenate(precisions),
+                          recall=np.concatenate(recalls))
+
+
+def label_retrieval(vectors: np.ndarray, labels: Sequence, k: int = 10) -> RetrievalReport:
+    """Each row of ``vectors`` (N, D) queries the other N-1 by inner product; the means over
+    queries of :func:`label_retrieval_per_query`.
+
+    Queries whose label no other item has are skipped. Ties are broken by index.
+    """
+    q = label_retrieval_per_query(vectors, labels, k)
+    found = len(q.ap) > 0
     return RetrievalReport(
-        k=k,
-        queries=len(ap),
-        map_at_k=float(ap.mean()) if len(ap) else 0.0,
-        precision_at_k=float(np.concatenate(precisions).mean()) if len(ap) else 0.0,
-        recall_at_k=float(np.concatenate(recalls).mean()) if len(ap) else 0.0,
+        k=q.k,
+        queries=len(q.ap),
+        map_at_k=float(q.ap.mean()) if found else 0.0,
+        precision_at_k=float(q.precision.mean()) if found else 0.0,
+        recall_at_k=float(q.recall.mean()) if found else 0.0,
     )

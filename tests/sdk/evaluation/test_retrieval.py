@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from edgerec.sdk.evaluation.retrieval import label_retrieval
+from edgerec.sdk.evaluation.retrieval import label_retrieval, label_retrieval_per_query
 
 
 def test_label_retrieval_matches_hand_computed_values():
@@ -32,3 +32,25 @@ def test_label_retrieval_refuses_mismatched_inputs():
         label_retrieval(np.zeros((3, 2)), ["a", "b"])
     with pytest.raises(ValueError):
         label_retrieval(np.zeros((1, 2)), ["a"])
+
+
+def test_per_query_figures_average_to_the_report_and_name_their_rows():
+    v = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.8, 0.2]], np.float32)
+    labels = ["a", "b", "a", "a"]
+    q = label_retrieval_per_query(v, labels, k=2)
+    # the same hand-computed queries as above: row 1 (the only "b") is skipped
+    assert q.rows.tolist() == [0, 2, 3] and q.k == 2
+    assert q.ap.tolist() == pytest.approx([0.25, 0.5, 0.5])
+    r = label_retrieval(v, labels, k=2)
+    assert q.ap.mean() == pytest.approx(r.map_at_k)
+    assert q.precision.mean() == pytest.approx(r.precision_at_k)
+    assert q.recall.mean() == pytest.approx(r.recall_at_k)
+
+
+def test_two_encoders_on_the_same_labels_give_aligned_queries():
+    rng = np.random.default_rng(1)
+    labels = [*np.repeat(["x", "y", "z"], 6).tolist(), "alone"]
+    a = label_retrieval_per_query(rng.normal(size=(19, 4)), labels, k=5)
+    b = label_retrieval_per_query(rng.normal(size=(19, 8)), labels, k=5)
+    assert a.rows.tolist() == b.rows.tolist() == list(range(18))
+    assert a.ap.shape == b.ap.shape == (18,)
