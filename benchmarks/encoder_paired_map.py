@@ -17,6 +17,7 @@ device would. The margin is the paired bootstrap CI over queries of ``AP@10(b) -
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import sys
 import time
@@ -80,7 +81,7 @@ def main() -> None:
         sides[which] = {"label": label, "model": model,
                         "output": getattr(args, f"{which}_output"),
                         "precision": getattr(args, f"{which}_precision")}
-    payload = {"command": "python benchmarks/encoder_paired_map.py " + " ".join(sys.argv[1:]),
+    payload = {"command": "python benchmarks/encoder_paired_map.py " + shlex.join(sys.argv[1:]),
                "machine": machine_info(), "sides": sides, "splits": {}}
     for split, records in (("seen", data.val), ("unseen", data.unseen)):
         if not records:
