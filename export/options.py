@@ -101,6 +101,9 @@ STUDENTS: dict[str, StudentConfig] = {
     "mobilenet_v3_large": StudentConfig(arch="mobilenet_v3_large"),
     # ~153 M MACs at 160 px (the MobileNetV1 teacher: 568 M); meant for init= ImageNet weights
     "mobilenet_v2_160": StudentConfig(arch="mobilenet_v2", image_size=160, hidden=0),
+    # ~300 M MACs at 224 px: the same body at the teacher's resolution, for photos whose
+    # detail a 160-px input loses (posters: README "Exporting without labels")
+    "mobilenet_v2_224": StudentConfig(arch="mobilenet_v2", image_size=224, hidden=0),
     # ~290 M MACs at 160 px; meant for init= the MobileNetV1 teacher's own weights
     "mobilenet_v1_160": StudentConfig(arch="mobilenet_v1", image_size=160, hidden=0),
 }
