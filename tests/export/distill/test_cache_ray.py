@@ -166,7 +166,9 @@ def test_an_interrupted_ray_fill_resumes_without_recomputing_finished_images_des
     killed: list[int] = []
 
     def kill_the_first_actor() -> None:  # a process of this test's own Ray, by its pid
-        deadline = time.monotonic() + 60
+        # until the fill ends (``killed.append(0)`` below): on a loaded machine the actors
+        # can take over a minute to start, and a fixed short deadline let the fill run unkilled
+        deadline = time.monotonic() + 900
         while time.monotonic() < deadline and not killed:
             for pid, _ in logged.entries()[:1]:
                 os.kill(pid, signal.SIGKILL)
