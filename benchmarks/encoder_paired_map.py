@@ -95,6 +95,7 @@ def main() -> None:
             try:
                 per[which] = label_retrieval_per_query(encoder.embed(paths),
                                                        labels[keep].astype(str), k=10)
+                side["file"] = encoder.artifact.file  # the artifact the encoder ran
             finally:
                 encoder.close()
         ci = paired_bootstrap_ci(per["b"].ap, per["a"].ap, resamples=args.resamples)
@@ -108,6 +109,7 @@ def main() -> None:
     a, b = sides["a"]["label"], sides["b"]["label"]
     lines = [f"# Paired same-label mAP@10: {b} against {a} ({payload['seconds']} s)", "",
              f"`{payload['command']}`", "",
+             f"Files: {a} `{sides['a'].get('file')}`, {b} `{sides['b'].get('file')}`.", "",
              f"| held-out split | photos | {a} | {b} | {b} minus {a} [95% CI] | queries "
              f"{b} / {a} higher |", "|---|---:|---:|---:|---|---|"]
     for split, row in payload["splits"].items():
