@@ -35,7 +35,7 @@ class RetrievalReport:
                 f"R@{k}={self.recall_at_k:.3f}, queries={self.queries})")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # array fields: compare them with numpy, not ==
 class QueryRetrieval:
     """Same-label retrieval per query, for paired comparisons of two encoders on the same
     images (e.g. ``paired_bootstrap_ci(b.ap, a.ap)``).
