@@ -53,7 +53,10 @@ def _distill_overrides(config: Any, items: Sequence[str]) -> Any:
         except (KeyError, ValueError):
             raise ExportError(f"--distill {key}: cannot read {text!r} as a "
                               f"{type(current).__name__}") from None
-        config = replace(config, **{key: value})
+        try:
+            config = replace(config, **{key: value})
+        except ValueError as exc:
+            raise ExportError(f"--distill {key}: {exc}") from None
     return config
 
 

@@ -216,6 +216,9 @@ class DistillConfig:
     """The distillation recipe (the loss terms: :mod:`edgerec.export.distill.train`).
 
     ``views``: cached augmented views per training image (view 0 = the device's centre crop).
+    ``target_mean``: how much of each view's teacher target is the mean of its image's views
+    (0: the view's own teacher vector; 1: the normalised mean of the image's ``views`` teacher
+    vectors, a test-time-augmentation ensemble of the teacher, for every view of the image).
     """
 
     epochs: int = 24
@@ -241,6 +244,11 @@ class DistillConfig:
     views: int = 4
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    target_mean: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.target_mean <= 1.0:
+            raise ValueError(f"target_mean must be in [0, 1], got {self.target_mean!r}")
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,8 @@ def test_distill_overrides_parse_every_field_type_and_refuse_unknown_keys(tmp_pa
                  "--quick", "--distill", "warp_speed=9", "--json"])
     assert code == 1 and "warp_speed" in json.loads(capsys.readouterr().out)["message"]
     assert not (tmp_path / "b").exists()
+    with pytest.raises(ExportError, match=r"target_mean must be in \[0, 1\]"):
+        _distill_overrides(DistillConfig(), ["target_mean=1.5"])
 
 
 def test_a_photo_too_few_to_hold_one_out_says_what_to_do(tmp_path):

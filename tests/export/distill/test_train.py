@@ -12,7 +12,13 @@ from conftest import TEACHER, sample_images
 from edgerec.export.data.views import make_views
 from edgerec.export.distill.student import create_student
 from edgerec.export.distill.teacher import Teacher
-from edgerec.export.distill.train import _to_input, embed_views, rebase_batchnorm, train_student
+from edgerec.export.distill.train import (
+    _to_input,
+    _view_targets,
+    embed_views,
+    rebase_batchnorm,
+    train_student,
+)
 from edgerec.export.options import DistillConfig
 from edgerec.sdk import load_image
 
@@ -186,3 +192,26 @@ def test_rebased_batchnorm_keeps_the_network_and_makes_train_mode_compute_it():
     rebase_batchnorm(model, views, CONFIG, images=len(views), batch=len(views))
     torch.testing.assert_close(run(False), loaded, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(run(True), loaded, rtol=1e-3, atol=1e-3)
+
+
+def test_item_mean_targets_give_every_view_of_an_image_its_views_normalised_mean(data):
+    feats = data[1]  # (20 images * 2 views, D) float16 teacher vectors
+    assert _view_targets(feats, 2, 0.0) is feats
+    mean = _view_targets(feats, 2, 1.0)
+    f = feats.astype(np.float32) / np.linalg.norm(feats.astype(np.float32), axis=1, keepdims=True)
+    want = f.reshape(20, 2, -1).mean(1)
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    assert mean.dtype == np.float16 and mean.shape == feats.shape
+    np.testing.assert_allclose(mean[0::2], want, atol=2e-3)
+    np.testing.assert_allclose(mean[1::2], want, atol=2e-3)
+    half = _view_targets(feats, 2, 0.5).astype(np.float32)
+    np.testing.assert_allclose(np.linalg.norm(half, axis=1), 1, atol=2e-3)
+    between = (half * f).sum(1)  # closer to its own view than the mean is
+    assert (between >= (want.repeat(2, 0) * f).sum(1) - 1e-3).all()
+
+
+def test_training_towards_item_mean_targets_runs_and_rejects_a_bad_weight(data, tmp_path):
+    _, result = _train(data, tmp_path, replace(CONFIG, target_mean=1.0))
+    assert result.epochs_run == 2 and result.history[-1]["cosine"] > 0
+    with pytest.raises(ValueError, match="target_mean"):
+        DistillConfig(target_mean=-0.1)
