@@ -202,8 +202,14 @@ def _check_header(img: Image.Image, source: Any, limits: ImageLimits) -> None:
 # ------------------------------------------------------------------ bounded-memory decoding
 
 _GAP = 3
-"""draft()/reduce() keep at least this many source pixels per output pixel for the final
+"""reduce() keeps at least this many source pixels per output pixel for the final
 antialiased resize (PIL: "indistinguishable from fair resampling" from 3 on)."""
+
+_DRAFT_GAP = 1
+"""JPEG draft() keeps at least this many source pixels per output pixel: the DCT-domain
+scaling is itself a low-pass filter, so the smallest scale that still covers the output is
+followed by one antialiased resize (quality and time against full-size decoding:
+``benchmarks/draft_decode.py``)."""
 
 _STRIP_PIXELS = 1 << 16  # mode conversion runs on strips of about this many pixels (256 kB RGB)
 
@@ -307,8 +313,8 @@ def _decode(source: ImageInput, limits: ImageLimits, pre: Optional[Preprocessing
     """An upright RGB image; with ``pre``, already resized and cropped to the model's input.
 
     Memory: the decoded frame in its own mode (JPEG: at the smallest DCT scale that keeps
-    ``_GAP`` source pixels per output pixel), one strip in RGB, and the part of the image the
-    crop reads, in RGB, shrunk by box averaging to about ``_GAP`` times the output.
+    ``_DRAFT_GAP`` source pixels per output pixel), one strip in RGB, and the part of the
+    image the crop reads, in RGB, shrunk by box averaging to about ``_GAP`` times the output.
     """
     if isinstance(source, np.ndarray):
         img = _from_array(source)
@@ -327,21 +333,20 @@ def _decode(source: ImageInput, limits: ImageLimits, pre: Optional[Preprocessing
     need = 0
     if pre is not None:
         need = side if pre.resize is ResizeMode.STRETCH else max(side, round(side / pre.crop_pct))
-        need *= _GAP
     draft_scale = 1.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         ours = not isinstance(source, Image.Image)  # never shrink a caller's own image object
-        if ours and need and min(full_w, full_h) >= 2 * need and getattr(
+        if ours and need and min(full_w, full_h) >= 2 * need * _DRAFT_GAP and getattr(
                 img, "format", None) in ("JPEG", "MPO") and img.tile:
-            k = min(full_w, full_h) // need
-            drafted = img.draft(None, (-(-full_w // k), -(-full_h // k)))
+            k = min(full_w, full_h) // (need * _DRAFT_GAP)
+            drafted = img.draft(None, (full_w // k, full_h // k))  # PIL: >= this size
             if drafted is not None:
                 draft_scale = full_w / drafted[1][2]
         img.load()
     orientation = _orientation(img)
     w, h = img.size
-    k = max(1, min(w, h) // need) if need else 1
+    k = max(1, min(w, h) // (need * _GAP)) if need else 1
     swap = orientation in (5, 6, 7, 8)
     logical = (full_h, full_w) if swap else (full_w, full_h)
     box = _crop_box(logical, pre) if pre is not None else (0.0, 0.0, *map(float, logical))

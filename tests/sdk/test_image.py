@@ -43,11 +43,38 @@ def test_every_input_kind_gives_the_same_tensor(jpeg_bytes, tmp_path):
     path.write_bytes(jpeg_bytes)
     pil = Image.open(io.BytesIO(jpeg_bytes))
     array = np.asarray(pil.convert("RGB"))
-    kinds = [path, str(path), jpeg_bytes, bytearray(jpeg_bytes), io.BytesIO(jpeg_bytes), pil, array]
-    tensors = [preprocess([k], PRE) for k in kinds]
+    encoded = [path, str(path), jpeg_bytes, bytearray(jpeg_bytes), io.BytesIO(jpeg_bytes)]
+    tensors = [preprocess([k], PRE) for k in encoded]
     for t in tensors[1:]:
         np.testing.assert_array_equal(t, tensors[0])
     assert tensors[0].shape == (1, 3, 64, 64) and tensors[0].dtype == np.float32
+    # Decoded pixels (a PIL image, an array) are resized from full size; the encoded JPEG
+    # (400x533, over twice the 64-px input) is decoded at a reduced DCT scale first: the
+    # same tensor up to a fraction of a grey level on average.
+    decoded = [preprocess([k], PRE) for k in (pil, array)]
+    np.testing.assert_array_equal(decoded[0], decoded[1])
+    assert np.abs(decoded[0] - tensors[0]).mean() * 127.5 < 1.0
+
+
+def test_a_jpeg_twice_the_input_is_decoded_at_half_scale(jpeg_bytes, monkeypatch):
+    from PIL import JpegImagePlugin
+
+    sizes = []
+    draft = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        result = draft(self, mode, size)
+        sizes.append(self.size)
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    pre = Preprocessing(input_size=192, crop_pct=1.0)  # the shipped student's
+    full = Image.open(io.BytesIO(jpeg_bytes)).size
+    out = preprocess([jpeg_bytes], pre)
+    assert sizes == [(-(-full[0] // 2), -(-full[1] // 2))] and out.shape == (1, 3, 192, 192)
+    sizes.clear()
+    preprocess([jpeg_bytes], Preprocessing(input_size=224, crop_pct=0.875))  # 256 > 400 / 2
+    assert sizes == []
 
 
 def test_nhwc_is_the_transpose_of_nchw(jpeg_bytes):
