@@ -43,11 +43,11 @@ def _photos(folder: Path) -> tuple[list[Path], list[str]]:
 
 
 def _embed(encoder: Encoder, paths: list[Path], gap: int) -> np.ndarray:
-    image_module._DRAFT_GAP = gap
+    previous, image_module._DRAFT_GAP = image_module._DRAFT_GAP, gap
     try:
         return encoder.embed(paths)
     finally:
-        image_module._DRAFT_GAP = REDUCED
+        image_module._DRAFT_GAP = previous
 
 
 def _cross_ap(queries: np.ndarray, gallery: np.ndarray, labels: list[str], k: int = 10
@@ -78,6 +78,7 @@ def quality(encoder: Encoder, folder: Path) -> dict:
 
 
 def speed(encoder: Encoder, paths: list[Path], rounds: int) -> dict:
+    previous = image_module._DRAFT_GAP
     samples: dict[str, list[list[float]]] = {k: [[] for _ in range(rounds)] for k in (
         "preprocess full", "preprocess reduced", "embed full", "embed reduced")}
     for p in paths[:10]:  # warm-up: engine, page cache
@@ -93,7 +94,7 @@ def speed(encoder: Encoder, paths: list[Path], rounds: int) -> dict:
                 t2 = time.perf_counter()
                 samples[f"preprocess {name}"][r].append((t1 - t0) * 1e3)
                 samples[f"embed {name}"][r].append((t2 - t1) * 1e3)
-    image_module._DRAFT_GAP = REDUCED
+    image_module._DRAFT_GAP = previous
     out = {}
     for stage in ("preprocess", "embed"):
         for name in ("full", "reduced"):
