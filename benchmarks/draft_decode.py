@@ -50,20 +50,6 @@ def _embed(encoder: Encoder, paths: list[Path], gap: int) -> np.ndarray:
         image_module._DRAFT_GAP = previous
 
 
-def _cross_ap(queries: np.ndarray, gallery: np.ndarray, labels: list[str], k: int = 10
-              ) -> np.ndarray:
-    """AP@k of each query row against the other rows of ``gallery`` (same order, same labels)."""
-    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    relevant = counts[inverse] - 1
-    sims = queries @ gallery.T
-    np.fill_diagonal(sims, -np.inf)
-    top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    rel = (inverse[top] == inverse[:, None]).astype(np.float64)
-    precision_at = np.cumsum(rel, axis=1) / np.arange(1, k + 1)
-    keep = relevant > 0
-    return ((precision_at * rel).sum(1) / np.minimum(relevant, k).clip(1))[keep]
-
-
 def quality(encoder: Encoder, folder: Path) -> dict:
     paths, labels = _photos(folder)
     full, reduced = _embed(encoder, paths, FULL), _embed(encoder, paths, REDUCED)
@@ -73,7 +59,8 @@ def quality(encoder: Encoder, folder: Path) -> dict:
     return {"folder": str(folder), "photos": len(paths), "full_map@10": float(a.ap.mean()),
             "reduced_map@10": float(b.ap.mean()), "difference": ci.mean,
             "ci95": [ci.low, ci.high],
-            "cross_map@10": float(_cross_ap(reduced, full, labels).mean()),
+            "cross_map@10": float(label_retrieval_per_query(reduced, labels,
+                                                            gallery=full).ap.mean()),
             "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min())}
 
 

@@ -2,8 +2,8 @@
 
 The search pre-filter (:mod:`edgerec.sdk.catalog.prefilter`) scores one query against N stored
 int8 codes as ``query uint8 (1, D) x codes^T int8 (D, N)`` (:class:`edgerec.runtimes.int8_matmul.
-Int8MatMul`), because on the AVX2 machine it was built on the other orientation took a much
-slower MLAS path. This times, on this CPU, at 1 thread, interleaved per run:
+Int8MatMul`), because on the machine it was built on the other orientation took a much
+slower MLAS path (its docstring). This times, on this CPU, at 1 thread, interleaved per run:
 
 - ``query-row``: the pre-filter's own graph, ``uint8 (1, D) x int8 (D, N)`` with its per-row
   offset and scales (``Int8MatMul.scaled_product``);

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from edgerec.export.options import DistillConfig
 from edgerec.sdk.evaluation.retrieval import label_retrieval
 from edgerec.sdk.files import atomic_write
+from edgerec.sdk.vectors import l2_normalize
 from torch import nn
 
 __all__ = [
@@ -72,14 +73,10 @@ def _view_targets(features: np.ndarray, views_per_item: int, target_mean: float)
     out = np.empty(features.shape, np.float16)
     step = views_per_item * max(1, 4096 // views_per_item)
     for start in range(0, len(features), step):
-        f = np.asarray(features[start:start + step], np.float32)
-        f /= np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
-        n = len(f) // views_per_item
-        m = f.reshape(n, views_per_item, -1).mean(1)
-        m /= np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
-        t = (1 - target_mean) * f + target_mean * np.repeat(m, views_per_item, axis=0)
-        t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
-        out[start:start + step] = t
+        f = l2_normalize(features[start:start + step])
+        m = l2_normalize(f.reshape(len(f) // views_per_item, views_per_item, -1).mean(1))
+        out[start:start + step] = l2_normalize(
+            (1 - target_mean) * f + target_mean * np.repeat(m, views_per_item, axis=0))
     return out
 
 

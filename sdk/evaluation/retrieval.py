@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -56,19 +57,27 @@ class QueryRetrieval:
     recall: np.ndarray
 
 
-def label_retrieval_per_query(vectors: np.ndarray, labels: Sequence,
-                              k: int = 10) -> QueryRetrieval:
+def label_retrieval_per_query(vectors: np.ndarray, labels: Sequence, k: int = 10, *,
+                              gallery: Optional[np.ndarray] = None) -> QueryRetrieval:
     """Each row of ``vectors`` (N, D) queries the other N-1 by inner product; the figures of
     each query (:class:`QueryRetrieval`). Queries whose label no other item has are skipped.
     Ties are broken by index.
 
+    ``gallery`` (N, D), row i the same item as row i of ``vectors`` embedded another way (e.g.
+    by an older encoder or decoder): the queries search it instead of ``vectors`` itself
+    (item i still leaves itself out).
+
     Raises:
-        ValueError: not (N, D) vectors with N labels, or fewer than two vectors.
+        ValueError: not (N, D) vectors with N labels, a gallery of another shape, or fewer
+            than two vectors.
     """
     x = np.asarray(vectors, dtype=np.float32)
     labels = np.asarray(labels)
     if x.ndim != 2 or len(x) != len(labels):
         raise ValueError(f"need (N, D) vectors and N labels, got {x.shape} and {len(labels)}")
+    g = x if gallery is None else np.asarray(gallery, dtype=np.float32)
+    if g.shape != x.shape:
+        raise ValueError(f"the gallery must be {x.shape} like the vectors, got {g.shape}")
     n = len(x)
     k = min(k, n - 1)
     if k < 1:
@@ -77,7 +86,7 @@ def label_retrieval_per_query(vectors: np.ndarray, labels: Sequence,
     n_relevant = counts[inverse] - 1
     aps, precisions, recalls = [], [], []
     for start in range(0, n, 1024):
-        sims = x[start : start + 1024] @ x.T
+        sims = x[start : start + 1024] @ g.T
         rows = np.arange(sims.shape[0])
         sims[rows, start + rows] = -np.inf
         top = np.argsort(-sims, axis=1, kind="stable")[:, :k]

@@ -54,3 +54,18 @@ def test_two_encoders_on_the_same_labels_give_aligned_queries():
     b = label_retrieval_per_query(rng.normal(size=(19, 8)), labels, k=5)
     assert a.rows.tolist() == b.rows.tolist() == list(range(18))
     assert a.ap.shape == b.ap.shape == (18,)
+
+
+def test_queries_can_search_a_gallery_of_the_same_items_embedded_another_way():
+    v = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.8, 0.2]], np.float32)
+    labels = ["a", "b", "a", "a"]
+    same = label_retrieval_per_query(v, labels, k=2, gallery=v.copy())
+    assert same.ap.tolist() == label_retrieval_per_query(v, labels, k=2).ap.tolist()
+    # a gallery where item 2 moved next to item 0: query 0 now finds it first
+    g = v.copy()
+    g[2] = [0.95, 0.05]
+    q = label_retrieval_per_query(v, labels, k=2, gallery=g)
+    # query 0 now ranks item 2 ("a") first, then item 1 ("b"): AP@2 0.5 (0.25 before)
+    assert q.ap[0] == pytest.approx(0.5) and same.ap[0] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="gallery"):
+        label_retrieval_per_query(v, labels, gallery=v[:3])
