@@ -219,6 +219,11 @@ class DistillConfig:
     ``target_mean``: how much of each view's teacher target is the mean of its image's views
     (0: the view's own teacher vector; 1: the normalised mean of the image's ``views`` teacher
     vectors, a test-time-augmentation ensemble of the teacher, for every view of the image).
+    ``w_behaviour``: with the export's events, the weight of the co-interaction term: half of
+    each batch is a co-occurrence neighbour of the other half (one of the
+    ``behaviour_neighbours`` best, drawn by score, on the events' training side), and each
+    image's similarities over the batch, at temperature ``tau_behaviour``, should put it next
+    to its neighbours (0: off, the batches are random).
     """
 
     epochs: int = 24
@@ -245,10 +250,20 @@ class DistillConfig:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     target_mean: float = 0.0
+    w_behaviour: float = 0.0
+    tau_behaviour: float = 0.1
+    behaviour_neighbours: int = 20
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.target_mean <= 1.0:
             raise ValueError(f"target_mean must be in [0, 1], got {self.target_mean!r}")
+        if self.w_behaviour < 0:
+            raise ValueError(f"w_behaviour must be >= 0, got {self.w_behaviour!r}")
+        if self.tau_behaviour <= 0:
+            raise ValueError(f"tau_behaviour must be > 0, got {self.tau_behaviour!r}")
+        if self.behaviour_neighbours < 1:
+            raise ValueError("behaviour_neighbours must be at least 1, got "
+                             f"{self.behaviour_neighbours!r}")
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,11 @@ from edgerec.export.artifacts.encoder import BuiltArtifacts, build_artifacts
 from edgerec.export.artifacts.macs import tflite_macs, torch_macs
 from edgerec.export.artifacts.parity import artifact_embeddings, neighbour_overlap
 from edgerec.export.artifacts.qat import QatOptions
+from edgerec.export.behaviour.learn import cooccurrence_neighbours
 from edgerec.export.data.scan import Dataset, ImageRecord, scan_images, split
 from edgerec.export.data.views import VIEW_RECIPE, make_views
 from edgerec.export.distill.cache import FeatureCache, build_feature_cache
+from edgerec.export.distill.pairs import BehaviourPairs
 from edgerec.export.distill.student import StudentEncoder
 from edgerec.export.distill.teacher import Teacher
 from edgerec.export.distill.teacher_torchvision import (
@@ -54,7 +56,12 @@ from edgerec.export.distill.train import (
 from edgerec.export.distill.whiten import DEFAULT_POWERS, WhiteningChoice, choose_whitening
 from edgerec.export.errors import ExportError
 from edgerec.export.options import ExportOptions, default_teacher
-from edgerec.export.scorer.bundle import ScorerBuild, read_scorer_events, train_and_export_scorer
+from edgerec.export.scorer.bundle import (
+    ScorerBuild,
+    read_scorer_events,
+    scorer_holdout,
+    train_and_export_scorer,
+)
 from edgerec.runtimes import Engine, RuntimeOptions, open_runtime
 from edgerec.sdk import Bundle, Precision, Preprocessing, Role, Whitening, preprocess
 from edgerec.sdk.bundle.manifest import WHITENING_FORMAT
@@ -415,8 +422,32 @@ def _teacher_vectors(cache: FeatureCache) -> np.ndarray:
     return np.asarray(cache.features[:: cache.views_per_item], np.float32)
 
 
+def _behaviour_pairs(options: ExportOptions, data: _Data, events: Optional[EventLog],
+                     log: Log) -> Optional[BehaviourPairs]:
+    """The training images' co-occurrence neighbours on the training side of the scorer's split
+    of the events (never its held-out side), when ``w_behaviour`` asks for them."""
+    config = options.distill
+    if config.w_behaviour <= 0:
+        return None
+    if events is None:
+        raise ExportError(f"--distill w_behaviour={config.w_behaviour} learns from the "
+                          "events: pass --events (user_id,item_id[,...]) or drop w_behaviour")
+    holdout = scorer_holdout(events, options.scorer)
+    rows, scores = cooccurrence_neighbours(holdout.train, [r.item_id for r in data.pool],
+                                           config.behaviour_neighbours,
+                                           options.scorer.behaviour.shrink)
+    pairs = BehaviourPairs(rows, scores)
+    if not pairs.linked:
+        raise ExportError("--distill w_behaviour: no two training images share a user in the "
+                          "events' training side; drop w_behaviour or pass a fuller log")
+    log(f"behaviour term: {pairs.linked} of {pairs.items} training images have co-occurrence "
+        f"neighbours (up to {config.behaviour_neighbours}) on the scorer split's training "
+        "side")
+    return pairs
+
+
 def _train(options: ExportOptions, data: _Data, feats: _Teacher, work: Path,
-           log: Log) -> _Student:
+           log: Log, pairs: Optional[BehaviourPairs] = None) -> _Student:
     config = options.student.config()
     model = StudentEncoder(config, mean=options.distill.mean, std=options.distill.std)
     if config.init is not None:
@@ -446,7 +477,7 @@ def _train(options: ExportOptions, data: _Data, feats: _Teacher, work: Path,
         model, views=feats.train.views, features=feats.train.features,
         views_per_item=feats.train.views_per_item, labels=labels, val_views=select_views,
         val_labels=select_labels, config=options.distill, checkpoint_dir=work / "checkpoints",
-        resume=options.resume, probe=probe, select_on=select_on,
+        resume=options.resume, probe=probe, select_on=select_on, pairs=pairs,
         log=lambda row: log(
             f"  epoch {row['epoch'] + 1}: loss {row['loss']:.3f}  "
             + (f"val mAP@10 {row['val_map@10']:.3f}  " if "val_map@10" in row else "")
@@ -690,8 +721,9 @@ def export_bundle(options: ExportOptions, log: Log = print) -> ExportResult:
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(options.seed)
     data, events = _read_data(options, log)
+    pairs = _behaviour_pairs(options, data, events, log)  # before anything slow
     feats = _teacher_features(options, data, work, log)
-    student = _train(options, data, feats, work, log)
+    student = _train(options, data, feats, work, log, pairs)
     built = _build(options, data, student, work, log)
     quality = _quality(options, data, feats, student, built)
     scorer = _scorer(options, events, data, student, built, work, log)

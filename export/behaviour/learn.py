@@ -27,7 +27,7 @@ from edgerec.sdk.behaviour.model import BehaviourModel
 from edgerec.sdk.bundle.manifest import DEFAULT_EVENT_WEIGHTS
 from edgerec.sdk.evaluation.events import Interaction
 
-__all__ = ["LearnedBehaviour", "learn_behaviour"]
+__all__ = ["LearnedBehaviour", "cooccurrence_neighbours", "learn_behaviour"]
 
 Log = Callable[[str], None]
 _BLOCK = 1024
@@ -149,6 +149,28 @@ def _neighbours(x: Any, count: np.ndarray, k: int, shrink: float,
         rows[block, :kk] = top
         scores[block, :kk] = np.where(top >= 0, top_s, 0.0)
     return rows, scores
+
+
+def cooccurrence_neighbours(train: Mapping[str, Sequence[Interaction]], item_ids: Sequence[str],
+                            k: int, shrink: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The top-``k`` co-occurrence neighbours of each of ``item_ids`` among themselves, from the
+    positive events of ``train`` (user -> events; events on other items are left out):
+    (N, k) int64 indices into ``item_ids`` (-1 where there are fewer) and (N, k) float32
+    scores ``c_ij / (sqrt(n_i n_j) + shrink)`` (``c_ij`` users who have both, ``n_i`` users who
+    have ``i``), best first. An id listed twice gets the same neighbours at both places, and
+    as a neighbour it is named by its first place."""
+    if k < 1:
+        raise ExportError(f"co-occurrence neighbours: k must be at least 1, got {k}")
+    first: dict[str, int] = {}  # distinct id -> its first place
+    for j, item in enumerate(item_ids):
+        first.setdefault(item, j)
+    slot = {item: u for u, item in enumerate(first)}  # distinct id -> its row in the matrix
+    x, _, count = _matrix(train, slot, half_life_days=1.0)
+    rows, scores = _neighbours(x, count, k, shrink)
+    place = np.fromiter(first.values(), np.int64, len(first))
+    rows = np.where(rows >= 0, place[np.maximum(rows, 0)], -1)
+    where = np.fromiter((slot[item] for item in item_ids), np.int64, len(item_ids))
+    return rows[where], scores[where]
 
 
 def _als(x: Any, options: BehaviourOptions) -> np.ndarray:

@@ -11,7 +11,12 @@ Loss (all terms on the student's L2-normalised embedding ``z``, ``t`` the teache
   should point where the teacher's vector points;
 - **label** (``w_label``): a normalised-softmax (cosine) classifier with label smoothing on
   labelled items only; unlabelled items contribute to the distillation terms only. Its weight
-  decays linearly from ``w_label`` to ``w_label_end`` after ``label_decay_from`` of training.
+  decays linearly from ``w_label`` to ``w_label_end`` after ``label_decay_from`` of training;
+- **behaviour** (``w_behaviour``, with :class:`~edgerec.export.distill.pairs.BehaviourPairs`
+  from the events): half of each batch is a co-occurrence neighbour of the other half; each
+  item with neighbours in the batch gets the target distribution of their scores (normalised)
+  over the batch, against the student's ``softmax(z . Z / tau_behaviour)`` (cross-entropy):
+  what the shop's customers take together should look alike to the student.
 
 AdamW with linear warm-up and cosine decay, per step. With ``ema_decay`` > 0 an exponential
 moving average of the weights (and BatchNorm buffers) is kept beside them (decay warmed up as
@@ -36,6 +41,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from edgerec.export.distill.pairs import BehaviourPairs
 from edgerec.export.options import DistillConfig
 from edgerec.sdk.evaluation.retrieval import label_retrieval
 from edgerec.sdk.files import atomic_write
@@ -201,7 +207,8 @@ class _Trainer:
     """The state of one training run and its steps (see :func:`train_student`)."""
 
     def __init__(self, model: nn.Module, views: np.ndarray, features: np.ndarray,
-                 views_per_item: int, labels: np.ndarray, config: DistillConfig) -> None:
+                 views_per_item: int, labels: np.ndarray, config: DistillConfig,
+                 pairs: Optional[BehaviourPairs] = None) -> None:
         torch.manual_seed(config.seed)
         torch.set_num_threads(config.threads)
         self.rng = np.random.default_rng(config.seed)
@@ -229,6 +236,7 @@ class _Trainer:
         self.ema = copy.deepcopy(model) if config.ema_decay > 0 else None
         self.ema_steps = 0
         self.labels = torch.from_numpy(labels.astype(np.int64))
+        self.pairs = pairs if config.w_behaviour > 0 else None
 
     def label_weight(self, step: int) -> float:
         c = self.config
@@ -266,7 +274,8 @@ class _Trainer:
         c = self.config
         x = _to_input(self.views[rows], self.mean, self.inv_std, torch.rand(len(rows)) < 0.5)
         t = F.normalize(torch.from_numpy(np.asarray(self.features[rows], np.float32)), dim=1)
-        y = self.labels[torch.from_numpy(rows // self.per_item)]
+        items = rows // self.per_item
+        y = self.labels[torch.from_numpy(items)]
         e = self.model(x)
         z = F.normalize(e, dim=1)
         loss, parts = torch.zeros(()), {}
@@ -287,6 +296,15 @@ class _Trainer:
             logits = c.label_scale * z[mask] @ F.normalize(self.heads.classes, dim=1).T
             parts["label"] = F.cross_entropy(logits, y[mask], label_smoothing=c.label_smoothing)
             loss = loss + self.label_weight(step) * parts["label"]
+        if self.pairs is not None:
+            p = torch.from_numpy(self.pairs.targets(items))
+            linked = p.sum(1) > 0
+            if linked.any():
+                same = torch.from_numpy(items[:, None] == items[None, :])
+                logits = (z @ z.T / c.tau_behaviour).masked_fill(same, -1e9)
+                target = p[linked] / p[linked].sum(1, keepdim=True)
+                parts["behaviour"] = -(target * F.log_softmax(logits[linked], 1)).sum(1).mean()
+                loss = loss + c.w_behaviour * parts["behaviour"]
         return loss, parts, z, t
 
     def update_ema(self) -> None:
@@ -307,8 +325,13 @@ class _Trainer:
         self.model.train()
         order = self.rng.permutation(len(self.labels))
         sums = {"loss": 0.0, "relational": 0.0, "cosine": 0.0, "label": 0.0}
+        if self.pairs is not None:
+            sums["behaviour"] = 0.0
+        anchors = c.batch_size // 2 if self.pairs is not None else c.batch_size
         for step in range(self.steps_per_epoch):
-            items = order[step * c.batch_size : (step + 1) * c.batch_size]
+            items = order[step * anchors : (step + 1) * anchors]
+            if self.pairs is not None:
+                items = np.concatenate([items, self.pairs.partners(items, self.rng)])
             rows = np.sort(items * self.per_item
                            + self.rng.integers(0, self.per_item, len(items)))
             loss, parts, z, t = self.losses(rows, epoch * self.steps_per_epoch + step)
@@ -386,6 +409,7 @@ def train_student(
     log: Optional[Callable[[dict], None]] = None,
     probe: Optional[Callable[[nn.Module], dict]] = None,
     select_on: str = "val_map@10",
+    pairs: Optional[BehaviourPairs] = None,
 ) -> TrainResult:
     """Train ``model`` in place and load the best state into it.
 
@@ -403,11 +427,17 @@ def train_student(
             the history row, so ``select_on`` can name one of them (e.g. a selection score on
             held-out data) and diagnostics can be logged.
         select_on: the history key whose maximum picks the kept epoch.
+        pairs: co-occurrence neighbours of the N items (rows index ``labels``); used when
+            ``config.w_behaviour`` > 0, which then requires them.
     """
     if val_labels is None and probe is None:
         raise ValueError("without val_labels the kept epoch needs a probe that returns the "
                          "number select_on names")
-    trainer = _Trainer(model, views, features, views_per_item, labels, config)
+    if config.w_behaviour > 0 and (pairs is None or pairs.items != len(labels)):
+        raise ValueError(f"w_behaviour={config.w_behaviour} needs co-occurrence pairs for the "
+                         f"{len(labels)} training items"
+                         + ("" if pairs is None else f", got them for {pairs.items}"))
+    trainer = _Trainer(model, views, features, views_per_item, labels, config, pairs)
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     last = checkpoint_dir / "last.pt"

@@ -65,6 +65,7 @@ __all__ = [
     "ScorerResult",
     "add_scorer",
     "read_scorer_events",
+    "scorer_holdout",
     "train_and_export_scorer",
 ]
 
@@ -114,6 +115,15 @@ def read_scorer_events(path: PathLike, known_items: Sequence[str],
     return log
 
 
+def scorer_holdout(events: EventLog, options: ScorerExportOptions) -> Holdout:
+    """The split the scorer and the behaviour signals learn on (their ``train`` side) and are
+    measured on (``test``), as ``options`` asks."""
+    protocol = (SplitProtocol.LEAVE_LAST_OUT if options.holdout == "leave-last-out"
+                else SplitProtocol.FRACTION)
+    return holdout_split(events, test_fraction=options.test_fraction,
+                         seed=options.split_seed, protocol=protocol)
+
+
 def train_and_export_scorer(
     events: Union[PathLike, EventLog],
     item_ids: Sequence[str],
@@ -147,10 +157,7 @@ def train_and_export_scorer(
         events = read_scorer_events(events, item_ids, options)
     report = events.report
     log(f"events: {report.summary()}")
-    protocol = (SplitProtocol.LEAVE_LAST_OUT if options.holdout == "leave-last-out"
-                else SplitProtocol.FRACTION)
-    holdout = holdout_split(events, test_fraction=options.test_fraction,
-                            seed=options.split_seed, protocol=protocol)
+    holdout = scorer_holdout(events, options)
     log(f"scorer split: {holdout.describe()}")
     cfg = options.config
     record = _record(options, holdout, report.sha256, {"shipped": True})

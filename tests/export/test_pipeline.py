@@ -14,6 +14,7 @@ from edgerec.export.data.scan import ImageRecord
 from edgerec.export.errors import ExportError
 from edgerec.export.options import (
     DataOptions,
+    DistillConfig,
     ExportOptions,
     ScorerExportOptions,
     StudentOptions,
@@ -42,7 +43,8 @@ def quick_export(tmp_path_factory):
                             data=DataOptions(eval_unseen=unseen, extra_images=(extra,),
                                              select_fraction=0.25),
                             student=StudentOptions(whiten=0.5), events=SAMPLE / "items.csv",
-                            scorer=ScorerExportOptions(user_column="owner_id"))
+                            scorer=ScorerExportOptions(user_column="owner_id"),
+                            distill=DistillConfig(w_behaviour=1.0))
     return export_bundle(options, log=lambda _m: None)
 
 
@@ -129,6 +131,20 @@ def test_export_with_events_ships_a_scorer_that_the_device_uses(quick_export):
         rng = np.random.default_rng(0)
         items = rng.normal(size=(7, 128)).astype(np.float32)
         assert scorer.score(items[0] / np.linalg.norm(items[0]), items).shape == (7,)
+
+
+def test_the_events_also_teach_the_encoder_which_photos_go_together(quick_export):
+    history = json.loads((quick_export.bundle.path / "report" / "history.json").read_text())
+    assert all(row["behaviour"] > 0 for row in history)
+    assert quick_export.bundle.manifest.recipe["distill"]["w_behaviour"] == 1.0
+
+
+def test_the_behaviour_term_without_events_says_what_to_do_before_any_work(tmp_path):
+    options = ExportOptions(images=SAMPLE / "images", out=tmp_path / "b", quick=True,
+                            distill=DistillConfig(w_behaviour=1.0))
+    with pytest.raises(ExportError, match="pass --events"):
+        export_bundle(options, log=lambda _m: None)
+    assert not (tmp_path / "b").exists() and not (tmp_path / "b.work" / "cache").exists()
 
 
 def test_exported_encoder_runs_on_both_engines_alike(quick_export):

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 from conftest import label_events, sample_images
 from edgerec.export.behaviour import build_behaviour, learn_behaviour, listwise_regression
+from edgerec.export.behaviour.learn import cooccurrence_neighbours
+from edgerec.export.errors import ExportError
 from edgerec.export.options import BehaviourOptions
 from edgerec.sdk import SourceItem, build_catalog
 from edgerec.sdk.behaviour import BehaviourModel
 from edgerec.sdk.bundle.manifest import UserVectorRecipe
 from edgerec.sdk.catalog.catalog import Catalog
-from edgerec.sdk.evaluation.events import holdout_split, read_events
+from edgerec.sdk.evaluation.events import EventKind, Interaction, holdout_split, read_events
 
 OPTIONS = BehaviourOptions(dim=4, neighbours=3, iterations=5, validation_users=40)
 
@@ -151,3 +153,22 @@ def test_sessions_split_a_users_events_at_long_gaps_and_add_their_co_occurrence(
                             lonely, 1.0)
     assert np.isfinite(scores).all()
     assert scores[a, 0] == pytest.approx(2 * 1 / np.sqrt(2 * 1))  # users + sessions, a-b
+
+
+def test_cooccurrence_neighbours_score_shared_users_among_the_given_items_only():
+    def events(user, *items, kind=EventKind.PURCHASE):
+        return tuple(Interaction(user, item, kind) for item in items)
+
+    train = {"u1": events("u1", "a", "b"), "u2": events("u2", "a", "b", "c"),
+             "u3": events("u3", "c", "d", "x"),
+             "u4": events("u4", "a", "d", kind=EventKind.DISMISS)}
+    rows, scores = cooccurrence_neighbours(train, ["a", "b", "c", "d"], k=2, shrink=1.0)
+    assert rows.shape == scores.shape == (4, 2) and rows.dtype == np.int64
+    assert rows[0].tolist() == [1, 2]  # a: b (two users), then c (one); never d (a dismiss)
+    np.testing.assert_allclose(scores[0], [2 / (2 + 1), 1 / (np.sqrt(2 * 2) + 1)], rtol=1e-6)
+    assert rows[3].tolist() == [2, -1] and scores[3, 1] == 0  # "x" is not among the items
+    twice, twice_scores = cooccurrence_neighbours(train, ["a", "b", "c", "d", "b"], k=2)
+    assert twice[4].tolist() == twice[1].tolist() and twice[0].tolist() == [1, 2]
+    np.testing.assert_array_equal(twice_scores[4], twice_scores[1])
+    with pytest.raises(ExportError, match="at least 1"):
+        cooccurrence_neighbours(train, ["a"], k=0)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import TEACHER, sample_images
 from edgerec.export.data.views import make_views
+from edgerec.export.distill.pairs import BehaviourPairs
 from edgerec.export.distill.student import create_student
 from edgerec.export.distill.teacher import Teacher
 from edgerec.export.distill.train import (
@@ -44,14 +45,14 @@ def data(tmp_path_factory):
 
 
 def _train(data, tmp_path, config=CONFIG, resume=False, log=None, probe=None,
-           select_on="val_map@10"):
+           select_on="val_map@10", pairs=None):
     views, feats, labels, val_views, val_labels = data
     torch.manual_seed(0)
     model = create_student("mobilenet_v3_small", image_size=SIZE, dim=32, hidden=0, width=0.5)
     result = train_student(model, views=views, features=feats, views_per_item=2, labels=labels,
                            val_views=val_views, val_labels=val_labels, config=config,
                            checkpoint_dir=tmp_path, resume=resume, log=log,
-                           probe=probe, select_on=select_on)
+                           probe=probe, select_on=select_on, pairs=pairs)
     return model, result
 
 
@@ -215,3 +216,37 @@ def test_training_towards_item_mean_targets_runs_and_rejects_a_bad_weight(data, 
     assert result.epochs_run == 2 and result.history[-1]["cosine"] > 0
     with pytest.raises(ValueError, match="target_mean"):
         DistillConfig(target_mean=-0.1)
+
+
+def _linked_pairs(n=20):
+    """Each image linked to the one five places on (another label), both ways."""
+    rows = np.full((n, 2), -1, np.int64)
+    rows[:, 0], rows[:, 1] = (np.arange(n) + 5) % n, (np.arange(n) - 5) % n
+    return BehaviourPairs(rows, np.ones((n, 2), np.float32))
+
+
+def _linked_margin(model, data):
+    """Mean cosine of linked images minus the mean over all pairs of distinct images."""
+    v = embed_views(model, data[0][::2], CONFIG)  # each image's first view
+    sims = v @ v.T
+    linked = sims[np.arange(20), (np.arange(20) + 5) % 20].mean()
+    return linked - sims[~np.eye(20, dtype=bool)].mean()
+
+
+def test_the_behaviour_term_pulls_co_interacted_images_together(data, tmp_path):
+    config = replace(CONFIG, epochs=6, w_label=0.0)
+    plain, _ = _train(data, tmp_path / "plain", config)
+    linked, result = _train(data, tmp_path / "linked", replace(config, w_behaviour=4.0),
+                            pairs=_linked_pairs())
+    assert all(row["behaviour"] > 0 for row in result.history)
+    assert _linked_margin(linked, data) > _linked_margin(plain, data) + 0.03
+
+
+def test_the_behaviour_term_needs_pairs_for_every_training_image(data, tmp_path):
+    with pytest.raises(ValueError, match="co-occurrence pairs"):
+        _train(data, tmp_path, replace(CONFIG, w_behaviour=1.0))
+    with pytest.raises(ValueError, match="got them for 10"):
+        _train(data, tmp_path, replace(CONFIG, w_behaviour=1.0), pairs=_linked_pairs(10))
+    for bad in ({"w_behaviour": -1.0}, {"tau_behaviour": 0.0}, {"behaviour_neighbours": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            DistillConfig(**bad)
