@@ -8,7 +8,11 @@ product near memory speed:
 - ``prepare``: codes ``X`` int8 ``(N, K)`` -> ``Xt = X^T`` int8 ``(K, N)`` and each row's code sum
   ``(1, N)`` int32;
 - ``score``: ``S = float(A @ Bt - offset) * scales``, ``A`` uint8 ``(M, K)``, ``Bt`` int8
-  ``(K, N)``, ``offset`` int32 ``(N,)``, ``scales`` float32 ``(N,)`` -> ``(M, N)`` float32.
+  ``(K, N)``, ``offset`` int32 ``(N,)``, ``scales`` float32 ``(N,)`` -> ``(M, N)`` float32;
+- ``score_rows``, the other way round: ``S = float((X - 128) @ Q) * scales``, ``X`` the codes
+  + 128 as uint8 ``(N, K)`` (:meth:`Int8MatMul.shift`) with 128 as its zero point, ``Q`` int8
+  ``(K, M)``, ``scales`` float32 ``(N, 1)`` -> ``(N, M)`` float32. Which of the two is faster
+  depends on the CPU (MLAS picks different kernels), so the pre-filter measures.
 
 The graphs are written as protobuf bytes here, so a device needs no ``onnx`` package; they run
 on one thread, CPU only.
@@ -22,7 +26,8 @@ from typing import Any
 import numpy as np
 from edgerec.runtimes.errors import RuntimeUnavailableError
 
-__all__ = ["Int8MatMul", "int8_matmul_available", "prepare_model", "score_model"]
+__all__ = ["Int8MatMul", "int8_matmul_available", "prepare_model", "score_model",
+           "score_rows_model"]
 
 
 def int8_matmul_available() -> bool:
@@ -31,11 +36,12 @@ def int8_matmul_available() -> bool:
 
 
 class Int8MatMul:
-    """The two graphs on one-thread ONNX Runtime sessions. Create with :meth:`create`."""
+    """The graphs on one-thread ONNX Runtime sessions. Create with :meth:`create`."""
 
-    def __init__(self, prepare: Any, score: Any) -> None:
+    def __init__(self, prepare: Any, score: Any, score_rows: Any) -> None:
         self._prepare = prepare
         self._score = score
+        self._score_rows = score_rows
 
     @classmethod
     def create(cls) -> Int8MatMul:
@@ -53,7 +59,8 @@ class Int8MatMul:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         cpu = ["CPUExecutionProvider"]
         return cls(ort.InferenceSession(prepare_model(), so, providers=cpu),
-                   ort.InferenceSession(score_model(), so, providers=cpu))
+                   ort.InferenceSession(score_model(), so, providers=cpu),
+                   ort.InferenceSession(score_rows_model(), so, providers=cpu))
 
     def prepare(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Codes int8 ``(N, K)`` -> (``codes^T`` int8 ``(K, N)``, row sums int32 ``(1, N)``)."""
@@ -67,10 +74,23 @@ class Int8MatMul:
         feed = {"A": a, "Bt": codes_t, "offset": offset, "scales": scales}
         return self._score.run(None, feed)[0]
 
+    @staticmethod
+    def shift(codes: np.ndarray) -> np.ndarray:
+        """Codes int8 ``(N, K)`` -> ``codes + 128`` uint8 ``(N, K)`` (a new array)."""
+        return np.bitwise_xor(np.ascontiguousarray(codes).view(np.uint8), np.uint8(0x80))
+
+    def scaled_product_rows(self, shifted: np.ndarray, q: np.ndarray,
+                            scales: np.ndarray) -> np.ndarray:
+        """``float32((shifted - 128) @ q) * scales``: ``shifted`` uint8 ``(N, K)`` (from
+        :meth:`shift`), ``q`` int8 ``(K, M)``, ``scales`` float32 ``(N, 1)`` -> ``(N, M)``."""
+        feed = {"X": shifted, "Q": q, "zero": _ZERO, "scales": scales}
+        return self._score_rows.run(None, feed)[0]
+
 
 # --------------------------------------------------------------------------- ONNX graphs
 
 _FLOAT, _UINT8, _INT8, _INT32 = 1, 2, 3, 6
+_ZERO = np.array(128, np.uint8)  # score_rows' zero point: the codes' shift
 
 
 def _varint(n: int) -> bytes:
@@ -129,6 +149,18 @@ def score_model() -> bytes:
         [_value_info("A", _UINT8, ["M", "K"]), _value_info("Bt", _INT8, ["K", "N"]),
          _value_info("offset", _INT32, ["N"]), _value_info("scales", _FLOAT, ["N"])],
         [_value_info("S", _FLOAT, ["M", "N"])],
+    )
+
+
+def score_rows_model() -> bytes:
+    """``S = Cast(MatMulInteger(X, Q, zero), float) * scales``: ``(N, M)`` float32."""
+    return _model(
+        [_node("MatMulInteger", ["X", "Q", "zero"], ["Y"]),
+         _node("Cast", ["Y"], ["F"], to=_FLOAT),
+         _node("Mul", ["F", "scales"], ["S"])],
+        [_value_info("X", _UINT8, ["N", "K"]), _value_info("Q", _INT8, ["K", "M"]),
+         _value_info("zero", _UINT8, []), _value_info("scales", _FLOAT, ["N", 1])],
+        [_value_info("S", _FLOAT, ["N", "M"])],
     )
 
 

@@ -93,12 +93,14 @@ def markdown(result: dict[str, Any]) -> str:
             "(one thread, float32 sum). kernel: rows and scores only (what faiss's `search()` "
             "returns); `Catalog.search`: ids and metadata from SQLite too. Fraction: bytes "
             "of stored vectors read per query / kernel p50 / bandwidth (\"cache\": the "
-            "catalog fits in the CPU caches, so the fraction means nothing).", "",
+            "catalog fits in the CPU caches, so the fraction means nothing). In brackets: the "
+            "layout of the onnxruntime kernel's copy that this CPU chose.", "",
             "| items | dim | method | kernel ms p50 / p90 / p99 (n) | Catalog.search ms p50 | "
             "GB/s | fraction | setup ms | peak RSS MB |",
             "|---|---|---|---|---|---|---|---|---|"]
         for row in search["rows"]:
-            head = f"| {row['items']:,} | {row['dim']} | {row['method']} |"
+            layout = f" ({row['layout']})" if "layout" in row else ""
+            head = f"| {row['items']:,} | {row['dim']} | {row['method']}{layout} |"
             if "kernel" not in row:
                 lines.append(f"{head} {row.get('absent') or row.get('error')} | | | | | |")
                 continue

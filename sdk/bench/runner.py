@@ -337,6 +337,8 @@ def _search_table(options: BenchOptions, work: Path, log: Log,
             row["bandwidth_fraction"] = gbs / bandwidth
         if "version" in res[0]:
             row["version"] = res[0]["version"]
+        if "layout" in res[0]:
+            row["layout"] = res[0]["layout"]
     return {"memory_bandwidth_gbs": bandwidth, "threads": 1, "k": options.k, "rows": rows}
 
 

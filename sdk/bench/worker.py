@@ -159,7 +159,12 @@ def measure_encoder(spec: dict[str, Any]) -> dict[str, Any]:
 def measure_search(spec: dict[str, Any]) -> dict[str, Any]:
     """The ``"search"`` kind: single-query top-k on one catalog with one method."""
     from edgerec.sdk import Catalog
-    from edgerec.sdk.catalog.prefilter import set_search_kernel
+    from edgerec.sdk.catalog.prefilter import (
+        SearchKernel,
+        active_kernel,
+        active_layout,
+        set_search_kernel,
+    )
     from edgerec.sdk.catalog.scan import exact_top_k
 
     runs, warmup, cap = int(spec["runs"]), int(spec["warmup"]), float(spec["max_seconds"])
@@ -191,6 +196,8 @@ def measure_search(spec: dict[str, Any]) -> dict[str, Any]:
             out["search"] = timed(lambda i: cat.search(queries[i % len(queries)], k=k),
                                   runs, warmup, cap)
             with cat._reading() as view:  # the kernel alone, as faiss's search() is timed
+                if active_kernel(view) is SearchKernel.ONNXRUNTIME:
+                    out["layout"] = active_layout(view.dim).value  # as the search chose it
                 out["kernel"] = timed(lambda i: exact_top_k(view, queries[i % len(queries)][None],
                                                             k), runs, warmup, cap)
     out["rss_start_mb"] = rss_start

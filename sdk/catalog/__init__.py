@@ -43,8 +43,11 @@ from edgerec.sdk.catalog.matches import (
 )
 from edgerec.sdk.catalog.prefilter import (
     SearchKernel,
+    SearchLayout,
     search_kernel,
+    search_layout,
     set_search_kernel,
+    set_search_layout,
 )
 
 __all__ = [
@@ -60,6 +63,7 @@ __all__ = [
     "Matches",
     "ProblemKind",
     "SearchKernel",
+    "SearchLayout",
     "SourceItem",
     "VectorDType",
     "add_images",
@@ -71,5 +75,7 @@ __all__ = [
     "make_matches",
     "parse_value",
     "search_kernel",
+    "search_layout",
     "set_search_kernel",
+    "set_search_layout",
 ]

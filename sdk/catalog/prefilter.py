@@ -2,30 +2,34 @@
 
 numpy has no int8 matrix product, so :mod:`edgerec.sdk.catalog.scan` decodes int8 codes to
 float32 and calls BLAS. ONNX Runtime's ``MatMulInteger`` (MLAS;
-:mod:`edgerec.runtimes.int8_matmul`) runs a one-row ``uint8 (1, D) x int8 (D, N)`` product
-near memory speed but needs the codes transposed, and takes a much slower path on
-``(N, D) x (D, 1)`` or with a zero point. So this kernel keeps, per mapped segment and in
-memory, a **transposed copy of the codes** (one more byte per dimension and item, plus 4 bytes
-per item), built on the first search and dropped with the mapping (timings:
-``benchmarks/results/catalog_targets.md``). The kernel answers with a short list of candidate
-rows that :func:`edgerec.sdk.catalog.scan.exact_top_k` then scores exactly with the numpy
-kernel, so the results are the numpy kernel's:
+:mod:`edgerec.runtimes.int8_matmul`) runs it near memory speed, but which way round is fast
+depends on the CPU: on an AVX2 machine a one-row ``uint8 (1, D) x int8 (D, N)`` product was
+fast and ``(N, D) x (D, 1)`` or a zero point took a much slower path; on an AVX-512 VNNI Xeon
+the codes as rows with a zero point were the faster (``benchmarks/int8_orientation.py``).
+So this kernel keeps, per mapped segment and in memory, a copy of the codes in one of two
+**layouts** (:class:`SearchLayout`; one more byte per dimension and item, plus 4 bytes per
+item for ``columns``), built on the first search and dropped with the mapping; ``auto`` (the
+default) times both on a synthetic block once per process and dimension and keeps the faster
+(``columns`` unless ``rows`` takes under 0.8x its time). The kernel answers with a short
+list of candidate rows that :func:`edgerec.sdk.catalog.scan.exact_top_k` then scores exactly
+with the numpy kernel, so the results are the numpy kernel's whichever layout runs:
 
-1. The query is quantized: ``s = max|q| / 63``, ``q^ = rint(q / s)`` in [-63, 63], fed as
-   ``u = q^ + 64`` in [1, 127]. Codes are in [-128, 127], so any pair ``u*c + u*c`` fits int16:
-   MLAS's AVX2 ``vpmaddubsw`` cannot saturate and the int32 products are exact. (A zero point
-   input would be exact too, but takes a 4x slower path; the offset is removed instead as
-   ``64 * sum(c)``, precomputed per item.)
-2. ``S'_i = scale_i * (u . c_i - 64 sum(c_i)) = scale_i (q^ . c_i)`` comes out of one small
-   ONNX graph per block; ``s * S'_i`` differs from the exact score ``scale_i (q . c_i)`` by at
-   most ``||x_i|| ||q - s q^||`` (Cauchy-Schwarz, ``x_i`` the dequantised item), plus a float
-   rounding allowance. With ``n_c`` the largest ``||x_i||`` of a block this gives each item a
-   lower and an upper bound.
+1. The query is quantized: ``s = max|q| / 63``, ``q^ = rint(q / s)`` in [-63, 63].
+   ``columns`` feeds it as ``u = q^ + 64`` in [1, 127] against the transposed codes in
+   [-128, 127] and removes the offset as ``64 * sum(c)``, precomputed per item; ``rows`` feeds
+   the codes as ``c + 128`` in [0, 255] with zero point 128 against ``q^`` as int8. Either
+   way any pair of products fits int16 (127 * 128 * 2 and 255 * 63 * 2 are below 32767), so
+   MLAS's AVX2 ``vpmaddubsw`` cannot saturate and the int32 products are exact.
+2. ``S'_i = scale_i (q^ . c_i)`` comes out of one small ONNX graph per block; ``s * S'_i``
+   differs from the exact score ``scale_i (q . c_i)`` by at most ``||x_i|| ||q - s q^||``
+   (Cauchy-Schwarz, ``x_i`` the dequantised item), plus a float rounding allowance. With
+   ``n_c`` the largest ``||x_i||`` of a block this gives each item a lower and an upper bound.
 3. A row can be in the top k only if its upper bound reaches the k-th best lower bound. Those
    rows (typically k plus a few dozen) are the candidates; if they would exceed a quarter of
    the catalog the kernel gives up and the numpy kernel scans everything.
 
-Use: ``EDGEREC_SEARCH_KERNEL=auto|numpy|onnxruntime`` or :func:`set_search_kernel`. ``auto``
+Use: ``EDGEREC_SEARCH_KERNEL=auto|numpy|onnxruntime`` or :func:`set_search_kernel`, and
+``EDGEREC_SEARCH_LAYOUT=auto|columns|rows`` or :func:`set_search_layout`. ``auto``
 (the default) uses ONNX Runtime for int8 catalogs of at least ``MIN_ROWS`` rows when
 ``onnxruntime`` can be imported, else numpy; ``onnxruntime`` raises
 :class:`RuntimeUnavailableError` when it cannot be imported. Nothing here is imported or built
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from enum import Enum
@@ -46,7 +51,8 @@ from edgerec.runtimes.int8_matmul import Int8MatMul, int8_matmul_available
 from edgerec.sdk.catalog.store import Segment, VectorView
 from edgerec.sdk.errors import RuntimeUnavailableError
 
-__all__ = ["SearchKernel", "search_kernel", "set_search_kernel"]
+__all__ = ["SearchKernel", "SearchLayout", "search_kernel", "search_layout",
+           "set_search_kernel", "set_search_layout"]
 
 MIN_ROWS = 16384  # below this numpy is as fast, and the copy is not worth keeping
 CHUNK_ROWS = 65536  # rows per ONNX Runtime call (per cached block)
@@ -55,6 +61,9 @@ MAX_GROUP = 64
 _LEVELS = 63  # query codes in [-63, 63] ...
 _OFFSET = 64  # ... fed as [1, 127]
 _SUB_ROWS = 4096  # rows per float32 block when measuring norms
+_PROBE_ROWS = 16384  # the synthetic block SearchLayout.AUTO times both layouts on ...
+_PROBE_RUNS = 7  # ... this many times each, interleaved (the minimum counts)
+_ROWS_WINS = 0.8  # rows is kept when it takes under this share of the columns' time
 
 
 class SearchKernel(str, Enum):
@@ -65,16 +74,25 @@ class SearchKernel(str, Enum):
     ONNXRUNTIME = "onnxruntime"
 
 
-_state: dict[str, Any] = {}  # "kernel": the setting; "engine": made on first use
+class SearchLayout(str, Enum):
+    """How the onnxruntime kernel holds its copy of the codes (same results either way)."""
+
+    AUTO = "auto"  # the faster of the two on this CPU, timed once per process and dimension
+    COLUMNS = "columns"  # codes^T int8 (D, N) and per-item offsets; query uint8 (1, D) first
+    ROWS = "rows"  # codes + 128 uint8 (N, D) with zero point 128; query int8 (D, 1) second
+
+
+_state: dict[str, Any] = {}  # "kernel", "layout": the settings; "engine": made on first use;
+# "measured": {dim: the layout AUTO chose}
 _lock = threading.Lock()
-_caches: dict[int, _SegmentCache] = {}
+_caches: dict[tuple[int, SearchLayout], _SegmentCache] = {}
 
 
-def _parse(value: SearchKernel | str, where: str) -> SearchKernel:
+def _parse(value: Any, where: str, kind: type[Enum] = SearchKernel) -> Any:
     try:
-        return SearchKernel(value.strip().lower() if isinstance(value, str) else value)
+        return kind(value.strip().lower() if isinstance(value, str) else value)
     except ValueError:
-        choices = ", ".join(k.value for k in SearchKernel)
+        choices = ", ".join(k.value for k in kind)
         raise ValueError(f"{where} must be one of {choices}, got {value!r}") from None
 
 
@@ -94,6 +112,27 @@ def set_search_kernel(kernel: SearchKernel | str) -> SearchKernel:
     except ValueError:  # a bad EDGEREC_SEARCH_KERNEL, overridden now
         previous = SearchKernel.AUTO
     _state["kernel"] = chosen
+    return previous
+
+
+def search_layout() -> SearchLayout:
+    """The layout setting in force (:func:`set_search_layout`, else the environment)."""
+    if "layout" not in _state:
+        raw = os.environ.get("EDGEREC_SEARCH_LAYOUT", "") or "auto"
+        _state["layout"] = _parse(raw, "the environment variable EDGEREC_SEARCH_LAYOUT",
+                                  SearchLayout)
+    return _state["layout"]
+
+
+def set_search_layout(layout: SearchLayout | str) -> SearchLayout:
+    """Choose the onnxruntime kernel's layout (process-wide); returns the previous setting.
+    Copies already built in the other layout stay until their catalog closes."""
+    chosen = _parse(layout, "the search layout", SearchLayout)
+    try:
+        previous = search_layout()
+    except ValueError:  # a bad EDGEREC_SEARCH_LAYOUT, overridden now
+        previous = SearchLayout.AUTO
+    _state["layout"] = chosen
     return previous
 
 
@@ -127,45 +166,87 @@ def active_kernel(view: VectorView) -> SearchKernel:
     return SearchKernel.NUMPY if engine is None else SearchKernel.ONNXRUNTIME
 
 
+def active_layout(dim: int) -> SearchLayout:
+    """The layout the onnxruntime kernel uses for ``dim``-wide codes now (COLUMNS or ROWS;
+    the first call under AUTO times both, a few milliseconds)."""
+    setting = search_layout()
+    if setting is not SearchLayout.AUTO:
+        return setting
+    measured = _state.setdefault("measured", {})
+    if dim not in measured:
+        with _lock:
+            if dim not in measured:
+                measured[dim] = _time_layouts(_engine(required=True), dim)
+    return measured[dim]
+
+
+def _time_layouts(engine: Int8MatMul, dim: int) -> SearchLayout:
+    """ROWS when its one-query product over a random ``_PROBE_ROWS`` x ``dim`` block takes
+    under ``_ROWS_WINS`` of the COLUMNS product's time (best of ``_PROBE_RUNS`` each)."""
+    rng = np.random.default_rng(0)
+    codes = rng.integers(-128, 128, (_PROBE_ROWS, dim), dtype=np.int8)
+    codes_t, _ = engine.prepare(codes)
+    shifted = engine.shift(codes)
+    offset = np.zeros(_PROBE_ROWS, np.int32)
+    scales = np.ones(_PROBE_ROWS, np.float32)
+    u = rng.integers(1, 128, (1, dim), dtype=np.uint8)
+    q = (u.astype(np.int16) - _OFFSET).astype(np.int8).reshape(dim, 1)
+    calls = {SearchLayout.COLUMNS: lambda: engine.scaled_product(u, codes_t, offset, scales),
+             SearchLayout.ROWS: lambda: engine.scaled_product_rows(shifted, q, scales[:, None])}
+    best = dict.fromkeys(calls, float("inf"))
+    for _ in range(_PROBE_RUNS + 1):  # the first round warms up
+        for layout, call in calls.items():
+            t0 = time.perf_counter()
+            call()
+            best[layout] = min(best[layout], time.perf_counter() - t0)
+    return (SearchLayout.ROWS if best[SearchLayout.ROWS] < _ROWS_WINS * best[SearchLayout.COLUMNS]
+            else SearchLayout.COLUMNS)
+
+
 # --------------------------------------------------------------------------- per-segment copy
 
 
 @dataclass(frozen=True)
 class _Block:
     start: int  # first row, in the segment
-    codes_t: np.ndarray  # (dim, rows) int8, C order
-    offset: np.ndarray  # (rows,) int32: 64 * sum of the row's codes
+    codes: np.ndarray  # COLUMNS: (dim, rows) int8 codes^T; ROWS: (rows, dim) uint8 codes + 128
+    offset: np.ndarray | None  # COLUMNS: (rows,) int32, 64 * sum of the row's codes
     scales: np.ndarray  # (rows,) float32
     max_norm: float  # largest ||x_i|| of the block (dequantised), rounded up
 
 
 @dataclass(frozen=True)
 class _SegmentCache:
+    layout: SearchLayout
     blocks: tuple[_Block, ...]
 
 
-def _segment_cache(seg: Segment, engine: Int8MatMul) -> _SegmentCache:
-    """The transposed copy of a segment's codes, built once per mapped array."""
-    key = id(seg.vectors)
+def _segment_cache(seg: Segment, engine: Int8MatMul, layout: SearchLayout) -> _SegmentCache:
+    """The copy of a segment's codes in ``layout``, built once per mapped array."""
+    key = (id(seg.vectors), layout)
     cache = _caches.get(key)
     if cache is None:
         with _lock:
             cache = _caches.get(key)
             if cache is None:
-                cache = _build(seg, engine)
+                cache = _build(seg, engine, layout)
                 _caches[key] = cache
                 weakref.finalize(seg.vectors, _caches.pop, key, None)
     return cache
 
 
-def _build(seg: Segment, engine: Int8MatMul) -> _SegmentCache:
+def _build(seg: Segment, engine: Int8MatMul, layout: SearchLayout) -> _SegmentCache:
     dim = seg.vectors.shape[1]
     buf = np.empty((_SUB_ROWS, dim), np.float32)
     blocks = []
     for c0 in range(0, seg.rows, CHUNK_ROWS):
         c1 = min(c0 + CHUNK_ROWS, seg.rows)
         codes = np.ascontiguousarray(seg.vectors[c0:c1])
-        codes_t, sums = engine.prepare(codes)
+        if layout is SearchLayout.ROWS:
+            copy, offset = engine.shift(codes), None
+        else:
+            copy, sums = engine.prepare(codes)
+            offset = (sums[0].astype(np.int64) * _OFFSET).astype(np.int32)
         scales = np.ascontiguousarray(seg.scales[c0:c1], dtype=np.float32)
         peak = 0.0
         for b0 in range(0, c1 - c0, _SUB_ROWS):
@@ -174,9 +255,8 @@ def _build(seg: Segment, engine: Int8MatMul) -> _SegmentCache:
             np.copyto(f, sub, casting="unsafe")
             squares = np.einsum("ij,ij->i", f, f)  # exact: integers below 2**24
             peak = max(peak, float((squares * scales[b0:b0 + sub.shape[0]] ** 2).max()))
-        offset = (sums[0].astype(np.int64) * _OFFSET).astype(np.int32)
-        blocks.append(_Block(c0, codes_t, offset, scales, float(np.sqrt(peak)) * (1 + 1e-6)))
-    return _SegmentCache(tuple(blocks))
+        blocks.append(_Block(c0, copy, offset, scales, float(np.sqrt(peak)) * (1 + 1e-6)))
+    return _SegmentCache(layout, tuple(blocks))
 
 
 # --------------------------------------------------------------------------- scan
@@ -194,24 +274,26 @@ def candidate_rows(
     if active_kernel(view) is not SearchKernel.ONNXRUNTIME or k <= 0 or view.count == 0:
         return None
     engine = _engine(required=False)
+    layout = active_layout(view.dim)
     q = np.asarray(queries, dtype=np.float64)
     peak = np.abs(q).max(axis=1)
     step = np.where(peak > 0, peak / _LEVELS, 1.0)
     levels = np.rint(q / step[:, None])
-    codes = (levels + _OFFSET).astype(np.uint8)
+    codes = (levels.astype(np.int8) if layout is SearchLayout.ROWS
+             else (levels + _OFFSET).astype(np.uint8))
     residual = np.linalg.norm(q - levels * step[:, None], axis=1)
     # float32 rounding in the graph and in the final numpy scores, per unit of ||x_i||:
     rounding = 2.0**-22 * (view.dim + 8) * np.linalg.norm(q, axis=1)
     beta = (residual + rounding) / step  # in units of the graph's output
     band = _Band(k, q.shape[0], cap=max(view.total_rows // 4, 4 * k))
     for seg, bad in zip(view.segments, invalid):
-        cache = _segment_cache(seg, engine)
+        cache = _segment_cache(seg, engine, layout)
         for block in cache.blocks:
             c0, c1 = block.start, block.start + block.scales.shape[0]
             mask = None if bad is None else bad[c0:c1]
             if mask is not None and mask.all():
                 continue
-            scores = _score(engine, codes, block)
+            scores = _score(engine, codes, block, layout)
             if mask is not None:
                 scores[:, mask] = -np.inf
             if not band.push(scores, beta * block.max_norm, seg.start + c0):
@@ -219,10 +301,16 @@ def candidate_rows(
     return band.rows()
 
 
-def _score(engine: Int8MatMul, codes: np.ndarray, block: _Block) -> np.ndarray:
-    """``(Q, rows)`` float32: ``scale_i * (q^ . c_i)`` for each query's codes."""
+def _score(engine: Int8MatMul, codes: np.ndarray, block: _Block,
+           layout: SearchLayout) -> np.ndarray:
+    """``(Q, rows)`` float32: ``scale_i * (q^ . c_i)`` for each query's codes (uint8 ``q^ + 64``
+    for COLUMNS, int8 ``q^`` for ROWS)."""
     def run(a: np.ndarray) -> np.ndarray:
-        return engine.scaled_product(a, block.codes_t, block.offset, block.scales)
+        if layout is SearchLayout.ROWS:
+            out = engine.scaled_product_rows(block.codes, np.ascontiguousarray(a.T),
+                                             block.scales[:, None])
+            return out.reshape(1, -1) if out.shape[1] == 1 else np.ascontiguousarray(out.T)
+        return engine.scaled_product(a, block.codes, block.offset, block.scales)
 
     n = codes.shape[0]
     if n < GROUP_MIN:  # one-row products take MLAS's fast path; a few rows do not

@@ -66,6 +66,8 @@ def test_the_scaling_table_times_each_kernel_and_faiss_when_installed(result):
     assert set(rows) == {"int8/numpy", "int8/onnxruntime", "float16/numpy", "faiss"}
     for method in ("int8/numpy", "int8/onnxruntime", "float16/numpy"):
         assert rows[method]["kernel"]["n"] >= 3 and rows[method]["search"]["n"] >= 3
+    assert rows["int8/onnxruntime"]["layout"] in ("columns", "rows")  # what this CPU chose
+    assert "layout" not in rows["int8/numpy"]
     try:
         import faiss  # noqa: F401
     except ImportError:

@@ -21,15 +21,18 @@ from edgerec.sdk.errors import RuntimeUnavailableError
 ENC = "enc"
 
 
-@pytest.fixture()
-def kernel(monkeypatch: pytest.MonkeyPatch):
-    """The onnxruntime kernel on small catalogs, in small blocks (so several per segment)."""
+@pytest.fixture(params=["columns", "rows"])
+def kernel(request, monkeypatch: pytest.MonkeyPatch):
+    """The onnxruntime kernel on small catalogs, in small blocks (so several per segment),
+    in each layout of its copy."""
     pytest.importorskip("onnxruntime")
     monkeypatch.setattr(sk, "MIN_ROWS", 0)
     monkeypatch.setattr(sk, "CHUNK_ROWS", 1500)
     previous = sk.set_search_kernel("onnxruntime")
+    previous_layout = sk.set_search_layout(request.param)
     yield sk
     sk.set_search_kernel(previous)
+    sk.set_search_layout(previous_layout)
 
 
 def _unit(n: int, dim: int, seed: int) -> np.ndarray:
@@ -84,11 +87,18 @@ def test_integer_products_are_exact_at_the_extremes_of_int8(kernel, n_queries):
     got = engine.scaled_product(a, codes_t, offset, np.ones(4000, np.float32))
     want = a.astype(np.int64) @ codes.T.astype(np.int64)
     np.testing.assert_array_equal(got.astype(np.int64), want)  # < 2**24: exact in float32
+    shifted = engine.shift(codes)  # the other layout: codes + 128 with zero point 128
+    np.testing.assert_array_equal(shifted.astype(np.int16) - 128, codes)
+    q = (a.astype(np.int16) - 64).astype(np.int8)  # the query's levels, in [-63, 63]
+    rows = engine.scaled_product_rows(shifted, np.ascontiguousarray(q.T),
+                                      np.ones((4000, 1), np.float32))
+    np.testing.assert_array_equal(rows.T.astype(np.int64), q.astype(np.int64) @ codes.T)
 
 
 def test_the_graphs_are_valid_onnx():
     onnx = pytest.importorskip("onnx")
-    for model in (int8_matmul.score_model(), int8_matmul.prepare_model()):
+    for model in (int8_matmul.score_model(), int8_matmul.prepare_model(),
+                  int8_matmul.score_rows_model()):
         onnx.checker.check_model(onnx.load_from_string(model), full_check=True)
 
 
@@ -216,6 +226,30 @@ def test_the_copy_goes_away_with_the_catalog(kernel, tmp_path):
     assert len(sk._caches) == before
 
 
+def test_auto_layout_times_both_once_per_dimension_and_keeps_the_results(tmp_path,
+                                                                         monkeypatch):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setattr(sk, "MIN_ROWS", 0)
+    monkeypatch.setitem(sk._state, "measured", {})
+    timed = []
+    real = sk._time_layouts
+    monkeypatch.setattr(sk, "_time_layouts", lambda e, d: timed.append(d) or real(e, d))
+    previous, previous_layout = sk.set_search_kernel("onnxruntime"), sk.set_search_layout("auto")
+    x = _unit(3000, 24, seed=30)
+    q = _unit(4, 24, seed=31)
+    try:
+        with _catalog(tmp_path / "c", x) as cat:
+            got = _search(cat, q, 7, "onnxruntime")
+            _search(cat, q, 7, "onnxruntime")
+            assert timed == [24] and sk.active_layout(24) in (sk.SearchLayout.COLUMNS,
+                                                              sk.SearchLayout.ROWS)
+            want = _search(cat, q, 7, "numpy")
+    finally:
+        sk.set_search_kernel(previous)
+        sk.set_search_layout(previous_layout)
+    assert [[m.id for m in g] for g in got] == [[m.id for m in w] for w in want]
+
+
 def test_a_bad_setting_says_what_to_choose(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="auto, numpy, onnxruntime"):
         sk.set_search_kernel("fast")
@@ -227,6 +261,14 @@ def test_a_bad_setting_says_what_to_choose(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEREC_SEARCH_KERNEL", " NumPy ")
     assert sk.search_kernel() is sk.SearchKernel.NUMPY
     cat.close()
+    with pytest.raises(ValueError, match="auto, columns, rows"):
+        sk.set_search_layout("diagonal")
+    monkeypatch.delitem(sk._state, "layout", raising=False)
+    monkeypatch.setenv("EDGEREC_SEARCH_LAYOUT", "diagonal")
+    with pytest.raises(ValueError, match="EDGEREC_SEARCH_LAYOUT must be one of"):
+        sk.search_layout()
+    monkeypatch.setenv("EDGEREC_SEARCH_LAYOUT", " Rows")
+    assert sk.search_layout() is sk.SearchLayout.ROWS
 
 
 def test_no_engine_is_loaded_until_a_large_int8_catalog_is_searched(tmp_path):
