@@ -38,6 +38,7 @@ before the first search that uses it. Float16 catalogs always use numpy.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -270,22 +271,53 @@ def candidate_rows(
     ``queries``: ``(Q, dim)`` float32, finite; ``invalid``: per segment, the rows that must
     not be returned (see :func:`edgerec.sdk.catalog.scan._invalid_mask`). None means: this kernel
     does not apply here (setting, dtype, size, engine) or gave up; scan with numpy.
+
+    When too many rows lie within the one-level bound of the k-th best (many near-equal items,
+    e.g. near-duplicates of the query), the scan runs once more with the query's rounding
+    residual quantized as a second level: the bound shrinks about 63-fold for one more integer
+    product per block, before giving up to numpy.
     """
     if active_kernel(view) is not SearchKernel.ONNXRUNTIME or k <= 0 or view.count == 0:
         return None
     engine = _engine(required=False)
     layout = active_layout(view.dim)
     q = np.asarray(queries, dtype=np.float64)
+    step, levels, rest = _levels(q)
+    # float32 rounding in the graph and in the final numpy scores, per unit of ||x_i||:
+    rounding = 2.0**-22 * (view.dim + 8) * np.linalg.norm(q, axis=1)
+    one = [(_feed(levels, layout), np.ones(len(q)))]
+    rows = _scan(view, engine, layout, one, (np.linalg.norm(rest, axis=1) + rounding) / step,
+                 k, invalid)
+    if rows is not None:
+        return rows
+    step2, levels2, rest2 = _levels(rest)  # q = step * levels + step2 * levels2 + rest2
+    two = [*one, (_feed(levels2, layout), step2 / step)]
+    return _scan(view, engine, layout, two, (np.linalg.norm(rest2, axis=1) + rounding) / step,
+                 k, invalid)
+
+
+def _levels(q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(Q, D)`` float64 -> per-row step ``s = max|q| / 63`` (1 for a zero row), levels
+    ``rint(q / s)`` in [-63, 63] and the rest ``q - s * levels``."""
     peak = np.abs(q).max(axis=1)
     step = np.where(peak > 0, peak / _LEVELS, 1.0)
     levels = np.rint(q / step[:, None])
-    codes = (levels.astype(np.int8) if layout is SearchLayout.ROWS
-             else (levels + _OFFSET).astype(np.uint8))
-    residual = np.linalg.norm(q - levels * step[:, None], axis=1)
-    # float32 rounding in the graph and in the final numpy scores, per unit of ||x_i||:
-    rounding = 2.0**-22 * (view.dim + 8) * np.linalg.norm(q, axis=1)
-    beta = (residual + rounding) / step  # in units of the graph's output
-    band = _Band(k, q.shape[0], cap=max(view.total_rows // 4, 4 * k))
+    return step, levels, q - levels * step[:, None]
+
+
+def _feed(levels: np.ndarray, layout: SearchLayout) -> np.ndarray:
+    """Query levels as the layout's graph takes them: int8 for ROWS, uint8 + 64 for COLUMNS."""
+    return (levels.astype(np.int8) if layout is SearchLayout.ROWS
+            else (levels + _OFFSET).astype(np.uint8))
+
+
+def _scan(view: VectorView, engine: Int8MatMul, layout: SearchLayout,
+          parts: list[tuple[np.ndarray, np.ndarray]], beta: np.ndarray, k: int,
+          invalid: list[np.ndarray | None]) -> np.ndarray | None:
+    """One pass over the blocks: each block's estimate is ``sum_j w_j * S'(codes_j)`` (``parts``:
+    query feeds and ``(Q,)`` weights), within ``beta * max_norm`` of the exact score in the
+    same units; the candidate rows, or None when there are too many."""
+    band = _Band(k, len(beta), cap=max(view.total_rows // 4, 4 * k))
     for seg, bad in zip(view.segments, invalid):
         cache = _segment_cache(seg, engine, layout)
         for block in cache.blocks:
@@ -293,7 +325,10 @@ def candidate_rows(
             mask = None if bad is None else bad[c0:c1]
             if mask is not None and mask.all():
                 continue
-            scores = _score(engine, codes, block, layout)
+            scores = _score(engine, parts[0][0], block, layout)
+            for codes, weight in parts[1:]:
+                scores += (weight[:, None] * _score(engine, codes, block, layout)).astype(
+                    np.float32)
             if mask is not None:
                 scores[:, mask] = -np.inf
             if not band.push(scores, beta * block.max_norm, seg.start + c0):
@@ -318,6 +353,13 @@ def _score(engine: Int8MatMul, codes: np.ndarray, block: _Block,
     else:
         parts = [run(codes[j:j + MAX_GROUP]) for j in range(0, n, MAX_GROUP)]
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+@functools.lru_cache(maxsize=8)
+def _sample(columns: int) -> np.ndarray:
+    """A fixed (seeded) sorted random sixteenth of ``range(columns)``."""
+    rng = np.random.default_rng(columns)
+    return np.sort(rng.choice(columns, columns // 16, replace=False))
 
 
 class _Band:
@@ -360,9 +402,12 @@ class _Band:
         return True
 
     def _kth(self, scores: np.ndarray) -> np.ndarray:
-        """``(Q,)`` the k-th best score of every 16th row of a large block (of all rows if
-        that finds fewer than k valid ones); -inf when the block has fewer than k valid rows."""
-        samples = (scores[:, ::16], scores) if scores.shape[1] >= 16384 else (scores,)
+        """``(Q,)`` the k-th best score of a fixed random sixteenth of a large block's rows (of
+        all rows if that finds fewer than k valid ones); -inf when the block has fewer than k
+        valid rows. Random, not every 16th row: a catalog added in a repeating order (item
+        ``i`` like item ``i + 32``) would hide the query's look-alikes from a stride."""
+        c = scores.shape[1]
+        samples = (scores[:, _sample(c)], scores) if c >= 16384 else (scores,)
         for sample in samples:
             if sample.shape[1] >= self.k:
                 kth = np.partition(sample, sample.shape[1] - self.k, axis=1)[:, -self.k]

@@ -162,6 +162,37 @@ def test_near_duplicates_stay_exact(kernel, tmp_path):
     cat.close()
 
 
+def test_a_dense_crowd_of_look_alikes_is_settled_by_a_second_query_level(kernel, tmp_path,
+                                                                          monkeypatch):
+    """Half the catalog within the one-level bound of the k-th best: the second pass, with the
+    query's rounding residual as a second level, narrows it to a few rows, exactly."""
+    rng = np.random.default_rng(14)
+    q = _unit(1, 64, seed=15)[0]
+    near = q + 0.05 * rng.standard_normal((3000, 64)).astype(np.float32) / 8
+    x = np.concatenate([near / np.linalg.norm(near, axis=1, keepdims=True),
+                        _unit(3000, 64, seed=16)])
+    cat = _catalog(tmp_path / "c", x)
+    passes = []
+    real = sk._scan
+    monkeypatch.setattr(sk, "_scan", lambda *a: passes.append(len(a[3])) or real(*a))
+    with cat._reading() as view:
+        rows = sk.candidate_rows(view, q[None], 10, [None])
+    assert passes == [1, 2] and rows is not None and 10 <= len(rows) < 300
+    a, b = _search(cat, q, 10, "onnxruntime")[0], _search(cat, q, 10, "numpy")[0]
+    assert list(a.ids) == list(b.ids)
+    cat.close()
+
+
+def test_the_first_floor_is_sampled_so_that_a_repeating_order_cannot_hide_look_alikes():
+    """Rows like the query at every 32nd place (a catalog added in a repeating order, as the
+    bench's is): every 16th row would never see one and set the first floor at 0."""
+    scores = np.zeros((1, 65536), np.float32)
+    scores[0, 5::32] = 1.0
+    band = sk._Band(10, 1, cap=4096)
+    assert band._kth(scores)[0] == 1.0
+    assert band.push(scores, np.zeros(1), 0) and band.count == 65536 // 32
+
+
 def test_identical_items_make_the_kernel_give_way_to_numpy(kernel, tmp_path):
     x = np.tile(_unit(1, 32, seed=10), (5000, 1))
     cat = _catalog(tmp_path / "c", x)
