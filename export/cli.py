@@ -209,7 +209,8 @@ def add_export_parser(sub: Any) -> None:
            help="training time budget in minutes", none_means="none")
     exp.add_argument("--distill", nargs="*", default=[], metavar="KEY=VALUE",
                      help="distillation recipe overrides, e.g. ema_decay=0.995 "
-                     "label_decay_from=0.6 w_label_end=0 (fields of DistillConfig)")
+                     "label_decay_from=0.6 w_label_end=0 w_behaviour=0.5 (with --events) "
+                     "(fields of DistillConfig)")
     option(exp, "--ignore-labels", source=DataOptions, name="use_labels",
            action="store_false", dest="use_labels",
            help="train as if the images had no labels (random split; the epoch, the "
@@ -265,7 +266,9 @@ def add_scorer_arguments(p: argparse.ArgumentParser, *, events_required: bool) -
 
     p.add_argument("--events", required=events_required,
                    help="events CSV user_id,item_id[,event][,timestamp][,weight]"
-                   + ("" if events_required else "; trains a personalised scorer too"))
+                   + ("" if events_required else "; trains a personalised scorer too, and "
+                      "with --distill w_behaviour=W the encoder (photos taken together by the "
+                      "same users should look alike)"))
     option(p, "--user-column", source=ScorerExportOptions, name="user_column",
            help="the events' user id column (e.g. owner_id)")
     option(p, "--item-column", source=ScorerExportOptions, name="item_column",
