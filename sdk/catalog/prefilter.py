@@ -89,7 +89,7 @@ _lock = threading.Lock()
 _caches: dict[tuple[int, SearchLayout], _SegmentCache] = {}
 
 
-def _parse(value: Any, where: str, kind: type[Enum] = SearchKernel) -> Any:
+def _parse(value: Any, where: str, kind: type[Enum]) -> Any:
     try:
         return kind(value.strip().lower() if isinstance(value, str) else value)
     except ValueError:
@@ -97,44 +97,53 @@ def _parse(value: Any, where: str, kind: type[Enum] = SearchKernel) -> Any:
         raise ValueError(f"{where} must be one of {choices}, got {value!r}") from None
 
 
+_SETTINGS: dict[str, tuple[str, type[Enum]]] = {
+    "kernel": ("EDGEREC_SEARCH_KERNEL", SearchKernel),
+    "layout": ("EDGEREC_SEARCH_LAYOUT", SearchLayout),
+}
+
+
+def _setting(key: str) -> Any:
+    """The setting ``key`` in force: set in this process, else its environment variable."""
+    if key not in _state:
+        env, kind = _SETTINGS[key]
+        raw = os.environ.get(env, "") or "auto"
+        _state[key] = _parse(raw, f"the environment variable {env}", kind)
+    return _state[key]
+
+
+def _set(key: str, value: Any, where: str) -> Any:
+    """Set ``key`` for the process; returns the previous setting (AUTO for a bad environment
+    variable, which this overrides)."""
+    kind = _SETTINGS[key][1]
+    chosen = _parse(value, where, kind)
+    try:
+        previous = _setting(key)
+    except ValueError:
+        previous = kind("auto")
+    _state[key] = chosen
+    return previous
+
+
 def search_kernel() -> SearchKernel:
     """The kernel setting in force (:func:`set_search_kernel`, else the environment)."""
-    if "kernel" not in _state:
-        raw = os.environ.get("EDGEREC_SEARCH_KERNEL", "") or "auto"
-        _state["kernel"] = _parse(raw, "the environment variable EDGEREC_SEARCH_KERNEL")
-    return _state["kernel"]
+    return _setting("kernel")
 
 
 def set_search_kernel(kernel: SearchKernel | str) -> SearchKernel:
     """Choose the kernel for int8 catalogs (process-wide); returns the previous setting."""
-    chosen = _parse(kernel, "the search kernel")
-    try:
-        previous = search_kernel()
-    except ValueError:  # a bad EDGEREC_SEARCH_KERNEL, overridden now
-        previous = SearchKernel.AUTO
-    _state["kernel"] = chosen
-    return previous
+    return _set("kernel", kernel, "the search kernel")
 
 
 def search_layout() -> SearchLayout:
     """The layout setting in force (:func:`set_search_layout`, else the environment)."""
-    if "layout" not in _state:
-        raw = os.environ.get("EDGEREC_SEARCH_LAYOUT", "") or "auto"
-        _state["layout"] = _parse(raw, "the environment variable EDGEREC_SEARCH_LAYOUT",
-                                  SearchLayout)
-    return _state["layout"]
+    return _setting("layout")
 
 
 def set_search_layout(layout: SearchLayout | str) -> SearchLayout:
     """Choose the onnxruntime kernel's layout (process-wide); returns the previous setting.
     Copies already built in the other layout stay until their catalog closes."""
-    chosen = _parse(layout, "the search layout", SearchLayout)
-    try:
-        previous = search_layout()
-    except ValueError:  # a bad EDGEREC_SEARCH_LAYOUT, overridden now
-        previous = SearchLayout.AUTO
-    _state["layout"] = chosen
-    return previous
+    return _set("layout", layout, "the search layout")
 
 
 # --------------------------------------------------------------------------- engine
