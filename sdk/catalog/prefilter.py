@@ -9,8 +9,9 @@ the codes as rows with a zero point were the faster (``benchmarks/int8_orientati
 So this kernel keeps, per mapped segment and in memory, a copy of the codes in one of two
 **layouts** (:class:`SearchLayout`; one more byte per dimension and item, plus 4 bytes per
 item for ``columns``), built on the first search and dropped with the mapping; ``auto`` (the
-default) times both on a synthetic block once per process and dimension and keeps the faster
-(``columns`` unless ``rows`` takes under 0.8x its time). The kernel answers with a short
+default) times both on a synthetic block of the kernel's own shape (at most 8 MB) once per
+process and dimension and keeps the faster (``columns`` unless ``rows`` takes under 0.8x its
+time). The kernel answers with a short
 list of candidate rows that :func:`edgerec.sdk.catalog.scan.exact_top_k` then scores exactly
 with the numpy kernel, so the results are the numpy kernel's whichever layout runs:
 
@@ -62,7 +63,7 @@ MAX_GROUP = 64
 _LEVELS = 63  # query codes in [-63, 63] ...
 _OFFSET = 64  # ... fed as [1, 127]
 _SUB_ROWS = 4096  # rows per float32 block when measuring norms
-_PROBE_ROWS = 16384  # the synthetic block SearchLayout.AUTO times both layouts on ...
+_PROBE_BYTES = 1 << 23  # the synthetic block SearchLayout.AUTO times both layouts on ...
 _PROBE_RUNS = 7  # ... this many times each, interleaved (the minimum counts)
 _ROWS_WINS = 0.8  # rows is kept when it takes under this share of the columns' time
 
@@ -178,7 +179,8 @@ def active_kernel(view: VectorView) -> SearchKernel:
 
 def active_layout(dim: int) -> SearchLayout:
     """The layout the onnxruntime kernel uses for ``dim``-wide codes now (COLUMNS or ROWS;
-    the first call under AUTO times both, a few milliseconds)."""
+    the first call under AUTO times both on a block of the kernel's shape: tens of
+    milliseconds)."""
     setting = search_layout()
     if setting is not SearchLayout.AUTO:
         return setting
@@ -191,14 +193,15 @@ def active_layout(dim: int) -> SearchLayout:
 
 
 def _time_layouts(engine: Int8MatMul, dim: int) -> SearchLayout:
-    """ROWS when its one-query product over a random ``_PROBE_ROWS`` x ``dim`` block takes
+    """ROWS when its one-query product over a random block of ``_PROBE_BYTES`` of codes takes
     under ``_ROWS_WINS`` of the COLUMNS product's time (best of ``_PROBE_RUNS`` each)."""
     rng = np.random.default_rng(0)
-    codes = rng.integers(-128, 128, (_PROBE_ROWS, dim), dtype=np.int8)
+    rows = min(CHUNK_ROWS, max(1024, _PROBE_BYTES // dim)) // 64 * 64  # a block's shape
+    codes = np.tile(rng.integers(-128, 128, (64, dim), dtype=np.int8), (rows // 64, 1))
     codes_t, _ = engine.prepare(codes)
     shifted = engine.shift(codes)
-    offset = np.zeros(_PROBE_ROWS, np.int32)
-    scales = np.ones(_PROBE_ROWS, np.float32)
+    offset = np.zeros(rows, np.int32)
+    scales = np.ones(rows, np.float32)
     u = rng.integers(1, 128, (1, dim), dtype=np.uint8)
     q = (u.astype(np.int16) - _OFFSET).astype(np.int8).reshape(dim, 1)
     calls = {SearchLayout.COLUMNS: lambda: engine.scaled_product(u, codes_t, offset, scales),
