@@ -475,15 +475,35 @@ def preprocess(
     if isinstance(images, (str, bytes, np.ndarray, Image.Image)) or hasattr(images, "read"):
         raise TypeError("preprocess() takes a sequence of images; wrap a single one in a list.")
     size = int(pre.input_size)
-    out = np.empty((len(images), size, size, 3), dtype=np.float32)
+    nchw = Layout(layout) is Layout.NCHW
+    out = np.empty((len(images), 3, size, size) if nchw else (len(images), size, size, 3),
+                   dtype=np.float32)
     mean = np.asarray(pre.mean, np.float32) * 255.0
     inv_std = 1.0 / (np.asarray(pre.std, np.float32) * 255.0)
+    # NHWC: one image row at a time against the constants tiled along it (a 3-long inner
+    # broadcast is 4x slower); NCHW: straight into each channel plane (no transposed copy)
+    row_mean, row_inv = np.tile(mean, size), np.tile(inv_std, size)
     for i, source in enumerate(images):
         try:
             img = _load(source, limits, pre)
         except InvalidImageError as exc:
             raise InvalidImageError(f"Image {first_index + i}: {exc}") from exc
-        np.multiply(np.asarray(img, dtype=np.float32) - mean, inv_std, out=out[i])
-    if Layout(layout) is Layout.NCHW:
-        return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+        _normalise(np.asarray(img), out[i], mean, inv_std, row_mean, row_inv, nchw)
     return out
+
+
+def _normalise(pixels: np.ndarray, out: np.ndarray, mean: np.ndarray, inv_std: np.ndarray,
+               row_mean: np.ndarray, row_inv: np.ndarray, nchw: bool) -> None:
+    """``out = (pixels - mean) * inv_std`` in float32, from (S, S, 3) uint8 RGB into ``out``:
+    (3, S, S) when ``nchw``, else (S, S, 3). The same float32 operations in the same order as
+    a broadcast over the last axis, so the same bits."""
+    size = out.shape[1]
+    if nchw:
+        for c in range(3):
+            plane = out[c]
+            np.subtract(pixels[:, :, c], mean[c], out=plane, dtype=np.float32)
+            plane *= inv_std[c]
+    else:
+        rows = out.reshape(size, size * 3)
+        np.subtract(pixels.reshape(size, size * 3), row_mean, out=rows, dtype=np.float32)
+        rows *= row_inv

@@ -97,6 +97,20 @@ def test_normalisation_uses_per_channel_mean_and_std():
     np.testing.assert_allclose(x, [1.0, 1.0, 0.0], atol=1e-6)
 
 
+def test_normalisation_is_bit_for_bit_the_broadcast_formula_in_both_layouts():
+    # the per-plane (NCHW) and tiled-row (NHWC) paths must give the bits the parity gates saw
+    pre = Preprocessing(input_size=24, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (24, 24, 3), dtype=np.uint8) for _ in range(3)]
+    mean = np.asarray(pre.mean, np.float32) * 255.0
+    inv_std = 1.0 / (np.asarray(pre.std, np.float32) * 255.0)
+    want = np.stack([(x.astype(np.float32) - mean) * inv_std for x in images])
+    np.testing.assert_array_equal(preprocess(images, pre, Layout.NHWC), want)
+    np.testing.assert_array_equal(preprocess(images, pre, Layout.NCHW),
+                                  want.transpose(0, 3, 1, 2))
+    assert preprocess(images, pre, Layout.NCHW).flags.c_contiguous
+
+
 def test_shorter_side_resize_then_centre_crop_keeps_the_middle():
     img = np.zeros((40, 120, 3), np.uint8)  # wide: left third red, middle green, right blue
     img[:, :40, 0] = 255
