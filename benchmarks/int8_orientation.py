@@ -63,10 +63,10 @@ def product(n: int, dim: int, runs: int, rounds: int, seed: int = 0) -> dict:
     codes = rng.integers(-128, 128, (n, dim), dtype=np.int8)
     engine = Int8MatMul.create()
     codes_t, sums = engine.prepare(codes)
-    offset = (sums[0].astype(np.int64) * prefilter._OFFSET).astype(np.int32)
+    offset = prefilter.columns_offset(sums)
     scales = np.full(n, 1e-2, np.float32)
     levels = rng.integers(-63, 64, (1, dim), dtype=np.int8)
-    u = (levels.astype(np.int16) + prefilter._OFFSET).astype(np.uint8)
+    u = (levels.astype(np.int16) + prefilter.QUERY_OFFSET).astype(np.uint8)
     shifted, q = engine.shift(codes), np.ascontiguousarray(levels.T)
     a = engine.scaled_product(u, codes_t, offset, scales)[0]
     b = engine.scaled_product_rows(shifted, q, scales[:, None])[:, 0]

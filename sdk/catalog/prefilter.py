@@ -61,7 +61,7 @@ CHUNK_ROWS = 65536  # rows per ONNX Runtime call (per cached block)
 GROUP_MIN = 8  # a batch of at least this many queries goes through one (Q, D) product
 MAX_GROUP = 64
 _LEVELS = 63  # query codes in [-63, 63] ...
-_OFFSET = 64  # ... fed as [1, 127]
+QUERY_OFFSET = 64  # ... fed as [1, 127] in the COLUMNS layout
 _SUB_ROWS = 4096  # rows per float32 block when measuring norms
 _PROBE_BYTES = 1 << 23  # the synthetic block SearchLayout.AUTO times both layouts on ...
 _PROBE_RUNS = 7  # ... this many times each, interleaved (the minimum counts)
@@ -203,7 +203,7 @@ def _time_layouts(engine: Int8MatMul, dim: int) -> SearchLayout:
     offset = np.zeros(rows, np.int32)
     scales = np.ones(rows, np.float32)
     u = rng.integers(1, 128, (1, dim), dtype=np.uint8)
-    q = (u.astype(np.int16) - _OFFSET).astype(np.int8).reshape(dim, 1)
+    q = (u.astype(np.int16) - QUERY_OFFSET).astype(np.int8).reshape(dim, 1)
     calls = {SearchLayout.COLUMNS: lambda: engine.scaled_product(u, codes_t, offset, scales),
              SearchLayout.ROWS: lambda: engine.scaled_product_rows(shifted, q, scales[:, None])}
     best = dict.fromkeys(calls, float("inf"))
@@ -234,6 +234,13 @@ class _SegmentCache:
     blocks: tuple[_Block, ...]
 
 
+def columns_offset(sums: np.ndarray) -> np.ndarray:
+    """``(rows,)`` int32: what the COLUMNS layout's ``QUERY_OFFSET`` adds to each row's product,
+    ``QUERY_OFFSET * sum_j c_ij``, from the ``(1, rows)`` column sums of
+    :meth:`Int8MatMul.prepare`; the graph subtracts it."""
+    return (sums[0].astype(np.int64) * QUERY_OFFSET).astype(np.int32)
+
+
 def _segment_cache(seg: Segment, engine: Int8MatMul, layout: SearchLayout) -> _SegmentCache:
     """The copy of a segment's codes in ``layout``, built once per mapped array."""
     key = (id(seg.vectors), layout)
@@ -259,7 +266,7 @@ def _build(seg: Segment, engine: Int8MatMul, layout: SearchLayout) -> _SegmentCa
             copy, offset = engine.shift(codes), None
         else:
             copy, sums = engine.prepare(codes)
-            offset = (sums[0].astype(np.int64) * _OFFSET).astype(np.int32)
+            offset = columns_offset(sums)
         scales = np.ascontiguousarray(seg.scales[c0:c1], dtype=np.float32)
         peak = 0.0
         for b0 in range(0, c1 - c0, _SUB_ROWS):
@@ -320,7 +327,7 @@ def _levels(q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _feed(levels: np.ndarray, layout: SearchLayout) -> np.ndarray:
     """Query levels as the layout's graph takes them: int8 for ROWS, uint8 + 64 for COLUMNS."""
     return (levels.astype(np.int8) if layout is SearchLayout.ROWS
-            else (levels + _OFFSET).astype(np.uint8))
+            else (levels + QUERY_OFFSET).astype(np.uint8))
 
 
 def _scan(view: VectorView, engine: Int8MatMul, layout: SearchLayout,
