@@ -48,8 +48,10 @@ def test_every_artifact_and_engine_gets_every_stage_in_its_own_process(result):
     assert teacher["ratio_encode_b1"] == 1.0  # the baseline
     # The 1024-d uint8 MobileNetV1 costs far more than the 16-d fixture network.
     assert configs[("tiny", "encoder/onnx/fp32", 1)]["ratio_encode_b1"] < 0.5
-    e2e = teacher["stages"]["end_to_end"]["p50"]
-    assert e2e > teacher["stages"]["encode_b1"]["p50"]  # the whole path holds the engine
+    # The whole path holds the engine: compared on the least disturbed runs (a p50 taken while
+    # another job held the CPU read 19 ms for the engine alone against 14 ms end to end).
+    e2e = teacher["stages"]["end_to_end"]["min"]
+    assert e2e > teacher["stages"]["encode_b1"]["min"]
 
 
 def test_the_result_records_the_machine_versions_and_sizes(result):
@@ -131,7 +133,7 @@ def test_percentiles_over_rounds_are_medians_of_round_medians():
               {"stages": {"s": [4.0, 5.0, 6.0]}}]
     base = [{"stages": {"s": [1.0]}}, {"stages": {"s": [5.0]}}, {"stages": {"s": [5.0]}}]
     stats = _stage(rounds, "s")
-    assert stats["p50"] == 5.0 and stats["n"] == 9
+    assert stats["p50"] == 5.0 and stats["n"] == 9 and stats["min"] == 1.0
     assert stats["p99"] == pytest.approx(percentiles([1, 2, 3, 10, 10, 10, 4, 5, 6])["p99"])
     assert _ratio(rounds, base, "s") == 2.0  # (2/1, 10/5, 5/5): median 2
     assert _stage(rounds, "missing") is None
