@@ -497,13 +497,12 @@ def _normalise(pixels: np.ndarray, out: np.ndarray, mean: np.ndarray, inv_std: n
     """``out = (pixels - mean) * inv_std`` in float32, from (S, S, 3) uint8 RGB into ``out``:
     (3, S, S) when ``nchw``, else (S, S, 3). The same float32 operations in the same order as
     a broadcast over the last axis, so the same bits."""
-    size = out.shape[1]
     if nchw:
         for c in range(3):
             plane = out[c]
             np.subtract(pixels[:, :, c], mean[c], out=plane, dtype=np.float32)
             plane *= inv_std[c]
     else:
-        rows = out.reshape(size, size * 3)
-        np.subtract(pixels.reshape(size, size * 3), row_mean, out=rows, dtype=np.float32)
+        rows = out.reshape(out.shape[0], -1)  # (S, 3S), a view of the contiguous image
+        np.subtract(pixels.reshape(rows.shape), row_mean, out=rows, dtype=np.float32)
         rows *= row_inv
