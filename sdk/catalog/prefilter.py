@@ -186,9 +186,10 @@ def active_layout(dim: int) -> SearchLayout:
         return setting
     measured = _state.setdefault("measured", {})
     if dim not in measured:
+        engine = _engine(required=True)  # before the lock: _engine takes it too
         with _lock:
             if dim not in measured:
-                measured[dim] = _time_layouts(_engine(required=True), dim)
+                measured[dim] = _time_layouts(engine, dim)
     return measured[dim]
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -279,6 +280,23 @@ def test_auto_layout_times_both_once_per_dimension_and_keeps_the_results(tmp_pat
         sk.set_search_kernel(previous)
         sk.set_search_layout(previous_layout)
     assert [[m.id for m in g] for g in got] == [[m.id for m in w] for w in want]
+
+
+def test_the_layout_can_be_asked_for_before_any_search_made_the_engine(monkeypatch):
+    # active_layout once held the module lock while _engine took it again: a caller asking for
+    # the layout first (a benchmark's report) waited forever
+    pytest.importorskip("onnxruntime")
+    monkeypatch.delitem(sk._state, "engine", raising=False)
+    monkeypatch.setitem(sk._state, "measured", {})
+    previous = sk.set_search_layout("auto")
+    try:
+        done = []
+        worker = threading.Thread(target=lambda: done.append(sk.active_layout(40)), daemon=True)
+        worker.start()
+        worker.join(timeout=60)
+        assert done and done[0] in (sk.SearchLayout.COLUMNS, sk.SearchLayout.ROWS)
+    finally:
+        sk.set_search_layout(previous)
 
 
 def test_a_bad_setting_says_what_to_choose(tmp_path, monkeypatch):
