@@ -25,6 +25,7 @@ under ``build/bench`` (the student needs the export extra: torch, litert-torch).
 from __future__ import annotations
 
 import os
+import shlex
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
@@ -460,7 +461,7 @@ def _summarise(args, search_rounds, bandwidth, photo_rounds, startup, rss) -> di
     }
     return {"benchmark": "catalog_targets", "machine": machine_info(), "threads": 1,
             "rounds": args.rounds, "queries": args.queries, "rss_queries": args.rss_queries,
-            "command": "python benchmarks/catalog_targets.py " + " ".join(sys.argv[1:]),
+            "command": "python benchmarks/catalog_targets.py " + shlex.join(sys.argv[1:]),
             "bandwidth": {"copy_gbs": copy_gbs, "read_gbs": read_gbs, "sgemm_gflops": sgemm},
             "search_1m": search, "top10_agreement_with_numpy": agree, "photo_100k": photo,
             "startup": start, "startup_runs": startup, "rss": rss, "targets": targets}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -137,7 +138,7 @@ def main() -> None:
                       "preprocess": percentiles(pre)}
     payload = {"benchmark": "embed_latency", "machine": machine_info(), "baseline": base,
                "rounds": args.rounds, "iters": args.iters, "results": results,
-               "command": "python benchmarks/embed_latency.py " + " ".join(sys.argv[1:])}
+               "command": "python benchmarks/embed_latency.py " + shlex.join(sys.argv[1:])}
     lines = [
         "# Embedding latency (batch 1)", "",
         f"Machine: {payload['machine']['cpu']}, {payload['machine']['cores']} cores, flags "

@@ -19,6 +19,7 @@ MRR, AUC; cold and warm slices). Also each side's pixels-only ranking (``visual_
 from __future__ import annotations
 
 import os
+import shlex
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
@@ -63,7 +64,7 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
     payload = {
-        "command": "python benchmarks/feed_encoders.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/feed_encoders.py " + shlex.join(sys.argv[1:]),
         "machine": machine_info(), "commit": commit,
         "sides": {lab: {"bundle": side[0], "catalog": side[1]}
                   for lab, side in zip(args.labels, (args.a, args.b))},

@@ -16,6 +16,7 @@ checkpoint (``--student NAME --checkpoint best.pt``, its head's embedding).
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -91,7 +92,7 @@ def main() -> None:
         for name, model in models.items():
             table.setdefault(split, {})[name] = {
                 s: round(_label_map(_embed(model, records, s), labels), 4) for s in sizes}
-    payload = {"command": "python benchmarks/resolution_probe.py " + " ".join(sys.argv[1:]),
+    payload = {"command": "python benchmarks/resolution_probe.py " + shlex.join(sys.argv[1:]),
                "machine": machine_info(), "images": {"seen": len(data.val),
                                                      "unseen": len(data.unseen)},
                "map@10": table, "seconds": round(time.perf_counter() - start, 1)}

@@ -17,6 +17,7 @@ generation) at a few sizes, extrapolated linearly to 10 M items.
 from __future__ import annotations
 
 import os
+import shlex
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
@@ -237,7 +238,7 @@ def main(argv=None) -> int:
     commit = commit_cost(b, args.commit_sizes)
     last = commit[-1]
     k = 10_000_000 / last["items"]
-    command = " ".join(sys.argv[1:] if argv is None else argv)
+    command = shlex.join(sys.argv[1:] if argv is None else argv)
     payload = {"items": args.items, "machine": machine_info(), "loadavg": loadavg,
                "loadavg_end": os.getloadavg(), "command": command,
                "encoder": ("MobileNetV1 teacher" if args.bundle is None

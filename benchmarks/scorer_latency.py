@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -203,7 +204,7 @@ def main() -> None:
                "rounds": args.rounds, "iters": args.iters, "target_ms": 0.5,
                "load_average": {"before": load_before, "after": load_after},
                "results": results,
-               "command": "python benchmarks/scorer_latency.py " + " ".join(sys.argv[1:])}
+               "command": "python benchmarks/scorer_latency.py " + shlex.join(sys.argv[1:])}
     busy = max(load_before[0], load_after[0]) > 0.5
     lines = [
         f"# Scorer latency ({args.candidates} candidates per query)", "",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
              for name, v in out["samples"].items()}
     given = argv if argv is not None else sys.argv[1:]
     payload = {"machine": machine_info(),
-               "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *given]),
+               "command": "python " + shlex.join([os.path.relpath(__file__, ROOT), *given]),
                "bundle": str(args.bundle.relative_to(ROOT) if args.bundle.is_relative_to(ROOT)
                              else args.bundle),
                "artifact": out["artifact"], "layout": out["layout"], "items": args.items,
