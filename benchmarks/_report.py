@@ -33,6 +33,13 @@ def write(name: str, payload: dict[str, Any], markdown: str) -> tuple[Path, Path
     return js, md
 
 
+def publish(name: str, payload: dict[str, Any], markdown: str) -> None:
+    """:func:`write` both files, then print the Markdown and where the files went."""
+    js, md = write(name, payload, markdown)
+    print(markdown)
+    print(f"wrote {js} and {md}")
+
+
 def parse_value(text: str) -> Any:
     """A ``--set key=value`` value: int, float, ``a,b`` -> tuple of ints, true/false/none,
     else the text."""

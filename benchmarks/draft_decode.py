@@ -29,7 +29,7 @@ from edgerec.sdk import Bundle, Encoder, EncoderOptions
 from edgerec.sdk.evaluation import label_retrieval_per_query, paired_bootstrap_ci
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import machine_info, write
+from _report import machine_info, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -157,9 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                    "speed": speed(encoder, paths, args.rounds)}
     finally:
         encoder.close()
-    js, md = write(args.name, payload, _markdown(payload))
-    print(_markdown(payload))
-    print(f"wrote {js} and {md}")
+    publish(args.name, payload, _markdown(payload))
     return 0
 
 

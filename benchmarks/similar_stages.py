@@ -37,7 +37,7 @@ from edgerec.sdk.catalog import prefilter
 from edgerec.sdk.image import _load, preprocess  # the encoder's own fused decode + resize
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import machine_info, write
+from _report import machine_info, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT.parent / "shared" / "data" / "clothing-small" / "validation"
@@ -141,9 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                "artifact": out["artifact"], "layout": out["layout"], "items": args.items,
                "k": args.k, "photos": len(photos), "runs": args.runs, "warmup": args.warmup,
                "load_average": load, "stats": stats}
-    js, md = write(args.name, payload, _markdown(payload))
-    print(_markdown(payload))
-    print(f"wrote {js} and {md}")
+    publish(args.name, payload, _markdown(payload))
     return 0
 
 
