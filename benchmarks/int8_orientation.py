@@ -1,12 +1,14 @@
 """Which way round should the int8 catalog scan call ONNX Runtime's ``MatMulInteger`` on this
 CPU? The search pre-filter (:mod:`edgerec.sdk.catalog.prefilter`) has two layouts
-(:class:`~edgerec.sdk.catalog.prefilter.SearchLayout`), chosen per CPU by timing; this times
-both at two levels, one query, 1 thread, interleaved per run:
+(:class:`~edgerec.sdk.catalog.prefilter.SearchLayout`), chosen per CPU by timing one query;
+this times both at two levels, 1 thread, interleaved per run:
 
 - **product**: the graph alone (:class:`edgerec.runtimes.int8_matmul.Int8MatMul`), random
-  codes: ``columns``, query uint8 ``(1, D)`` x codes^T int8 ``(D, N)`` with the per-row offset
-  and scales; ``rows``, codes + 128 uint8 ``(N, D)`` with zero point 128 x query int8
-  ``(D, 1)`` x scales (the same scores: checked);
+  codes: ``columns``, queries uint8 ``(Q, D)`` x codes^T int8 ``(D, N)`` with the per-row
+  offset and scales; ``rows``, codes + 128 uint8 ``(N, D)`` with zero point 128 x queries
+  int8 ``(D, Q)`` x scales (the same scores: checked). Q = 1, and the batch shapes the
+  pre-filter groups queries into (``--queries``, at catalogs up to ``--batch-items``), to
+  check that the one-query timing behind ``auto`` also holds for batches;
 - **search**: ``Catalog.search(q, k=10)`` on an int8 catalog of N random unit vectors with the
   onnxruntime kernel in each layout (same ids: checked), and with the numpy kernel;
 
@@ -58,20 +60,20 @@ def _interleaved(calls: dict, runs: int, rounds: int) -> dict:
     return {**out, "ratio": float(np.median(ratios)), "ratio_rounds": ratios}
 
 
-def product(n: int, dim: int, runs: int, rounds: int, seed: int = 0) -> dict:
+def product(n: int, dim: int, runs: int, rounds: int, queries: int = 1, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     codes = rng.integers(-128, 128, (n, dim), dtype=np.int8)
     engine = Int8MatMul.create()
     codes_t, sums = engine.prepare(codes)
     offset = prefilter.columns_offset(sums)
     scales = np.full(n, 1e-2, np.float32)
-    levels = rng.integers(-63, 64, (1, dim), dtype=np.int8)
+    levels = rng.integers(-63, 64, (queries, dim), dtype=np.int8)
     u = (levels.astype(np.int16) + prefilter.QUERY_OFFSET).astype(np.uint8)
     shifted, q = engine.shift(codes), np.ascontiguousarray(levels.T)
-    a = engine.scaled_product(u, codes_t, offset, scales)[0]
-    b = engine.scaled_product_rows(shifted, q, scales[:, None])[:, 0]
+    a = engine.scaled_product(u, codes_t, offset, scales)
+    b = engine.scaled_product_rows(shifted, q, scales[:, None]).T
     assert np.array_equal(a, b), "the two layouts disagree"
-    return {"items": n, "dim": dim, **_interleaved({
+    return {"items": n, "dim": dim, "queries": queries, **_interleaved({
         "columns": lambda i: engine.scaled_product(u, codes_t, offset, scales),
         "rows": lambda i: engine.scaled_product_rows(shifted, q, scales[:, None])},
         runs, rounds)}
@@ -114,11 +116,13 @@ def _timed(fn) -> float:
 
 
 def _table(title: str, rows: list[dict], extra: str = "") -> list[str]:
-    head = "| items x dim | columns p50 ms | rows p50 ms | rows / columns (median; rounds) |"
+    head = ("| items x dim | queries | columns p50 ms | rows p50 ms "
+            "| rows / columns (median; rounds) |")
     lines = [f"## {title}", "", head + (" numpy kernel p50 ms |" if extra else ""),
-             "|---|---|---|---|" + ("---|" if extra else "")]
+             "|---|---|---|---|---|" + ("---|" if extra else "")]
     for r in rows:
-        line = (f"| {r['items']:,} x {r['dim']} | {r['columns']:.3f} | {r['rows']:.3f} | "
+        line = (f"| {r['items']:,} x {r['dim']} | {r.get('queries', 1)} | {r['columns']:.3f} | "
+                f"{r['rows']:.3f} | "
                 f"{r['ratio']:.2f} ({', '.join(f'{x:.2f}' for x in r['ratio_rounds'])}) |")
         lines.append(line + (f" {r[extra]:.3f} |" if extra else ""))
     return [*lines, ""]
@@ -131,9 +135,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--queries", type=int, nargs="*", default=[prefilter.GROUP_MIN,
+                                                                 prefilter.MAX_GROUP],
+                    help="batch shapes for the product table, besides one query (default: "
+                         "the pre-filter's smallest and largest group)")
+    ap.add_argument("--batch-items", type=int, default=100_000,
+                    help="largest catalog the batch products run on (default 100k)")
     ap.add_argument("--name", default="int8_orientation")
     args = ap.parse_args(argv)
     products = [product(n, args.dim, args.runs, args.rounds) for n in args.sizes]
+    products += [product(n, args.dim, args.runs, args.rounds, queries=nq)
+                 for nq in args.queries for n in args.sizes if n <= args.batch_items]
     with tempfile.TemporaryDirectory() as tmp:
         searches = [search(n, args.dim, args.runs, args.rounds, Path(tmp)) for n in args.sizes]
     chosen = prefilter.active_layout(args.dim).value
@@ -141,11 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     md = ["# int8 catalog scan: the pre-filter's two layouts", "",
           f"Machine: {info.get('cpu')}, {info.get('cores')} cores, flags "
           f"{', '.join(info.get('cpu_flags') or [])}; onnxruntime {ort.__version__}; "
-          f"{info.get('date')}; commit {info.get('commit')}. One query, 1 thread, "
+          f"{info.get('date')}; commit {info.get('commit')}. 1 thread, "
           f"{args.rounds} rounds x {args.runs} runs, interleaved. `auto` chose **{chosen}** "
           "here.", "",
           *_table("The integer product alone (random codes)", products),
-          *_table("Catalog.search top-10 (random unit vectors, onnxruntime kernel)", searches,
+          *_table("Catalog.search top-10, one query (random unit vectors, onnxruntime kernel)",
+                  searches,
                   extra="numpy")]
     text = "\n".join(md)
     write(args.name, {"machine": info, "products": products, "searches": searches,
