@@ -29,8 +29,9 @@ __all__ = ["add_scorer_arguments", "register", "scorer_options"]
 
 
 def register(sub: Any) -> None:
-    """Add ``export`` and ``scorer train`` to the ``edgerec`` sub-parsers ``sub``."""
+    """Add ``export``, ``convert`` and ``scorer train`` to the ``edgerec`` sub-parsers ``sub``."""
     add_export_parser(sub)
+    add_convert_parser(sub)
     add_scorer_parser(sub)
 
 
@@ -252,6 +253,61 @@ def add_export_parser(sub: Any) -> None:
     add_json(exp)
     exp.set_defaults(func=cmd_export)
 
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    try:
+        from edgerec.export.artifacts.tflite_onnx import ConversionOptions, tflite_to_onnx
+    except ImportError as exc:
+        raise RuntimeUnavailableError(
+            f"`edgerec convert` needs the export extra ({exc.name} is missing): "
+            "pip install 'edgerec[export]'"
+        ) from exc
+    from edgerec.sdk.cli.common import expand_images
+
+    probes = expand_images(args.probe_images) if args.probe_images else []
+    try:
+        options = ConversionOptions(probe_images=probes, min_cosine=args.min_cosine,
+                                    force=args.force)
+    except ValueError as exc:
+        raise ExportError(f"bad convert option: {exc}") from exc
+    result = tflite_to_onnx(args.model, args.out, options)
+    norm = " ".join(f"{v:.10g}" for v in result.mean)
+    scale = " ".join(f"{v:.10g}" for v in result.std)
+    convs = sum(op in ("CONV_2D", "DEPTHWISE_CONV_2D") for op in result.ops)
+    command = (f"edgerec bundle import {result.source} {result.path} --mean {norm} "
+               f"--std {scale} --out BUNDLE")
+    payload = {**result.to_dict(), "import_command": command}
+    text = (f"wrote {result.path}: {convs} convolutions as ONNX QLinearConv; on "
+            f"{result.probes} {result.probe_kind} probes cosine to {result.source.name} "
+            f"min {result.min_cosine:.6f}, largest difference {result.max_abs_diff:.2f} "
+            f"output steps ({result.seconds:.1f} s)\nboth in one bundle: {command}")
+    emit(args, payload, text)
+    return 0
+
+
+def add_convert_parser(sub: Any) -> None:
+    """``edgerec convert``."""
+    conv = sub.add_parser(
+        "convert", help="rewrite a quantized .tflite CNN (e.g. the MobileNetV1 teacher) as ONNX",
+        description="Write the same integers of a uint8/int8 TFLite CNN (a chain of "
+        "convolutions and a global average pool, such as the shipped MobileNetV1 teacher) as "
+        "an ONNX QLinearConv graph, so ONNX Runtime can run it; checked against the .tflite "
+        "on probe inputs and written only when they agree. Needs `pip install "
+        "'edgerec[export]'` (onnx).",
+    )
+    from edgerec.export.artifacts.tflite_onnx import ConversionOptions
+
+    conv.add_argument("model", help="the quantized .tflite model")
+    conv.add_argument("--out", required=True, help=".onnx file to write")
+    conv.add_argument("--probe-images", nargs="*", metavar="PATH",
+                      help="photos (files or folders) to check agreement on (default: "
+                      "generated colour fields)")
+    option(conv, "--min-cosine", type=float, source=ConversionOptions, name="min_cosine",
+           help="least cosine between the two models' outputs on any probe")
+    conv.add_argument("--force", action="store_true", help="replace --out if it exists")
+    add_json(conv)
+    conv.set_defaults(func=cmd_convert)
 
 
 def add_scorer_arguments(p: argparse.ArgumentParser, *, events_required: bool) -> None:
