@@ -279,7 +279,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
                f"--std {scale} --out BUNDLE")
     payload = {**result.to_dict(), "import_command": command}
     text = (f"wrote {result.path}: {convs} convolutions as ONNX QLinearConv; on "
-            f"{result.probes} {result.probe_kind} probes cosine to {result.source.name} "
+            f"{result.probes} probes ({result.probe_kind}) cosine to {result.source.name} "
             f"min {result.min_cosine:.6f}, largest difference {result.max_abs_diff:.2f} "
             f"output steps ({result.seconds:.1f} s)\nboth in one bundle: {command}")
     emit(args, payload, text)

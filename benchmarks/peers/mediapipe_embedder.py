@@ -3,17 +3,22 @@ photos, one process, whole pipeline (file path -> unit vector), 1 thread each.
 
 The model is the shipped uint8 teacher (MobileNetV1 224, 1024-d, no TFLite metadata), which
 MediaPipe accepts as it is: without metadata it feeds the uint8 input raw 0..255 pixels and
-stretches the whole photo to 224x224. edgerec opens the same file through two bundles made
-with :func:`edgerec.sdk.bundle.importer.import_model` and ``raw_pixels``: ``crop`` (its
-default geometry, shorter side to 224 then centre crop, what ``edgerec bundle import
---raw-pixels`` writes) and ``stretch`` (``--resize stretch``, MediaPipe's geometry).
+stretches the whole photo to 224x224. edgerec opens the same network through two bundles made
+with :func:`edgerec.sdk.bundle.importer.import_model`: ``crop`` (its default geometry,
+shorter side to 224 then centre crop) and ``stretch`` (``--resize stretch``, MediaPipe's
+geometry). Each holds the ``.tflite`` file itself and its ``edgerec convert`` rewrite as ONNX
+(the same integers as ``QLinearConv``; :mod:`edgerec.export.artifacts.tflite_onnx`), made
+once in the project's venv before the peer venv runs (the rewrite needs ``onnx``; running it
+needs only ``onnxruntime``).
 
-Three paths, interleaved per photo (the order rotates with photo and round), after warm-up:
+Five paths, interleaved per photo (the order rotates with photo and round), after warm-up:
 ``mediapipe`` (``mp.Image.create_from_file`` + ``ImageEmbedder.embed``, ``l2_normalize``),
 ``edgerec-crop`` and ``edgerec-stretch`` (``Encoder.embed([path])``, LiteRT + XNNPACK, int8,
-``num_threads=1``). MediaPipe has no thread option; on desktop Linux its XNNPACK delegate
-defaults to 1 thread (``GetXnnpackDefaultNumThreads`` in ``inference_calculator_utils.cc``),
-which the report checks as process CPU time / wall time per path.
+``num_threads=1``), ``edgerec-onnx-crop`` and ``edgerec-onnx-stretch`` (the same, ONNX Runtime
+on the rewrite, ``num_threads=1``). MediaPipe has no thread option; on desktop Linux its
+XNNPACK delegate defaults to 1 thread (``GetXnnpackDefaultNumThreads`` in
+``inference_calculator_utils.cc``), which the report checks as process CPU time / wall time
+per path.
 
 Agreement: cosine of the two unit vectors per photo, MediaPipe against edgerec-stretch (same
 geometry: what is left is JPEG decoder, resampling filter and engine) and against
@@ -22,7 +27,7 @@ engines (engine parity alone) and the decoders' pixel difference.
 
 MediaPipe is never installed in the project's venv: the first run creates
 ``build/peers/mediapipe-venv`` (``python -m venv``; mediapipe, ai-edge-litert and this
-checkout, editable, without extras) and re-runs itself there.
+checkout, editable, without extras, plus onnxruntime) and re-runs itself there.
 
     nice python benchmarks/peers/mediapipe_embedder.py [--images 200] [--rounds 3]
     # ~1.5 min on 2 shared vCPUs (+ ~1 min the first time, for the venv); writes
@@ -39,6 +44,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,9 +55,12 @@ TEACHER = ROOT / "examples" / "sample" / "teacher" / (
     "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite")
 PHOTOS = ROOT.parent / "shared" / "data" / "clothing-small"
 SAMPLE = ROOT / "examples" / "sample" / "images"
-REQUIREMENTS = ("mediapipe==1.2.3", "ai-edge-litert==2.3.0")
+REQUIREMENTS = ("mediapipe==1.2.3", "ai-edge-litert==2.3.0", "onnxruntime==1.32.0")
 """What the peer venv gets besides this checkout (its numpy is whatever mediapipe accepts)."""
-PATHS = ("mediapipe", "edgerec-crop", "edgerec-stretch")
+PATHS = ("mediapipe", "edgerec-crop", "edgerec-stretch", "edgerec-onnx-crop",
+         "edgerec-onnx-stretch")
+CONVERTED = BUNDLES / "teacher.onnx"
+"""The teacher rewritten as ONNX (``edgerec convert``), made by :func:`ensure_converted`."""
 NAME = "mediapipe_embedder"
 
 
@@ -118,18 +127,38 @@ def select_images(n: int, sample: int) -> list[Path]:
     return chosen + extra[::step][:sample]
 
 
+def ensure_converted() -> dict[str, Any]:
+    """The teacher rewritten as ONNX at :data:`CONVERTED` (in the project's venv, which has
+    ``onnx``), checked on every 20th sample photo; returns the conversion's record."""
+    import json
+
+    record = CONVERTED.with_suffix(".json")
+    if record.is_file() and CONVERTED.is_file():
+        return json.loads(record.read_text())
+    from edgerec.export.artifacts.tflite_onnx import ConversionOptions, tflite_to_onnx
+
+    probes = sorted(SAMPLE.glob("*/*.jpg"))[::20]
+    result = tflite_to_onnx(TEACHER, CONVERTED, ConversionOptions(probe_images=probes,
+                                                                  force=True))
+    record.write_text(json.dumps(result.to_dict(), indent=2))
+    return result.to_dict()
+
+
 def ensure_bundles() -> dict[str, Path]:
-    """The teacher as two raw-pixel bundles, ``crop`` (edgerec's default resize) and
-    ``stretch`` (MediaPipe's), made once under ``build/peers/mediapipe-bundles``."""
+    """The teacher as two bundles, ``crop`` (edgerec's default resize) and ``stretch``
+    (MediaPipe's), each with the .tflite and its ONNX rewrite, made once under
+    ``build/peers/mediapipe-bundles``; the normalisation feeds the uint8 input raw pixels."""
     from edgerec.sdk.bundle.importer import ImportOptions, import_model
     from edgerec.sdk.bundle.manifest import ResizeMode
 
     out = {}
     for name, mode in (("crop", ResizeMode.SHORTER_CENTER_CROP), ("stretch", ResizeMode.STRETCH)):
-        path = BUNDLES / name
+        path = BUNDLES / f"{name}-tflite-onnx"
         if not (path / "manifest.json").is_file():
-            import_model([TEACHER], path, ImportOptions(raw_pixels=True, resize=mode,
-                                                        name=f"teacher-{name}"), force=True)
+            norm = (128 / 255,) * 3  # the teacher's input: real = (q - 128) / 128
+            import_model([TEACHER, CONVERTED], path,
+                         ImportOptions(mean=norm, std=norm, resize=mode, name=f"teacher-{name}"),
+                         force=True)
         out[name] = path
     return out
 
@@ -164,6 +193,9 @@ def open_paths(bundles: dict[str, Path]) -> tuple[dict[str, Callable[[str], Any]
                              use_device_profile=False)
     crop = Encoder.create_from_bundle_path(bundles["crop"], options)
     stretch = Encoder.create_from_bundle_path(bundles["stretch"], options)
+    ort = replace(options, engine="onnx")
+    onnx_crop = Encoder.create_from_bundle_path(bundles["crop"], ort)
+    onnx_stretch = Encoder.create_from_bundle_path(bundles["stretch"], ort)
 
     def mediapipe(path: str) -> Any:
         result = embedder.embed(mp.Image.create_from_file(path))
@@ -171,8 +203,10 @@ def open_paths(bundles: dict[str, Path]) -> tuple[dict[str, Callable[[str], Any]
 
     fns = {"mediapipe": mediapipe,
            "edgerec-crop": lambda path: crop.embed([path])[0],
-           "edgerec-stretch": lambda path: stretch.embed([path])[0]}
-    return fns, [embedder, crop, stretch]
+           "edgerec-stretch": lambda path: stretch.embed([path])[0],
+           "edgerec-onnx-crop": lambda path: onnx_crop.embed([path])[0],
+           "edgerec-onnx-stretch": lambda path: onnx_stretch.embed([path])[0]}
+    return fns, [embedder, crop, stretch, onnx_crop, onnx_stretch]
 
 
 def _cos(a: Any, b: Any) -> float:
@@ -196,7 +230,9 @@ def agreement(paths: list[str], fns: dict[str, Callable[[str], Any]],
         cv2 = None
     rows: dict[str, list[float]] = {k: [] for k in (
         "mediapipe~edgerec-stretch", "mediapipe~edgerec-crop", "edgerec-crop~edgerec-stretch",
-        "same_pixels", "opencv_resize", "decode_mean_abs", "decode_identical")}
+        "mediapipe~edgerec-onnx-stretch", "edgerec-stretch~edgerec-onnx-stretch",
+        "edgerec-crop~edgerec-onnx-crop", "same_pixels", "opencv_resize", "decode_mean_abs",
+        "decode_identical")}
     kept, refused = [], []
     for path in paths:
         try:
@@ -205,10 +241,9 @@ def agreement(paths: list[str], fns: dict[str, Callable[[str], Any]],
             refused.append(f"{path}: {type(exc).__name__}: {str(exc)[:200]}")
             continue
         kept.append(path)
-        rows["mediapipe~edgerec-stretch"].append(_cos(vec["mediapipe"], vec["edgerec-stretch"]))
-        rows["mediapipe~edgerec-crop"].append(_cos(vec["mediapipe"], vec["edgerec-crop"]))
-        rows["edgerec-crop~edgerec-stretch"].append(
-            _cos(vec["edgerec-crop"], vec["edgerec-stretch"]))
+        for pair in [k for k in rows if "~" in k]:
+            first, second = pair.split("~")
+            rows[pair].append(_cos(vec[first], vec[second]))
         upright = load_image(path)
         pixels = np.ascontiguousarray(np.asarray(resize_and_crop(upright, pre)))
         ours = stretch_encoder.embed([pixels])[0]
@@ -310,18 +345,21 @@ def busy_threads(fns: dict[str, Callable[[str], Any]], path: str,
     return out
 
 
-def stages(paths: list[str], embedder: Any, crop: Any, stretch: Any) -> dict[str, Any]:
+def stages(paths: list[str], embedder: Any, crop: Any, stretch: Any,
+           onnx_stretch: Any) -> dict[str, Any]:
     """Where each path's CPU goes, one untimed-order pass over ``paths``: process CPU ms (all
     threads) per call of each stage, median and mean over photos. MediaPipe: ``decode``
     (``Image.create_from_file``, in the caller) and ``embed`` (resize, inference, embedding,
-    on its graph threads); edgerec: ``preprocess`` (decode, resize, normalise to float32) per
-    bundle and ``engine`` (``embed_preprocessed``: quantize, inference, dequantize, L2)."""
+    on its graph threads); edgerec: ``preprocess`` (decode, resize, normalise to float32 in
+    the engine's layout) per bundle and ``engine`` (``embed_preprocessed``: quantize,
+    inference, dequantize, L2) on LiteRT and on ONNX Runtime (the rewrite)."""
     import mediapipe as mp
     import numpy as np
 
     cpu: dict[str, list[float]] = {k: [] for k in (
         "mediapipe decode", "mediapipe embed", "edgerec preprocess (crop)",
-        "edgerec preprocess (stretch)", "edgerec engine")}
+        "edgerec preprocess (stretch)", "edgerec engine", "edgerec preprocess (stretch, NCHW)",
+        "edgerec engine (ONNX Runtime, rewrite)")}
 
     def timed(key: str, fn: Callable[[], Any]) -> Any:
         c0 = time.process_time()
@@ -335,6 +373,10 @@ def stages(paths: list[str], embedder: Any, crop: Any, stretch: Any) -> dict[str
         timed("edgerec preprocess (crop)", lambda p=path: crop.preprocess([p]))
         batch = timed("edgerec preprocess (stretch)", lambda p=path: stretch.preprocess([p]))
         timed("edgerec engine", lambda b=batch: stretch.embed_preprocessed(b))
+        batch = timed("edgerec preprocess (stretch, NCHW)",
+                      lambda p=path: onnx_stretch.preprocess([p]))
+        timed("edgerec engine (ONNX Runtime, rewrite)",
+              lambda b=batch: onnx_stretch.embed_preprocessed(b))
     return {k: {"p50": float(np.median(v)), "mean": float(np.mean(v)), "n": len(v)}
             for k, v in cpu.items()}
 
@@ -378,7 +420,8 @@ def markdown(payload: dict[str, Any]) -> str:
         "",
         f"`{payload['command']}`, {m['date']}, {m['cpu']} ({m['cores']} cores), load average "
         f"{payload['load_before']:.2f} before / {payload['load_after']:.2f} after; "
-        f"mediapipe {v['mediapipe']}, edgerec's engine {v['edgerec_engine']}, "
+        f"mediapipe {v['mediapipe']}, edgerec's engines {v['edgerec_engine']} and "
+        f"{v.get('edgerec_onnx_engine')}, "
         f"numpy {v['numpy']}, pillow {v['pillow']}; commit {m.get('commit')}.",
         "",
         f"Model: the shipped uint8 teacher `{payload['model']}` (sha256 "
@@ -412,6 +455,12 @@ def markdown(payload: dict[str, Any]) -> str:
                   "| stage | p50 | mean |", "|---|---|---|"]
         lines += [f"| {k} | {v['p50']:.2f} | {v['mean']:.2f} |"
                   for k, v in payload["stages_cpu_ms"].items()]
+    conv = payload.get("conversion")
+    if conv:
+        lines += ["", f"The ONNX rewrite (`edgerec convert`): {len(conv['ops'])} TFLite ops, "
+                  f"checked against the .tflite on {conv['probes']} probes ({conv['probe_kind']}): "
+                  f"cosine min {conv['min_cosine']:.6f}, largest difference "
+                  f"{conv['max_abs_diff_steps']:.2f} output quantization steps."]
     lines += [
         "",
         "## Agreement: cosine of the two unit vectors per photo",
@@ -422,6 +471,10 @@ def markdown(payload: dict[str, Any]) -> str:
     labels = {
         "mediapipe~edgerec-stretch": "MediaPipe vs edgerec, both stretch (same geometry)",
         "mediapipe~edgerec-crop": "MediaPipe (stretch) vs edgerec (centre crop, its default)",
+        "mediapipe~edgerec-onnx-stretch": "MediaPipe vs edgerec on ONNX Runtime, both stretch",
+        "edgerec-stretch~edgerec-onnx-stretch": "edgerec LiteRT vs ONNX Runtime (the rewrite), "
+                                                "same preprocessing (engine and rewrite alone)",
+        "edgerec-crop~edgerec-onnx-crop": "the same, centre crop",
         "edgerec-crop~edgerec-stretch": "edgerec crop vs edgerec stretch (geometry alone)",
         "same_pixels": "same 224x224 pixels into both (engine parity alone)",
         "opencv_resize": "MediaPipe vs edgerec's engine on MediaPipe's decode and resampling "
@@ -461,8 +514,12 @@ NOTES = [
     "least moved by other jobs; CPU / wall under 1.0 is time spent waiting for a core.",
     "The examples/sample photos are clothing-small train photos (the same files), so they add "
     "more of the same kind of picture, not another kind.",
-    "edgerec's ONNX engine is not measured: the teacher exists only as .tflite (an ONNX copy "
-    "needs a TF-to-ONNX converter this project does not install).",
+    "`edgerec-onnx-*` run the same network on ONNX Runtime: `edgerec convert` rewrites the "
+    "uint8 .tflite as ONNX `QLinearConv` nodes with the same weights, biases, scales and zero "
+    "points (uint8 weights shifted to int8 with their zero point, so ORT uses its u8s8 "
+    "kernels; the global average pool in float). Both files are in one bundle; "
+    "`EncoderOptions(engine='onnx')` picks the rewrite. Its agreement with the .tflite on the "
+    "same preprocessing is the `edgerec-stretch~edgerec-onnx-stretch` row.",
     "Stretch vs stretch is not 1.0: the resampling differs. edgerec (PIL) resizes with a "
     "bilinear filter widened to antialias when shrinking (~2x here), pixel centres aligned; "
     "MediaPipe's CPU image-to-tensor samples 4 neighbours with a corner-aligned grid (a "
@@ -482,16 +539,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     os.environ.setdefault("GLOG_minloglevel", "2")
     load_before = os.getloadavg()[0]
+    import json
+
+    conversion = json.loads(CONVERTED.with_suffix(".json").read_text())
     bundles = ensure_bundles()
     photos = select_images(args.images, args.sample)
     fns, handles = open_paths(bundles)
-    embedder, crop, stretch = handles
+    embedder, crop, stretch, _onnx_crop, onnx_stretch = handles
     try:
         agree, refused = agreement([str(p) for p in photos], fns, stretch, embedder)
         kept = [str(p) for p in photos if not any(r.startswith(f"{p}:") for r in refused)]
         samples = run(kept, fns, args.rounds, args.warmup)
         threads = busy_threads(fns, kept[0])
-        split = stages(kept, embedder, crop, stretch)
+        split = stages(kept, embedder, crop, stretch, onnx_stretch)
     finally:
         for h in handles:
             h.close()
@@ -501,6 +561,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine_info(),
         "versions": {"mediapipe": version("mediapipe"),
                      "edgerec_engine": engine_versions().get("tflite"),
+                     "edgerec_onnx_engine": engine_versions().get("onnx"),
                      "numpy": version("numpy"), "pillow": version("pillow"),
                      "edgerec": version("edgerec")},
         "model": str(TEACHER.relative_to(ROOT)),
@@ -512,6 +573,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "exif_rotated": exif_rotated(photos), "rounds": args.rounds, "warmup": args.warmup,
         "load_before": load_before, "load_after": os.getloadavg()[0],
         "peak_rss_mb": peak_rss_mb(),
+        "conversion": conversion,
         "agreement": agree, "summary": summarise(samples), "busy_threads": threads,
         "stages_cpu_ms": split,
         "samples_ms": samples["ms"],
@@ -523,6 +585,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if not in_peer_venv():
+        ensure_converted()
         python = ensure_venv()
         cmd = [str(python), str(Path(__file__).resolve()),
                *(sys.argv[1:] if argv is None else argv)]

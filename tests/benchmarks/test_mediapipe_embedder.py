@@ -37,9 +37,13 @@ def _samples():
     return {
         "ms": {"mediapipe": [[10.0, 12.0, 14.0], [11.0, 13.0, 15.0]],
                "edgerec-crop": [[5.0, 6.0, 7.0], [6.0, 6.5, 6.0]],
-               "edgerec-stretch": [[10.0, 12.0, 14.0], [22.0, 26.0, 30.0]]},
-        "cpu_over_wall": {"mediapipe": 0.9, "edgerec-crop": 1.0, "edgerec-stretch": 0.8},
-        "cpu_ms_per_call": {"mediapipe": 11.0, "edgerec-crop": 6.0, "edgerec-stretch": 12.0},
+               "edgerec-stretch": [[10.0, 12.0, 14.0], [22.0, 26.0, 30.0]],
+               "edgerec-onnx-crop": [[4.0, 5.0, 6.0], [5.0, 5.5, 5.0]],
+               "edgerec-onnx-stretch": [[4.0, 5.0, 6.0], [5.0, 5.5, 5.0]]},
+        "cpu_over_wall": {"mediapipe": 0.9, "edgerec-crop": 1.0, "edgerec-stretch": 0.8,
+                          "edgerec-onnx-crop": 1.0, "edgerec-onnx-stretch": 1.0},
+        "cpu_ms_per_call": {"mediapipe": 11.0, "edgerec-crop": 6.0, "edgerec-stretch": 12.0,
+                            "edgerec-onnx-crop": 5.0, "edgerec-onnx-stretch": 5.0},
     }
 
 
@@ -59,8 +63,9 @@ def test_ratios_are_taken_within_each_round_then_the_median_over_rounds(bench):
 def test_report_shows_each_path_ratio_and_agreement_row(bench):
     agree = {k: {"n": 3, "mean": 0.97, "p50": 0.971, "p10": 0.95, "min": 0.94, "max": 0.99}
              for k in ("mediapipe~edgerec-stretch", "mediapipe~edgerec-crop",
-                       "edgerec-crop~edgerec-stretch", "same_pixels", "opencv_resize",
-                       "decode_mean_abs", "decode_identical")}
+                       "edgerec-crop~edgerec-stretch", "mediapipe~edgerec-onnx-stretch",
+                       "edgerec-stretch~edgerec-onnx-stretch", "edgerec-crop~edgerec-onnx-crop",
+                       "same_pixels", "opencv_resize", "decode_mean_abs", "decode_identical")}
     payload = {
         "command": "nice python benchmarks/peers/mediapipe_embedder.py --images 3",
         "machine": {"date": "2026-01-01", "cpu": "test CPU", "cores": 2, "commit": "abc"},
@@ -74,6 +79,9 @@ def test_report_shows_each_path_ratio_and_agreement_row(bench):
         "busy_threads": {n: {"busy": ["python"]} for n in bench.PATHS},
         "stages_cpu_ms": {"mediapipe decode": {"p50": 1.0, "mean": 1.1, "n": 3}},
         "notes": bench.NOTES,
+        "conversion": {"ops": ["CONV_2D"] * 27 + ["AVERAGE_POOL_2D"], "probes": 16,
+                       "probe_kind": "photos", "min_cosine": 0.99998,
+                       "max_abs_diff_steps": 0.49},
     }
     md = bench.markdown(payload)
     for name in bench.PATHS:
@@ -82,4 +90,6 @@ def test_report_shows_each_path_ratio_and_agreement_row(bench):
     assert "both stretch (same geometry) | 0.9700 |" in md
     assert "x.jpg: RuntimeError" in md
     assert "| mediapipe decode | 1.00 | 1.10 |" in md
+    assert ("28 TFLite ops, checked against the .tflite on 16 probes (photos): cosine min "
+            "0.999980") in md
     assert md.endswith("\n")
