@@ -267,8 +267,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     probes = expand_images(args.probe_images) if args.probe_images else []
     try:
-        options = ConversionOptions(probe_images=probes, min_cosine=args.min_cosine,
-                                    force=args.force)
+        options = ConversionOptions(target=args.target, probe_images=probes,
+                                    min_cosine=args.min_cosine, force=args.force)
     except ValueError as exc:
         raise ExportError(f"bad convert option: {exc}") from exc
     result = tflite_to_onnx(args.model, args.out, options)
@@ -278,7 +278,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     command = (f"edgerec bundle import {result.source} {result.path} --mean {norm} "
                f"--std {scale} --out BUNDLE")
     payload = {**result.to_dict(), "import_command": command}
-    text = (f"wrote {result.path}: {convs} convolutions as ONNX QLinearConv; on "
+    text = (f"wrote {result.path}: {convs} convolutions as ONNX QLinearConv with "
+            f"{result.weights} weights for {result.target}; on "
             f"{result.probes} probes ({result.probe_kind}) cosine to {result.source.name} "
             f"min {result.min_cosine:.6f}, largest difference {result.max_abs_diff:.2f} "
             f"output steps ({result.seconds:.1f} s)\nboth in one bundle: {command}")
@@ -296,9 +297,14 @@ def add_convert_parser(sub: Any) -> None:
         "on probe inputs and written only when they agree. Needs `pip install "
         "'edgerec[export]'` (onnx).",
     )
+    from edgerec.export.artifacts.quantize_onnx import QuantTarget
     from edgerec.export.artifacts.tflite_onnx import ConversionOptions
 
     conv.add_argument("model", help="the quantized .tflite model")
+    option(conv, "--target", choices=[t.value for t in QuantTarget], source=ConversionOptions,
+           name="target", help="the CPU the file is for: x86-vnni and arm get int8 weights "
+           "(fast u8s8 kernels), x86-avx2 keeps uint8 weights (ONNX Runtime's AVX2 u8s8 "
+           "kernels saturate on full-range weights)", none_means="this CPU's")
     conv.add_argument("--out", required=True, help=".onnx file to write")
     conv.add_argument("--probe-images", nargs="*", metavar="PATH",
                       help="photos (files or folders) to check agreement on (default: "

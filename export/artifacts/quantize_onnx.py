@@ -17,6 +17,7 @@ import contextlib
 import enum
 import io
 import os
+import platform
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -57,6 +58,17 @@ class QuantTarget(str, enum.Enum):
             spelled = value.strip().lower().replace("_", "-")
             return next((t for t in cls if t.value == spelled), None)
         return None
+
+    @classmethod
+    def for_this_cpu(cls) -> QuantTarget:
+        """The target of the CPU this runs on: ``arm`` on arm64, ``x86-vnni`` when
+        ``/proc/cpuinfo`` lists ``avx512_vnni`` or ``avx_vnni``, else ``x86-avx2`` (also when
+        the flags cannot be read: the choice that never saturates)."""
+        from edgerec.sdk.bench.machine import cpu_flags
+
+        if platform.machine().lower() in ("aarch64", "arm64"):
+            return cls.ARM
+        return cls.X86_VNNI if {"avx512_vnni", "avx_vnni"} & set(cpu_flags()) else cls.X86_AVX2
 
     @property
     def activation(self) -> ActivationType:

@@ -10,8 +10,12 @@ Nothing is re-quantized or re-calibrated:
   (``scale * (q - zero_point)``), quantized inside the graph by ``QuantizeLinear`` with the
   TFLite input's own scale and zero point;
 - ``CONV_2D`` (weights OHWI -> OIHW) and ``DEPTHWISE_CONV_2D`` (1HWC -> C1HW, depth multiplier
-  1) become ``QLinearConv``; uint8 weights are shifted to int8 together with their zero point
-  (``q - 128``, ``zp - 128``: the same ``q - zp``), so ONNX Runtime uses its u8s8 kernels;
+  1) become ``QLinearConv``. For an ARM or a VNNI x86 CPU (``target``) uint8 weights are
+  shifted to int8 together with their zero point (``q - 128``, ``zp - 128``: the same
+  ``q - zp``), so ONNX Runtime uses its fast u8s8 kernels; for x86 without VNNI they stay
+  uint8 (u8u8), because ORT's AVX2 u8s8 kernels add pairs of products in int16 and saturate
+  on full-range 8-bit weights (the export's int8 files use 7-bit weights there for the same
+  reason; TOOLCHAIN.md). The target is recorded in the model's metadata;
 - a global ``AVERAGE_POOL_2D`` becomes ``DequantizeLinear`` + ``GlobalAveragePool`` in float
   (the TFLite model rounds the mean to uint8; this keeps it exact); ``RESHAPE``/``SQUEEZE``
   at the end become ``Flatten``. The output is float32 ``(N, D)``.
@@ -19,10 +23,10 @@ Nothing is re-quantized or re-calibrated:
 LiteRT's Python API lists ops and tensors but not their options, so strides and padding are
 read off the tensor shapes (TF ``SAME``: extra pad after; ``VALID``) and fused activations
 are taken as the uint8 range's saturation (ReLU6 layers quantized on [0, 6]). That is why
-every conversion is checked: both files run on the same probe inputs through
-:mod:`edgerec.runtimes`, and a conversion whose cosine falls below ``min_cosine`` on any probe
-is refused and nothing is written. Graphs that branch (residual ``ADD``) or use other ops are
-refused with the ops named.
+every conversion is checked, on the CPU it runs on: both files run on the same probe inputs
+through :mod:`edgerec.runtimes`, and a conversion whose cosine falls below ``min_cosine`` on
+any probe is refused and nothing is written. Graphs that branch (residual ``ADD``) or use
+other ops are refused with the ops named.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
+from edgerec.export.artifacts.quantize_onnx import QuantTarget
 from edgerec.export.errors import ExportError
 
 __all__ = ["ConversionOptions", "ConversionResult", "tflite_to_onnx"]
@@ -53,6 +58,8 @@ class ConversionOptions:
     """How to convert and how closely the result must agree.
 
     Attributes:
+        target: the CPU family the file is for (see the module doc); ``None`` is the CPU this
+            runs on (:meth:`QuantTarget.for_this_cpu`).
         probe_images: photos to check agreement on (stretched to the model's input); empty
             uses ``synthetic_probes`` generated images (smooth colour fields with noise).
         synthetic_probes: how many generated probes when no photos are given.
@@ -62,6 +69,7 @@ class ConversionOptions:
         force: replace an existing output file.
     """
 
+    target: Optional[QuantTarget] = None
     probe_images: Sequence[PathLike] = ()
     synthetic_probes: int = 8
     min_cosine: float = 0.9999
@@ -93,6 +101,8 @@ class ConversionResult:
         max_abs_diff: largest absolute output difference, in the TFLite output's
             quantization steps (0 for a float output).
         seconds: wall time of the conversion and its check.
+        target: the CPU family the file is for; ``weights``: ``"int8"`` (u8s8 kernels) or
+            ``"uint8"`` (u8u8).
     """
 
     path: Path
@@ -107,6 +117,8 @@ class ConversionResult:
     mean_cosine: float
     max_abs_diff: float
     seconds: float
+    target: str = QuantTarget.X86_AVX2.value
+    weights: str = "uint8"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -114,7 +126,8 @@ class ConversionResult:
                 "input_size": self.input_size, "mean": list(self.mean), "std": list(self.std),
                 "probes": self.probes, "probe_kind": self.probe_kind,
                 "min_cosine": self.min_cosine, "mean_cosine": self.mean_cosine,
-                "max_abs_diff_steps": self.max_abs_diff, "seconds": self.seconds}
+                "max_abs_diff_steps": self.max_abs_diff, "seconds": self.seconds,
+                "target": self.target, "weights": self.weights}
 
 
 @dataclass(frozen=True)
@@ -214,8 +227,11 @@ class _Graph:
         return output
 
 
-def _weights(q: np.ndarray, quant: _Quant) -> tuple[np.ndarray, np.ndarray]:
-    """int8 weights and zero point(s): uint8 shifted by 128 with its zero point."""
+def _weights(q: np.ndarray, quant: _Quant, signed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The weights and zero point(s) to write: uint8 ones shifted by 128 to int8 with their
+    zero point when ``signed``, else kept; int8 ones as they are."""
+    if q.dtype == np.uint8 and not signed:
+        return q, quant.zero.astype(np.uint8)
     if q.dtype == np.uint8:
         return ((q.astype(np.int16) - 128).astype(np.int8),
                 (quant.zero - 128).astype(np.int8))
@@ -223,7 +239,7 @@ def _weights(q: np.ndarray, quant: _Quant) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _conv(g: _Graph, k: int, op: dict, it: Any, details: dict[int, dict], x: str,
-          x_q: _Quant, what: str) -> tuple[str, _Quant]:
+          x_q: _Quant, what: str, signed: bool) -> tuple[str, _Quant]:
     ins, out = [int(i) for i in op["inputs"]], int(op["outputs"][0])
     x_d, w_d, y_d = details[ins[0]], details[ins[1]], details[out]
     w_q, y_q = _quant(w_d, f"{what}: the weights"), _quant(y_d, f"{what}: the output")
@@ -236,7 +252,7 @@ def _conv(g: _Graph, k: int, op: dict, it: Any, details: dict[int, dict], x: str
             raise ExportError(f"{what}: depth multiplier {w.shape[3] // channels} is not "
                               "rewritten (only 1); run this model on LiteRT.")
         w, group = w.transpose(3, 0, 1, 2), channels
-    w, w_zero = _weights(np.ascontiguousarray(w), w_q)
+    w, w_zero = _weights(np.ascontiguousarray(w), w_q, signed)
     in_hw = (int(x_d["shape"][1]), int(x_d["shape"][2]))
     out_hw = (int(y_d["shape"][1]), int(y_d["shape"][2]))
     kernel = (int(w.shape[2]), int(w.shape[3]))
@@ -259,7 +275,8 @@ def _dequantize(g: _Graph, x: str, x_q: _Quant) -> str:
                   "dequantized")
 
 
-def _build(path: Path, opset: int) -> tuple[bytes, tuple[str, ...], int, _Quant, _Quant]:
+def _build(path: Path, opset: int, target: QuantTarget
+           ) -> tuple[bytes, tuple[str, ...], int, _Quant, _Quant]:
     """The ONNX model's bytes, the ops converted, input side, input and output quantization."""
     from onnx import TensorProto, checker, helper
 
@@ -289,7 +306,7 @@ def _build(path: Path, opset: int) -> tuple[bytes, tuple[str, ...], int, _Quant,
             if x_q is None:
                 raise ExportError(f"{what} follows the float pooling; edgerec convert "
                                   "rewrites convolutions before the global pool only.")
-            x, x_q = _conv(g, k, op, it, details, x, x_q, what)
+            x, x_q = _conv(g, k, op, it, details, x, x_q, what, _signed(target))
         elif name == _POOL:
             if x_q is None or [int(v) for v in out_d["shape"][1:3]] != [1, 1]:
                 raise ExportError(f"{what} is not a global average pool; edgerec convert "
@@ -316,9 +333,18 @@ def _build(path: Path, opset: int) -> tuple[bytes, tuple[str, ...], int, _Quant,
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="edgerec convert")
     model.ir_version = 8
+    helper.set_model_props(model, {
+        "edgerec.convert.source": path.name,
+        "edgerec.convert.target": target.value,
+        "edgerec.convert.weights": "int8" if _signed(target) else "uint8"})
     checker.check_model(model)
     return (model.SerializeToString(), tuple(op["op_name"] for op in ops), shape[1], in_q,
             out_q)
+
+
+def _signed(target: QuantTarget) -> bool:
+    """int8 weights (u8s8 kernels) everywhere but x86 without VNNI (see the module doc)."""
+    return target is not QuantTarget.X86_AVX2
 
 
 def _probes(options: ConversionOptions, size: int, in_q: _Quant) -> tuple[np.ndarray, str]:
@@ -390,7 +416,8 @@ def tflite_to_onnx(source: PathLike, out: PathLike,
         raise ExportError(f"--out {out} must end in .onnx.")
     if out.exists() and not options.force:
         raise ExportError(f"{out} exists; pass --force to replace it.")
-    data, ops, size, in_q, out_q = _build(source, options.opset)
+    target = QuantTarget(options.target) if options.target else QuantTarget.for_this_cpu()
+    data, ops, size, in_q, out_q = _build(source, options.opset, target)
     real, kind = _probes(options, size, in_q)
     low, mean, worst = _agreement(source, data, real, out_q)
     if low < options.min_cosine:
@@ -406,4 +433,5 @@ def tflite_to_onnx(source: PathLike, out: PathLike,
     return ConversionResult(
         path=out, source=source, ops=ops, input_size=size, mean=(mean_px,) * 3,
         std=(std_px,) * 3, probes=len(real), probe_kind=kind, min_cosine=low,
-        mean_cosine=mean, max_abs_diff=worst, seconds=time.perf_counter() - started)
+        mean_cosine=mean, max_abs_diff=worst, seconds=time.perf_counter() - started,
+        target=target.value, weights="int8" if _signed(target) else "uint8")

@@ -21,6 +21,7 @@ from edgerec.sdk.bench.profile import machine_identity
 
 __all__ = [
     "CPU_FLAGS",
+    "cpu_flags",
     "git_commit",
     "machine_info",
     "memory_bandwidth_gbs",
@@ -34,7 +35,8 @@ CPU_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "asimd
 """SIMD flags that decide int8 and float16 speed (x86 and Arm names)."""
 
 
-def _cpu_flags() -> list[str]:
+def cpu_flags() -> list[str]:
+    """The :data:`CPU_FLAGS` that ``/proc/cpuinfo`` lists for this CPU (empty if unreadable)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features")):
@@ -82,7 +84,7 @@ def machine_info() -> dict[str, Any]:
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         **machine_identity(),
-        "cpu_flags": _cpu_flags(),
+        "cpu_flags": cpu_flags(),
         "memory_gb": mem,
         "os": platform.platform(),
         "python": platform.python_version(),

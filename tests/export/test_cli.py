@@ -14,6 +14,7 @@ def test_convert_then_its_import_line_makes_a_two_engine_bundle(tmp_path, capsys
     assert main(["convert", str(TEACHER), "--out", str(out), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["min_cosine"] >= 0.9999 and result["probe_kind"] == "synthetic"
+    assert result["weights"] == ("uint8" if result["target"] == "x86-avx2" else "int8")
     words = shlex.split(result["import_command"].replace("BUNDLE", str(tmp_path / "b")))
     assert words[:3] == ["edgerec", "bundle", "import"]
     assert main(words[1:]) == 0

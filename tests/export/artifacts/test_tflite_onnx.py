@@ -5,6 +5,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import ROOT, SAMPLE, TEACHER
+from edgerec.export.artifacts.quantize_onnx import QuantTarget
 from edgerec.export.artifacts.tflite_onnx import (
     ConversionOptions,
     _check_ops,
@@ -21,7 +22,8 @@ PHOTOS = sorted((SAMPLE / "images").rglob("*.jpg"))[::10]
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     out = tmp_path_factory.mktemp("convert") / "teacher.onnx"
-    return tflite_to_onnx(TEACHER, out, ConversionOptions(probe_images=PHOTOS))
+    return tflite_to_onnx(TEACHER, out, ConversionOptions(probe_images=PHOTOS,
+                                                          target=QuantTarget.X86_VNNI))
 
 
 def test_the_teacher_converts_and_agrees_with_litert_on_photos(converted):
@@ -35,7 +37,8 @@ def test_the_teacher_converts_and_agrees_with_litert_on_photos(converted):
 
 
 def test_the_onnx_graph_holds_the_tflite_integers(converted):
-    graph = onnx.load(str(converted.path)).graph
+    model = onnx.load(str(converted.path))
+    graph = model.graph
     ops = [n.op_type for n in graph.node]
     assert ops.count("QLinearConv") == 27
     assert ops[0] == "QuantizeLinear" and ops[-3:] == ["DequantizeLinear", "GlobalAveragePool",
@@ -46,6 +49,36 @@ def test_the_onnx_graph_holds_the_tflite_integers(converted):
     # the teacher's first weights are uint8 with zero point 151: shifted by 128 together
     assert int(zero) == 151 - 128
     assert inits["in_scale"] == np.float32(1 / 128) and inits["in_zero"] == 128
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["edgerec.convert.target"] == "x86-vnni"
+    assert props["edgerec.convert.weights"] == converted.weights == "int8"
+
+
+def test_for_x86_without_vnni_the_weights_stay_uint8_and_still_agree(tmp_path):
+    # ORT's AVX2 u8s8 kernels add products in int16 and saturate on full-range weights
+    result = tflite_to_onnx(TEACHER, tmp_path / "avx2.onnx",
+                            ConversionOptions(target="x86-avx2", synthetic_probes=2))
+    inits = {t.name: onnx.numpy_helper.to_array(t)
+             for t in onnx.load(str(result.path)).graph.initializer}
+    assert inits["w_0"].dtype == np.uint8 and int(inits["w_zero_0"]) == 151
+    assert result.weights == "uint8" and result.target == "x86-avx2"
+    assert result.min_cosine >= 0.9999
+
+
+@pytest.mark.parametrize("machine, flags, target", [
+    ("x86_64", ["avx2", "avx512_vnni"], QuantTarget.X86_VNNI),
+    ("x86_64", ["avx2", "avx_vnni"], QuantTarget.X86_VNNI),
+    ("x86_64", ["avx2", "fma"], QuantTarget.X86_AVX2),
+    ("x86_64", [], QuantTarget.X86_AVX2),
+    ("aarch64", ["asimd"], QuantTarget.ARM),
+])
+def test_the_default_target_is_this_cpus(monkeypatch, machine, flags, target):
+    import edgerec.export.artifacts.quantize_onnx as quantize_onnx
+    import edgerec.sdk.bench.machine as bench_machine
+
+    monkeypatch.setattr(quantize_onnx.platform, "machine", lambda: machine)
+    monkeypatch.setattr(bench_machine, "cpu_flags", lambda: flags)
+    assert QuantTarget.for_this_cpu() is target
 
 
 def test_a_bundle_of_both_files_embeds_alike_on_either_engine(converted, tmp_path):
