@@ -410,8 +410,10 @@ def _teacher_features(options: ExportOptions, data: _Data, work: Path, log: Log)
                   if data.select else va)
             un = (_feature_cache(data.unseen, 1, teacher, options, work, "unseen")
                   if data.unseen else None)
-        macs = (tflite_macs(teacher.bundle.artifact_path(teacher.encoder.artifact))
-                if teacher.engine is Engine.TFLITE else None)
+        # the same network's MACs from its .tflite, whichever file the encoder runs
+        tflite = [a for a in teacher.bundle.manifest.artifacts
+                  if a.role is Role.ENCODER and a.engine is Engine.TFLITE]
+        macs = tflite_macs(teacher.bundle.artifact_path(tflite[0])) if tflite else None
         return _Teacher(tr, va, se, un, teacher.describe(), macs)
     finally:
         teacher.close()

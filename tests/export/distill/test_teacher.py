@@ -13,7 +13,8 @@ from conftest import ROOT, TEACHER, TINY_ONNX, sample_images
 from edgerec.export.data.views import make_views
 from edgerec.export.distill.teacher import Teacher
 from edgerec.export.errors import ExportError
-from edgerec.sdk import Encoder, load_image
+from edgerec.runtimes import Engine
+from edgerec.sdk import Encoder, EncoderOptions, load_image
 from edgerec.sdk.evaluation.retrieval import label_retrieval
 from edgerec.sdk.files import sha256_file
 from onnx import TensorProto, helper, save
@@ -115,3 +116,27 @@ def test_teacher_features_separate_labels_on_the_sample(tmp_path):
     report = label_retrieval(teacher.embed_views(views), [lab for _, lab in items], k=5)
     teacher.close()
     assert report.precision_at_k > 2.5 * 5 / 59  # chance: 5 same-label items among 59
+
+
+def test_a_uint8_tflite_teacher_runs_on_its_onnx_rewrite(tmp_path):
+    teacher = Teacher.load(TEACHER, tmp_path)
+    try:
+        keys = {a.key for a in teacher.bundle.manifest.artifacts}
+        assert keys == {"encoder/tflite/int8", "encoder/onnx/int8"}
+        assert teacher.describe()["artifact"] == "encoder/onnx/int8"
+        paths = [p for p, _ in sample_images(1)][:6]
+        views = np.concatenate([make_views(load_image(p), 1, 224, 0) for p in paths])
+        with Encoder.create_from_bundle(teacher.bundle,
+                                        EncoderOptions(engine="tflite")) as litert:
+            cosines = (teacher.embed_views(views) * litert.embed(list(views))).sum(axis=1)
+        assert (cosines >= 0.9999).all()
+    finally:
+        teacher.close()
+    assert [p.name for p in tmp_path.iterdir()] == [f"teacher-{sha256_file(TEACHER)[:16]}"]
+
+
+def test_without_onnx_runtime_the_teacher_is_the_tflite_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr(teacher_module, "available_engines", lambda: [Engine.TFLITE])
+    teacher = Teacher.load(TEACHER, tmp_path)
+    assert [a.key for a in teacher.bundle.manifest.artifacts] == ["encoder/tflite/int8"]
+    teacher.close()
