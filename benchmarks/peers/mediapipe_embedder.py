@@ -134,8 +134,15 @@ def ensure_converted() -> dict[str, Any]:
 
     record = CONVERTED.with_suffix(".json")
     if record.is_file() and CONVERTED.is_file():
-        return json.loads(record.read_text())
+        done = json.loads(record.read_text())
+        if "target" in done:  # a rewrite from before --target is made again
+            return done
+    import shutil
+
     from edgerec.export.artifacts.tflite_onnx import ConversionOptions, tflite_to_onnx
+
+    for name in ("crop", "stretch"):  # the bundles hold the rewrite: made again with it
+        shutil.rmtree(BUNDLES / f"{name}-tflite-onnx", ignore_errors=True)
 
     probes = sorted(SAMPLE.glob("*/*.jpg"))[::20]
     result = tflite_to_onnx(TEACHER, CONVERTED, ConversionOptions(probe_images=probes,
@@ -457,7 +464,9 @@ def markdown(payload: dict[str, Any]) -> str:
                   for k, v in payload["stages_cpu_ms"].items()]
     conv = payload.get("conversion")
     if conv:
-        lines += ["", f"The ONNX rewrite (`edgerec convert`): {len(conv['ops'])} TFLite ops, "
+        lines += ["", f"The ONNX rewrite (`edgerec convert`, target "
+                  f"{conv.get('target', 'x86-vnni')}, {conv.get('weights', 'int8')} weights): "
+                  f"{len(conv['ops'])} TFLite ops, "
                   f"checked against the .tflite on {conv['probes']} probes ({conv['probe_kind']}): "
                   f"cosine min {conv['min_cosine']:.6f}, largest difference "
                   f"{conv['max_abs_diff_steps']:.2f} output quantization steps."]
@@ -517,7 +526,8 @@ NOTES = [
     "`edgerec-onnx-*` run the same network on ONNX Runtime: `edgerec convert` rewrites the "
     "uint8 .tflite as ONNX `QLinearConv` nodes with the same weights, biases, scales and zero "
     "points (uint8 weights shifted to int8 with their zero point, so ORT uses its u8s8 "
-    "kernels; the global average pool in float). Both files are in one bundle; "
+    "kernels; the global average pool in float; the rewrite's `--target` is this CPU's, "
+    "recorded with it). Both files are in one bundle; "
     "`EncoderOptions(engine='onnx')` picks the rewrite. Its agreement with the .tflite on the "
     "same preprocessing is the `edgerec-stretch~edgerec-onnx-stretch` row.",
     "Stretch vs stretch is not 1.0: the resampling differs. edgerec (PIL) resizes with a "
