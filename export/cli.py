@@ -257,6 +257,7 @@ def add_export_parser(sub: Any) -> None:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     try:
+        import onnx  # noqa: F401  (imported by the rewrite only when it runs)
         from edgerec.export.artifacts.tflite_onnx import ConversionOptions, tflite_to_onnx
     except ImportError as exc:
         raise RuntimeUnavailableError(

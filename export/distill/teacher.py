@@ -121,7 +121,7 @@ class Teacher:
 
         try:
             result = tflite_to_onnx(source, rewrite, ConversionOptions(force=True))
-        except ExportError:  # ops or shapes it does not rewrite, or a disagreement
+        except EdgeRecError:  # ops it does not rewrite, a disagreement, or ORT refusing it
             return [source], options
         return [source, rewrite], ImportOptions(mean=result.mean, std=result.std,
                                                 name=options.name)
