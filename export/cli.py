@@ -116,10 +116,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         from edgerec.export.pipeline import export_bundle
     except ImportError as exc:
-        raise RuntimeUnavailableError(
-            f"`edgerec export` needs the export extra ({exc.name} is missing): "
-            "pip install 'edgerec[export]'"
-        ) from exc
+        raise _missing_extra(exc, "export") from exc
     try:
         options = _export_options(args)
     except ValueError as exc:  # a bad flag value, e.g. --scorer-test-fraction 1
@@ -260,10 +257,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         import onnx  # noqa: F401  (imported by the rewrite only when it runs)
         from edgerec.export.artifacts.tflite_onnx import ConversionOptions, tflite_to_onnx
     except ImportError as exc:
-        raise RuntimeUnavailableError(
-            f"`edgerec convert` needs the export extra ({exc.name} is missing): "
-            "pip install 'edgerec[export]'"
-        ) from exc
+        raise _missing_extra(exc, "convert") from exc
     from edgerec.sdk.cli.common import expand_images
 
     probes = expand_images(args.probe_images) if args.probe_images else []
@@ -403,9 +397,10 @@ def scorer_options(args: argparse.Namespace) -> Any:
                                                           behaviour_session_gap))
 
 
-def _missing_extra(exc: ImportError) -> RuntimeUnavailableError:
+def _missing_extra(exc: ImportError, command: str) -> RuntimeUnavailableError:
+    """The one-line error of ``edgerec COMMAND`` run without the export extra."""
     return RuntimeUnavailableError(
-        f"`edgerec scorer train` needs the export extra ({exc.name} is missing): "
+        f"`edgerec {command}` needs the export extra ({exc.name} is missing): "
         "pip install 'edgerec[export]'"
     )
 
@@ -415,7 +410,7 @@ def cmd_scorer_train(args: argparse.Namespace) -> int:
         from edgerec.export.scorer.bundle import add_scorer
         options = scorer_options(args)
     except ImportError as exc:
-        raise _missing_extra(exc) from exc
+        raise _missing_extra(exc, "scorer train") from exc
     except ValueError as exc:  # a bad flag value, e.g. --scorer-test-fraction 1
         raise ExportError(f"bad scorer option: {exc}") from exc
     log = (lambda _msg: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
