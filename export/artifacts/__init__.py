@@ -9,7 +9,9 @@
 - :mod:`.build`: the driver (fp32 files checked against torch, int8 ladders per engine);
 - :mod:`.encoder`: the encoder's gate, ladders and build wrapper (the scorer's live in
   :mod:`edgerec.export.scorer.artifacts`);
-- :mod:`.parity` (embedding parity) and :mod:`.macs` (MAC counts).
+- :mod:`.parity` (embedding parity) and :mod:`.macs` (MAC counts);
+- :mod:`.tflite_onnx`: a quantized TFLite CNN rewritten as ONNX with the same integers
+  (``edgerec convert``; the export's uint8 teacher runs on it).
 """
 
 __all__: list[str] = []
