@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -347,52 +347,52 @@ def _signed(target: QuantTarget) -> bool:
     return target is not QuantTarget.X86_AVX2
 
 
-def _probes(options: ConversionOptions, size: int, in_q: _Quant) -> tuple[np.ndarray, str]:
-    """``(P, size, size, 3)`` float32 real input values: photos stretched to ``size``, or
-    smooth random colour fields with noise. Pixel values sit on the input's integer grid, so
-    both engines quantize them exactly."""
-    if options.probe_images:
-        from edgerec.sdk.image import ImageLimits, load_image
-        from PIL import Image
+def _probes(options: ConversionOptions, size: int, in_q: _Quant) -> Iterator[np.ndarray]:
+    """One ``(size, size, 3)`` float32 array of real input values at a time (so any number of
+    photos takes the memory of one): photos stretched to ``size``, or smooth random colour
+    fields with noise. Pixel values sit on the input's integer grid, so both engines quantize
+    them exactly."""
+    from PIL import Image
 
-        pixels = [np.asarray(load_image(p, ImageLimits()).resize((size, size),
-                                                                  Image.Resampling.BILINEAR),
-                             np.float32) for p in options.probe_images]
-        q, kind = np.stack(pixels), "photos"
-    else:
-        rng = np.random.default_rng(0)
-        coarse = rng.uniform(0, 255, (options.synthetic_probes, 8, 8, 3))
-        up = np.repeat(np.repeat(coarse, -(-size // 8), axis=1), -(-size // 8), axis=2)
-        noise = rng.normal(0, 12, up.shape)
-        q = np.clip(np.rint(up[:, :size, :size] + noise[:, :size, :size]), 0, 255)
-        kind = "synthetic"
-    if in_q.dtype == np.int8:
-        q = q - 128.0
-    real = float(in_q.scale) * (q.astype(np.float32) - float(in_q.zero))
-    return real.astype(np.float32), kind
+    rng = np.random.default_rng(0)
+    photos = [Path(p) for p in options.probe_images]
+    for i in range(len(photos) or options.synthetic_probes):
+        if photos:
+            from edgerec.sdk.image import ImageLimits, load_image
+
+            image = load_image(photos[i], ImageLimits())
+            q = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), np.float32)
+        else:
+            cells = -(-size // 8)
+            coarse = np.repeat(np.repeat(rng.uniform(0, 255, (8, 8, 3)), cells, axis=0),
+                               cells, axis=1)[:size, :size]
+            q = np.clip(np.rint(coarse + rng.normal(0, 12, coarse.shape)), 0, 255)
+        if in_q.dtype == np.int8:
+            q = q - 128.0
+        yield (float(in_q.scale) * (q - float(in_q.zero))).astype(np.float32)
 
 
-def _agreement(source: Path, converted: bytes, real: np.ndarray, out_q: _Quant
-               ) -> tuple[float, float, float]:
-    """(min cosine, mean cosine, max |diff| in output steps) of the two models on ``real``
-    (``(P, H, W, 3)``), one probe at a time (the TFLite file has a fixed batch of 1)."""
+def _agreement(source: Path, converted: bytes, probes: Iterable[np.ndarray], out_q: _Quant
+               ) -> tuple[int, float, float, float]:
+    """(probes, min cosine, mean cosine, max |diff| in output steps) of the two models on
+    ``probes`` (``(H, W, 3)`` each), one at a time (the TFLite file has a fixed batch of 1)."""
     from edgerec.runtimes import Engine, open_runtime
 
     cosines, worst = [], 0.0
+    step = float(out_q.scale) if float(out_q.scale) > 0 else 1.0
     with (open_runtime(source) as tfl,
           open_runtime(converted, Engine.ONNX, name=f"{source.stem} as ONNX") as onx):
         t_in, o_in = tfl.input_specs()[0].name, onx.input_specs()[0].name
         t_out = tfl.output_specs()[0].name
-        for x in real:
+        for x in probes:
             a = np.asarray(tfl.run({t_in: x[None]})[t_out], np.float64).reshape(-1)
             b = np.asarray(onx.run({o_in: x.transpose(2, 0, 1)[None].copy()})["embedding"],
                            np.float64).reshape(-1)
             na, nb = np.linalg.norm(a), np.linalg.norm(b)
             cosines.append(float(a @ b / (na * nb)) if na > 0 and nb > 0
                            else float(na == nb))
-            step = float(out_q.scale) if float(out_q.scale) > 0 else 1.0
             worst = max(worst, float(np.abs(a - b).max()) / step)
-    return min(cosines), float(np.mean(cosines)), worst
+    return len(cosines), min(cosines), float(np.mean(cosines)), worst
 
 
 def tflite_to_onnx(source: PathLike, out: PathLike,
@@ -418,8 +418,8 @@ def tflite_to_onnx(source: PathLike, out: PathLike,
         raise ExportError(f"{out} exists; pass --force to replace it.")
     target = QuantTarget(options.target) if options.target else QuantTarget.for_this_cpu()
     data, ops, size, in_q, out_q = _build(source, options.opset, target)
-    real, kind = _probes(options, size, in_q)
-    low, mean, worst = _agreement(source, data, real, out_q)
+    kind = "photos" if options.probe_images else "synthetic"
+    probes, low, mean, worst = _agreement(source, data, _probes(options, size, in_q), out_q)
     if low < options.min_cosine:
         raise ExportError(
             f"the ONNX rewrite of {source.name} disagrees with it (cosine {low:.6f} < "
@@ -432,6 +432,6 @@ def tflite_to_onnx(source: PathLike, out: PathLike,
         mean_px = (float(in_q.zero) + 128.0) / 255.0
     return ConversionResult(
         path=out, source=source, ops=ops, input_size=size, mean=(mean_px,) * 3,
-        std=(std_px,) * 3, probes=len(real), probe_kind=kind, min_cosine=low,
+        std=(std_px,) * 3, probes=probes, probe_kind=kind, min_cosine=low,
         mean_cosine=mean, max_abs_diff=worst, seconds=time.perf_counter() - started,
         target=target.value, weights="int8" if _signed(target) else "uint8")
