@@ -47,9 +47,11 @@ def torch_macs(model: nn.Module, image_size: int) -> int:
 def tflite_macs(path: Path) -> int:
     """MACs of one ``.tflite`` inference (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED ops)."""
     from ai_edge_litert.interpreter import Interpreter
+    from edgerec.runtimes.litert import quiet_native_stderr
 
-    it = Interpreter(model_path=str(path))
-    it.allocate_tensors()
+    with quiet_native_stderr():  # the first allocation logs XNNPACK's INFO line
+        it = Interpreter(model_path=str(path))
+        it.allocate_tensors()
     shapes = {t["index"]: tuple(t["shape"]) for t in it.get_tensor_details()}
     total = 0
     for op in it._get_ops_details():

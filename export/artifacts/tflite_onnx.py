@@ -153,10 +153,12 @@ def _quant(detail: dict, what: str) -> _Quant:
 def _read(path: Path) -> tuple[Any, dict[int, dict], list[dict]]:
     """LiteRT's view of ``path``: the interpreter, tensor details by index, ops in order."""
     from ai_edge_litert.interpreter import Interpreter
+    from edgerec.runtimes.litert import quiet_native_stderr
 
     try:
-        it = Interpreter(model_path=str(path))
-        it.allocate_tensors()
+        with quiet_native_stderr():  # the first allocation logs XNNPACK's INFO line
+            it = Interpreter(model_path=str(path))
+            it.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise ExportError(f"LiteRT cannot read {path.name}: {str(exc).strip()}. Give a "
                           ".tflite model file.") from None

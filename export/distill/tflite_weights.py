@@ -96,10 +96,12 @@ def read_convolutions(path: PathLike) -> tuple[list[TFLiteConvolution], tuple[fl
         ExportError: the file cannot be read by LiteRT or has no convolutions.
     """
     from ai_edge_litert.interpreter import Interpreter
+    from edgerec.runtimes.litert import quiet_native_stderr
 
     path = Path(path)
     try:
-        it = Interpreter(model_path=str(path))
+        with quiet_native_stderr():
+            it = Interpreter(model_path=str(path))
     except (ValueError, RuntimeError) as exc:
         raise ExportError(f"LiteRT cannot read {path}: {exc}. --student-init needs the "
                           "MobileNet 1.0 .tflite of the student's arch.") from None
