@@ -344,6 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--per-label", type=int, default=3, help="sample photos per label (10 labels)")
     ap.add_argument("--cpu", action="append", choices=sorted(CPUS),
                     help="emulated core (repeatable; default: cortex-a72 and cortex-a76)")
+    ap.add_argument("--name", default="arm_emulated", help="results/<name>.{json,md}")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -421,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows,
         "failures": failures,
     }
-    write("arm_emulated", payload, markdown(payload))
+    write(args.name, payload, markdown(payload))
     print(markdown(payload))
 
 
