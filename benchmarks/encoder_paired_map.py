@@ -125,7 +125,7 @@ def main() -> None:
     lines = [f"# Paired same-label mAP@10: {b} against {a} ({payload['seconds']} s)", "",
              f"`{payload['command']}`", "",
              f"Files: {a} `{sides['a'].get('file')}`, {b} `{sides['b'].get('file')}`.", "",
-             f"| held-out split | photos | {a} | {b} | {b} minus {a} [95% CI] | queries "
+             f"| split | photos | {a} | {b} | {b} minus {a} [95% CI] | queries "
              f"{b} / {a} higher |", "|---|---:|---:|---:|---|---|"]
     for split, row in payload["splits"].items():
         d = row["b_minus_a"]
