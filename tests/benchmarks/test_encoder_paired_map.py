@@ -32,3 +32,27 @@ def test_the_margin_is_the_paired_difference_of_the_two_encoders_maps(tmp_path):
     assert seen["b_wins_queries"] + seen["a_wins_queries"] <= seen["queries"]
     assert "| seen |" in out.with_suffix(".md").read_text()
     assert not (ROOT / "build" / "paired-map-unused").exists()
+
+
+def _run(tmp_path, *extra):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "encoder_paired_map.py"), "--name",
+         str(tmp_path / "paired"), "--a", str(TEACHER), "--b", str(STUDENT), "--resamples",
+         "200", "--whole", "--", "--images", str(ROOT / "examples" / "sample"),
+         "--items", str(ROOT / "examples" / "sample" / "items.csv"), *extra],
+        capture_output=True, text=True, cwd=tmp_path)
+
+
+@pytest.mark.slow
+def test_whole_adds_every_photo_of_an_unlabelled_export_as_the_catalog_split(tmp_path):
+    done = _run(tmp_path, "--ignore-labels")
+    assert done.returncode == 0, done.stderr
+    splits = json.loads((tmp_path / "paired.json").read_text())["splits"]
+    assert splits["catalog"]["queries"] > splits["seen"]["queries"] > 0
+    assert "| catalog |" in (tmp_path / "paired.md").read_text()
+
+
+def test_whole_refuses_a_labelled_export_whose_labels_it_would_measure(tmp_path):
+    done = _run(tmp_path)
+    assert done.returncode == 2 and "--whole measures an export without labels" in done.stderr
+    assert not (tmp_path / "paired.json").exists()
