@@ -45,7 +45,8 @@ from edgerec.runtimes.base import (
 )
 from edgerec.runtimes.errors import InferenceError, ModelError, RuntimeUnavailableError
 
-__all__ = ["LiteRtRuntime", "litert_backend", "numpy_abi_problem", "quiet_native_stderr"]
+__all__ = ["LiteRtRuntime", "litert_backend", "numpy_abi_problem", "open_interpreter",
+           "quiet_native_stderr"]
 
 _BACKENDS = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
 _GPU_DELEGATES = ("libtensorflowlite_gpu_delegate.so", "libLiteRtGpuAccelerator.so")
@@ -159,6 +160,22 @@ def litert_backend() -> Optional[str]:
     top = name.split(".")[0]
     version = _dist_version(top)
     return f"{top} {version}" if version else top
+
+
+def open_interpreter(path: str | os.PathLike[str], *, allocate: bool = True) -> Any:
+    """A bare LiteRT ``Interpreter`` of ``path`` for tools that read a model's tensors and ops
+    (the export's MAC count, its weight reader and ``edgerec convert``); models are run by
+    :class:`LiteRtRuntime`. The first allocation's XNNPACK INFO line is held back.
+
+    Raises :class:`RuntimeUnavailableError` without a LiteRT interpreter, and LiteRT's own
+    ``ValueError`` / ``RuntimeError`` for a file it cannot read (the caller names the file).
+    """
+    _, module = _import_backend()
+    with quiet_native_stderr():
+        interpreter = module.Interpreter(model_path=str(path))
+        if allocate:
+            interpreter.allocate_tensors()
+    return interpreter
 
 
 def _spec(detail: dict) -> TensorSpec:

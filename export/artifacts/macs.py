@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from edgerec.runtimes.litert import open_interpreter
 from torch import nn
 
 __all__ = ["tflite_macs", "torch_macs"]
@@ -46,12 +47,7 @@ def torch_macs(model: nn.Module, image_size: int) -> int:
 
 def tflite_macs(path: Path) -> int:
     """MACs of one ``.tflite`` inference (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED ops)."""
-    from ai_edge_litert.interpreter import Interpreter
-    from edgerec.runtimes.litert import quiet_native_stderr
-
-    with quiet_native_stderr():  # the first allocation logs XNNPACK's INFO line
-        it = Interpreter(model_path=str(path))
-        it.allocate_tensors()
+    it = open_interpreter(path)
     shapes = {t["index"]: tuple(t["shape"]) for t in it.get_tensor_details()}
     total = 0
     for op in it._get_ops_details():

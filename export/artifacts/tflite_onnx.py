@@ -42,6 +42,7 @@ from typing import Any, Optional, Union
 import numpy as np
 from edgerec.export.artifacts.quantize_onnx import QuantTarget
 from edgerec.export.errors import ExportError
+from edgerec.runtimes.litert import open_interpreter
 
 __all__ = ["ConversionOptions", "ConversionResult", "tflite_to_onnx"]
 
@@ -152,13 +153,8 @@ def _quant(detail: dict, what: str) -> _Quant:
 
 def _read(path: Path) -> tuple[Any, dict[int, dict], list[dict]]:
     """LiteRT's view of ``path``: the interpreter, tensor details by index, ops in order."""
-    from ai_edge_litert.interpreter import Interpreter
-    from edgerec.runtimes.litert import quiet_native_stderr
-
     try:
-        with quiet_native_stderr():  # the first allocation logs XNNPACK's INFO line
-            it = Interpreter(model_path=str(path))
-            it.allocate_tensors()
+        it = open_interpreter(path)
     except (ValueError, RuntimeError) as exc:
         raise ExportError(f"LiteRT cannot read {path.name}: {str(exc).strip()}. Give a "
                           ".tflite model file.") from None

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from edgerec.export.errors import ExportError
+from edgerec.runtimes.litert import open_interpreter
 from torch import nn
 
 __all__ = [
@@ -95,13 +96,9 @@ def read_convolutions(path: PathLike) -> tuple[list[TFLiteConvolution], tuple[fl
     Raises:
         ExportError: the file cannot be read by LiteRT or has no convolutions.
     """
-    from ai_edge_litert.interpreter import Interpreter
-    from edgerec.runtimes.litert import quiet_native_stderr
-
     path = Path(path)
     try:
-        with quiet_native_stderr():
-            it = Interpreter(model_path=str(path))
+        it = open_interpreter(path, allocate=False)
     except (ValueError, RuntimeError) as exc:
         raise ExportError(f"LiteRT cannot read {path}: {exc}. --student-init needs the "
                           "MobileNet 1.0 .tflite of the student's arch.") from None

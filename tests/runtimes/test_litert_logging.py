@@ -116,3 +116,19 @@ print(len(errors))
     done = _python(code)
     assert done.returncode == 0 and done.stdout.strip() == "0", done.stderr
     assert done.stderr.splitlines() == ["restored"]
+
+
+def test_open_interpreter_reads_a_model_quietly_and_leaves_unreadable_files_to_the_caller():
+    code = f"""
+from edgerec.runtimes.litert import open_interpreter
+it = open_interpreter({str(TEACHER)!r})
+print(len(it.get_tensor_details()) > 0, len(it._get_ops_details()) > 0)
+try:
+    open_interpreter({str(ROOT / "README.md")!r})
+except (ValueError, RuntimeError):
+    print("refused")
+"""
+    done = _python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True", "refused"]
+    assert "INFO:" not in done.stderr
