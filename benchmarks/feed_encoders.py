@@ -92,6 +92,17 @@ def main() -> None:
             ci = result.margins[ranking][m]
             cells.append(f"{ci.mean:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}]")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "What the margins are made of: held-out items whose rank differs, "
+              f"{args.labels[0]} -> {args.labels[1]} (moved: places, among items inside "
+              f"{result.primary}'s cut-off on either side; crossed: inside it on one side "
+              "only):", "",
+              "| ranking | items | changed | up | down | in the top k | moved 1 | 2 | 3-5 | >5 "
+              "| crossed |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, ranking in (("device feed", "device"), ("pixels only (visual_knn)", "visual_knn")):
+        mv = result.moves[ranking]
+        lines.append(f"| {label} | {mv.items} | {mv.changed} | {mv.up} | {mv.down} | "
+                     f"{mv.within_k} | " + " | ".join(str(c) for c in mv.by_size.values())
+                     + f" | {mv.crossed_k} |")
     lines += ["", "Device rankings: " + ", ".join(f"{k}: {v}" for k, v in
                                                  result.device_models.items())]
     lines += [f"Warning: {w}" for w in result.warnings]

@@ -223,6 +223,11 @@ def format_comparison(result: EncoderComparison) -> str:
         per = result.margins[ranking]
         lines.append(f"{ranking:<24} " + " ".join(
             f"{_ci(per.get(m), signed=True):<28}" for m in shown[:4]).rstrip())
+    mv = result.moves["device"]
+    lines.append(f"device ranking, {a} -> {b}: {mv.changed} of {mv.items} held-out items ranked "
+                 f"differently ({mv.up} up, {mv.down} down); {mv.within_k} of them in a top "
+                 f"{mv.k}, moved " + ", ".join(f"{n}: {c}" for n, c in mv.by_size.items())
+                 + f" places; {mv.crossed_k} crossed the top-{mv.k} line")
     lines.append(f"{b} at least {a} on the device ranking (mean {result.primary}): "
                  f"{'yes' if result.b_at_least_a else 'no'}")
     if result.warnings:

@@ -17,7 +17,9 @@ evaluated users on it. Per side two models: ``device[label]``, the ranking ``for
 with that bundle (its behaviour feed when the bundle has behaviour signals, else its scorer
 over the top-C by ``u . v``, else ``u . v``), and ``visual_knn[label]``, the pixels-only
 ranking ``u . v``. The margins are paired bootstrap CIs over users of ``b - a`` for each
-ranking and metric.
+ranking and metric. ``moves`` says what the margin is made of: how many held-out items
+ranked differently under ``b`` and by how many positions (a margin from a few items moving one
+place is a refit's jitter; one from items leaving the top-k is a change of substance).
 """
 
 from __future__ import annotations
@@ -54,13 +56,61 @@ from edgerec.sdk.evaluation.summary import AUC, Bootstrap, margins
 from edgerec.sdk.evaluation.task import CatalogData, EvalTask, build_task
 from edgerec.sdk.scorer import Scorer, ScorerOptions
 
-__all__ = ["RANKINGS", "EncoderComparison", "compare_encoders"]
+__all__ = ["RANKINGS", "EncoderComparison", "RankMoves", "compare_encoders", "rank_moves"]
 
 PathLike = Union[str, os.PathLike]
 Side = tuple[Union[Bundle, PathLike], Union[Catalog, PathLike]]
 
 RANKINGS = ("device", "visual_knn")
 """The two rankings compared per side: the device's ``for_user`` and pixels only."""
+
+
+@dataclass(frozen=True)
+class RankMoves:
+    """How the held-out items' ranks moved from side ``a`` to side ``b`` (one ranking).
+
+    ``items``: held-out items compared (over all evaluated users). ``k``: the cut-off looked
+    at (the primary metric's). ``changed``: items whose rank differs; ``up``/``down``: ranked
+    better/worse under ``b``. ``within_k``: changed items ranked within the top ``k`` on at
+    least one side (the ones a top-k metric sees); ``crossed_k``: of those, items inside the
+    top ``k`` on one side only. ``by_size``: ``within_k`` items by how many places they moved
+    (``"1"``, ``"2"``, ``"3-5"``, ``">5"``).
+    """
+
+    items: int
+    k: int
+    changed: int
+    up: int
+    down: int
+    within_k: int
+    crossed_k: int
+    by_size: Mapping[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {"items": self.items, "k": self.k, "changed": self.changed, "up": self.up,
+                "down": self.down, "within_k": self.within_k, "crossed_k": self.crossed_k,
+                "by_size": dict(self.by_size)}
+
+
+def rank_moves(ranks_a: np.ndarray, ranks_b: np.ndarray, k: int) -> RankMoves:
+    """:class:`RankMoves` from the 1-based ranks ``(M,)`` int of the same held-out items
+    under two rankings, with cut-off ``k`` >= 1."""
+    a = np.asarray(ranks_a, np.int64)
+    b = np.asarray(ranks_b, np.int64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"ranks must be two (M,) arrays of one shape, got {a.shape} and "
+                         f"{b.shape}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    changed = a != b
+    seen = changed & (np.minimum(a, b) <= k)
+    size = np.abs(a - b)[seen]
+    bins = {"1": int((size == 1).sum()), "2": int((size == 2).sum()),
+            "3-5": int(((size >= 3) & (size <= 5)).sum()), ">5": int((size > 5).sum())}
+    return RankMoves(items=len(a), k=int(k), changed=int(changed.sum()),
+                     up=int((b < a).sum()), down=int((b > a).sum()), within_k=int(seen.sum()),
+                     crossed_k=int((seen & ((a <= k) != (b <= k))).sum()), by_size=bins)
 
 
 @dataclass(frozen=True)
@@ -82,6 +132,7 @@ class EncoderComparison:
     models: Mapping[str, ModelResult]
     device_models: Mapping[str, str]
     margins: Mapping[str, Mapping[str, ConfidenceInterval]]
+    moves: Mapping[str, RankMoves]
     split: Mapping[str, Any]
     events: EventsReport
     options: EvaluateOptions
@@ -103,6 +154,7 @@ class EncoderComparison:
             "device_models": dict(self.device_models),
             "margins": {r: {m: ci.to_dict() for m, ci in per.items()}
                         for r, per in self.margins.items()},
+            "moves": {r: m.to_dict() for r, m in self.moves.items()},
             "split": dict(self.split), "events": self.events.to_dict(),
             "options": self.options.to_dict(), "warnings": list(self.warnings),
             "seconds": self.seconds,
@@ -176,19 +228,22 @@ def compare_encoders(
     bootstrap = Bootstrap(options.resamples, options.level, choice.seed)
     results, per_user = model_results(runs, task, data, metrics, bootstrap)
     names = [m.name for m in metrics] + [AUC]
-    diff = {}
+    diff, moves = {}, {}
+    cutoff = next((m.k for m in metrics if m.k is not None), 20)
+    by_name = {run.name: np.concatenate(run.ranks) for run in runs}
     for ranking in RANKINGS:
         ref, other = (f"{ranking}[{label}]" for label in reversed(labels))
         per = margins({ref: per_user[ref], other: per_user[other]}, ref, names, bootstrap)
         diff[ranking] = {m: per[m][other] for m in names if other in per[m]}
+        moves[ranking] = rank_moves(by_name[other], by_name[ref], cutoff)  # a -> b
     held = np.concatenate(task.test)
     split_info = {**split.describe(), "source": choice.source, "evaluated_users": len(task.users),
                   "cold_test_items": int(task.cold[held].sum()),
                   "warm_test_items": int((~task.cold[held]).sum())}
     return EncoderComparison(
         labels=tuple(labels), metrics=tuple(names), primary=metrics[0].name, models=results,
-        device_models=device_models, margins=diff, split=split_info, events=log.report,
-        options=options, warnings=tuple(warnings),
+        device_models=device_models, margins=diff, moves=moves, split=split_info,
+        events=log.report, options=options, warnings=tuple(warnings),
         seconds=round(time.perf_counter() - start, 3))
 
 

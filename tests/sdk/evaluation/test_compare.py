@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from conftest import behaviour_bundle, label_events, sample_images
 from edgerec.sdk import SourceItem, build_catalog
 from edgerec.sdk.cli.app import main
 from edgerec.sdk.errors import CatalogError, EncoderMismatchError
-from edgerec.sdk.evaluation.compare import RANKINGS, compare_encoders
+from edgerec.sdk.evaluation.compare import RANKINGS, compare_encoders, rank_moves
 from edgerec.sdk.evaluation.events import read_events
 from edgerec.sdk.evaluation.protocol import EvaluateOptions
 
@@ -49,6 +50,8 @@ def test_a_bundle_against_itself_has_zero_margins(shop):
         for ci in result.margins[ranking].values():
             assert (ci.mean, ci.low, ci.high) == (0.0, 0.0, 0.0)
     assert result.b_at_least_a and result.split["evaluated_users"] == 60
+    for moves in result.moves.values():
+        assert moves.items >= 60 and moves.changed == moves.up == moves.down == 0
 
 
 def test_the_margins_are_the_paired_difference_of_the_two_encoders(shop):
@@ -63,6 +66,19 @@ def test_the_margins_are_the_paired_difference_of_the_two_encoders(shop):
     # users buy within one label: the teacher's pixels find the label, the tiny network's less
     assert result.margins["visual_knn"]["NDCG@20"].mean < 0
     assert json.loads(json.dumps(result.to_dict()))["labels"] == ["teacher", "tiny"]
+    moves = result.moves["visual_knn"]
+    assert moves.changed == moves.up + moves.down > 0 and moves.down > moves.up
+    assert moves.within_k == sum(moves.by_size.values()) >= moves.crossed_k
+
+
+def test_rank_moves_counts_how_far_each_held_out_item_moved():
+    moves = rank_moves(np.array([1, 5, 19, 21, 40, 3]), np.array([2, 5, 21, 19, 90, 9]), k=20)
+    assert (moves.items, moves.changed, moves.up, moves.down) == (6, 5, 1, 4)
+    # 40 -> 90 never reaches the top 20; 19 <-> 21 cross the line both ways
+    assert moves.within_k == 4 and moves.crossed_k == 2
+    assert moves.by_size == {"1": 1, "2": 2, "3-5": 0, ">5": 1}
+    with pytest.raises(ValueError, match="one shape"):
+        rank_moves(np.array([1, 2]), np.array([1]), k=20)
 
 
 def test_a_bundle_without_behaviour_or_scorer_is_compared_by_its_pixels(shop):
@@ -93,7 +109,7 @@ def test_cli_evaluate_against_prints_the_margins_as_json(shop, capsys):
                  "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["labels"] == ["teacher", "tiny"]
-    assert set(payload["margins"]) == set(RANKINGS)
+    assert set(payload["margins"]) == set(RANKINGS) == set(payload["moves"])
     assert payload["margins"]["device"]["NDCG@20"]["mean"] == pytest.approx(
         payload["models"]["device[tiny]"]["all"]["metrics"]["NDCG@20"]["mean"]
         - payload["models"]["device[teacher]"]["all"]["metrics"]["NDCG@20"]["mean"])
@@ -102,3 +118,4 @@ def test_cli_evaluate_against_prints_the_margins_as_json(shop, capsys):
                  str(teacher_catalog), "--resamples", "50"]) == 0
     text = capsys.readouterr().out
     assert "margins: this minus reference" in text and "device[reference]" in text
+    assert "device ranking, reference -> this: " in text and "crossed the top-20 line" in text
