@@ -18,8 +18,8 @@ with that bundle (its behaviour feed when the bundle has behaviour signals, else
 over the top-C by ``u . v``, else ``u . v``), and ``visual_knn[label]``, the pixels-only
 ranking ``u . v``. The margins are paired bootstrap CIs over users of ``b - a`` for each
 ranking and metric. ``moves`` says what the margin is made of: how many held-out items
-ranked differently under ``b`` and by how many positions (a margin from a few items moving one
-place is a refit's jitter; one from items leaving the top-k is a change of substance).
+ranked differently under ``b`` and by how many positions (a margin made of a few items moving
+one place can be no more than a refit's jitter; items leaving the top-k are more than that).
 """
 
 from __future__ import annotations
