@@ -204,7 +204,8 @@ def add_export_parser(sub: Any) -> None:
     option(exp, "--epochs", type=int, source=DistillConfig, name="epochs",
            help="maximum epochs")
     option(exp, "--max-minutes", type=float, source=DistillConfig, name="max_minutes",
-           help="training time budget in minutes", none_means="none")
+           help="training time budget in minutes (with --resume it includes the minutes "
+           "the interrupted run already trained)", none_means="none")
     exp.add_argument("--distill", nargs="*", default=[], metavar="KEY=VALUE",
                      help="distillation recipe overrides, e.g. ema_decay=0.995 "
                      "label_decay_from=0.6 w_label_end=0 w_behaviour=0.5 (with --events) "

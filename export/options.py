@@ -224,6 +224,8 @@ class DistillConfig:
     ``behaviour_neighbours`` best, drawn by score, on the events' training side), and each
     image's similarities over the batch, at temperature ``tau_behaviour``, should put it next
     to its neighbours (0: off, the batches are random).
+    ``max_minutes``: the training's wall-time budget (None: none); checked after each epoch. A
+    resumed export counts the minutes its interrupted run already trained.
     """
 
     epochs: int = 24
