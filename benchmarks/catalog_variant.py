@@ -29,15 +29,14 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from edgerec.sdk import Bundle, Catalog
+from edgerec.sdk import Bundle, Catalog, l2_normalize
 
 
 def pca(x: np.ndarray, dim: int) -> tuple[np.ndarray, str]:
     """``x`` (N, D) projected on its top ``dim`` uncentred principal directions, rows
-    L2-normalised: (N, dim) float64 and a description."""
+    L2-normalised: (N, dim) float32 and a description."""
     _, s, vt = np.linalg.svd(x, full_matrices=False)
-    y = x @ vt[:dim].T
-    y /= np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+    y = l2_normalize(x @ vt[:dim].T)
     kept = float((s[:dim] ** 2).sum() / (s ** 2).sum())
     return y, f"{x.shape[1]} -> {dim} dims, {kept:.1%} of the energy kept"
 
@@ -50,12 +49,12 @@ def shuffle(x: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
 
 def noise(x: np.ndarray, cos: float, seed: int) -> tuple[np.ndarray, str]:
     """Each row of ``x`` (N, D), L2-normalised, plus Gaussian noise scaled so that the
-    expected cosine of the result with the row is ``cos`` (0 < cos <= 1), re-normalised."""
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    expected cosine of the result with the row is ``cos`` (0 < cos <= 1), re-normalised
+    (float32)."""
+    x = l2_normalize(x)
     # |n| ~ sigma * sqrt(D); cos = 1 / sqrt(1 + sigma^2 D) for noise orthogonal in expectation
     sigma = np.sqrt(1.0 / cos ** 2 - 1.0) / np.sqrt(x.shape[1])
-    y = x + sigma * np.random.default_rng(seed).standard_normal(x.shape)
-    y /= np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+    y = l2_normalize(x + sigma * np.random.default_rng(seed).standard_normal(x.shape))
     got = float(np.mean(np.sum(x * y, axis=1)))
     return y, f"vectors with Gaussian noise (seed {seed}): mean cosine to the source {got:.4f}"
 

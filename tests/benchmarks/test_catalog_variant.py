@@ -25,7 +25,7 @@ def test_noise_keeps_the_asked_cosine_with_each_source_vector(cos):
     x = _unit(400, 128)
     y, text = noise(x, cos, seed=3)
     got = np.sum(x * y, axis=1)
-    assert np.allclose(np.linalg.norm(y, axis=1), 1.0)
+    assert np.allclose(np.linalg.norm(y, axis=1), 1.0, atol=1e-6)
     assert abs(got.mean() - cos) < 0.01 and f"{got.mean():.4f}" in text
     assert np.array_equal(y, noise(x, cos, seed=3)[0])
     assert not np.array_equal(y, noise(x, cos, seed=4)[0])
@@ -43,7 +43,7 @@ def test_pca_keeps_inner_products_of_a_low_rank_collection():
     x = _unit(200, 8) @ basis.T  # 200 unit vectors inside an 8-d subspace of 64-d
     y, text = pca(x, 8)
     assert y.shape == (200, 8) and "100.0% of the energy" in text
-    assert np.allclose(y @ y.T, x @ x.T, atol=1e-9)
+    assert np.allclose(y @ y.T, x @ x.T, atol=1e-6)  # float32 rows
 
 
 def test_the_cli_writes_a_catalog_the_bundle_opens_and_refuses_a_width_change(tmp_path):
