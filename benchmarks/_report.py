@@ -5,6 +5,7 @@ so both report a machine the same way."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ from edgerec.sdk.bench.machine import peak_rss_mb, percentiles
 
 __all__ = ["RESULTS", "machine_info", "parse_value", "peak_rss_mb", "percentiles", "write"]
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(os.environ.get("EDGEREC_BENCH_RESULTS") or Path(__file__).parent / "results")
+"""Where results go: ``benchmarks/results``, or ``$EDGEREC_BENCH_RESULTS`` (tests)."""
 
 
 def machine_info() -> dict[str, Any]:

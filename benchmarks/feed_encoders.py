@@ -9,11 +9,19 @@ and the catalog its encoder built from the same items; both are ranked by the de
 both and the margin ``B - A`` is a paired bootstrap CI over users (NDCG@20, Recall@20, HR@10,
 MRR, AUC; cold and warm slices). Also each side's pixels-only ranking (``visual_knn``).
 
+A margin is read against a **refit band** (``--band NAME BUNDLE CATALOG``, repeatable): side
+``a``'s own vectors changed without adding information (``benchmarks/catalog_variant.py
+--noise 0.99 --seed S`` or ``--pca 128``), each with its behaviour signals retrained the same
+way and compared with ``a`` like ``b`` is. The paired CI holds each side's fitted feed fixed,
+so it does not cover how far a refit alone moves the feed; the band (the refits' margins and
+0, ``a`` against itself) does. ``b`` is *above*, *within* or *below* it.
+
     OPENBLAS_NUM_THREADS=1 python benchmarks/feed_encoders.py \\
         --a build/movielens-teacher-behaviour build/movielens-teacher-catalog \\
         --b build/movielens-u8-behaviour build/movielens-u8-catalog \\
-        --events build/movielens/events.csv --name feed_u8_vs_teacher
-    # ~1 minute; writes results/<name>.{json,md}
+        --events build/movielens/events.csv --name feed_u8_vs_teacher \\
+        --band noise0 build/movielens-tnoise0-behaviour build/movielens-tnoise0-catalog
+    # ~1 minute per pair; writes results/<name>.{json,md}
 """
 
 from __future__ import annotations
@@ -27,9 +35,10 @@ import argparse
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from edgerec.sdk import Catalog
+from edgerec.sdk import Bundle, Catalog
 from edgerec.sdk.evaluation.compare import compare_encoders
 from edgerec.sdk.evaluation.events import SplitProtocol, read_events
 from edgerec.sdk.evaluation.protocol import EvaluateOptions
@@ -39,6 +48,23 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _report import machine_info, write
 
 ROOT = Path(__file__).resolve().parents[1]
+BAND_METRIC = ("device", "NDCG@20")
+
+
+def fusion_kind(bundle: str) -> str:
+    """How the bundle's device feed fuses its signals (``linear`` / ``mlp``), ``-`` without
+    behaviour signals."""
+    record = Bundle.open(bundle, verify=False).manifest.behaviour
+    return record.fusion.kind if record is not None and record.fusion is not None else "-"
+
+
+def band_verdict(margin: float, refits: Sequence[float]) -> tuple[str, float, float]:
+    """Where ``margin`` (``b - a``, a mean) lies against the refits' margins: ``("above" |
+    "within" | "below", low, high)``, the band ``[low, high]`` spanning the refits and 0 (``a``
+    against itself). A margin on an edge is within."""
+    low, high = min(0.0, *refits), max(0.0, *refits)
+    verdict = "above" if margin > high else "below" if margin < low else "within"
+    return verdict, low, high
 
 
 def main() -> None:
@@ -51,6 +77,10 @@ def main() -> None:
                         help="names of the two sides")
     parser.add_argument("--events", default=str(ROOT / "build/movielens/events.csv"))
     parser.add_argument("--name", default="feed_encoders", help="results/<name>.{json,md}")
+    parser.add_argument("--band", nargs=3, action="append", default=[],
+                        metavar=("NAME", "BUNDLE", "CATALOG"),
+                        help="a refit of side a (its vectors changed without new information, "
+                             "behaviour retrained); repeat for the band b is read against")
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -61,6 +91,15 @@ def main() -> None:
     result = compare_encoders(tuple(args.a), tuple(args.b), log, options,
                               labels=tuple(args.labels))
     results = result.models
+    band_ranking, band_metric = BAND_METRIC
+    band = {}
+    for name, bundle, catalog in args.band:
+        refit = compare_encoders(tuple(args.a), (bundle, catalog), log, options,
+                                 labels=(args.labels[0], name))
+        ci = refit.margins[band_ranking][band_metric]
+        band[name] = {"bundle": bundle, "catalog": catalog, "mean": ci.mean, "low": ci.low,
+                      "high": ci.high, "crossed": refit.moves[band_ranking].crossed_k,
+                      "fusion": fusion_kind(bundle)}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
     payload = {
@@ -103,6 +142,21 @@ def main() -> None:
         lines.append(f"| {label} | {mv.items} | {mv.changed} | {mv.up} | {mv.down} | "
                      f"{mv.within_k} | " + " | ".join(str(c) for c in mv.by_size.values())
                      + f" | {mv.crossed_k} |")
+    if band:
+        margin = result.margins[band_ranking][band_metric].mean
+        verdict, low, high = band_verdict(margin, [r["mean"] for r in band.values()])
+        payload["band"] = {"metric": f"{band_ranking} {band_metric}", "refits": band, "low": low,
+                           "high": high, "margin": margin, "verdict": verdict}
+        lines += ["", f"Refit band: {args.labels[0]}'s vectors changed without new information, "
+                  f"behaviour retrained, against {args.labels[0]} (device feed {band_metric}):", "",
+                  "| refit | margin [95% CI] | crossed | fusion |", "|---|---|---|---|"]
+        for name, r in band.items():
+            lines.append(f"| {name} | {r['mean']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] | "
+                         f"{r['crossed']} | {r['fusion']} |")
+        lines += ["", f"**{args.labels[1]}: {margin:+.4f}, {verdict} the band "
+                  f"[{low:+.4f}, {high:+.4f}]** (the refits' margins and 0); fusion: "
+                  + ", ".join(f"{lab} {fusion_kind(side[0])}"
+                              for lab, side in zip(args.labels, (args.a, args.b))) + "."]
     lines += ["", "Device rankings: " + ", ".join(f"{k}: {v}" for k, v in
                                                  result.device_models.items())]
     lines += [f"Warning: {w}" for w in result.warnings]
