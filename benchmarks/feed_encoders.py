@@ -11,10 +11,11 @@ MRR, AUC; cold and warm slices). Also each side's pixels-only ranking (``visual_
 
 A margin is read against a **refit band** (``--band NAME BUNDLE CATALOG``, repeatable): side
 ``a``'s own vectors changed without adding information (``benchmarks/catalog_variant.py
---noise 0.99 --seed S`` or ``--pca 128``), each with its behaviour signals retrained the same
-way and compared with ``a`` like ``b`` is. The paired CI holds each side's fitted feed fixed,
-so it does not cover how far a refit alone moves the feed; the band (the refits' margins and
-0, ``a`` against itself) does. ``b`` is *above*, *within* or *below* it.
+--noise 0.99 --seed S``, or its PCA cut to a narrower bundle's width), each with its
+behaviour signals retrained the same way and compared with ``a`` like ``b`` is. The paired CI
+holds each side's fitted feed fixed, so it does not cover how far a refit alone moves the
+feed; the band (the refits' margins and 0, ``a`` against itself) does. ``b`` is *above*,
+*within* or *below* it.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/feed_encoders.py \\
         --a build/movielens-teacher-behaviour build/movielens-teacher-catalog \\
