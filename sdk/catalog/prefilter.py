@@ -57,15 +57,16 @@ __all__ = ["SearchKernel", "SearchLayout", "search_kernel", "search_layout",
            "set_search_kernel", "set_search_layout"]
 
 MIN_ROWS = 16384  # below this numpy is as fast, and the copy is not worth keeping
-CHUNK_ROWS = 65536  # rows per ONNX Runtime call (per cached block)
+CHUNK_ROWS = 131072  # rows per ONNX Runtime call (per cached block)
 GROUP_MIN = 8  # a batch of at least this many queries goes through one (Q, D) product
-MAX_GROUP = 64
+MAX_GROUP = 32  # queries per ONNX Runtime call: its (32, CHUNK_ROWS) float32 output is 16 MiB
 _LEVELS = 63  # query codes in [-63, 63] ...
 QUERY_OFFSET = 64  # ... fed as [1, 127] in the COLUMNS layout
 _SUB_ROWS = 4096  # rows per float32 block when measuring norms
 _PROBE_BYTES = 1 << 23  # the synthetic block SearchLayout.AUTO times both layouts on ...
 _PROBE_RUNS = 7  # ... this many times each, interleaved (the minimum counts)
 _ROWS_WINS = 0.8  # rows is kept when it takes under this share of the columns' time
+_F32_MIN = float(np.finfo(np.float32).min)
 
 
 class SearchKernel(str, Enum):
@@ -346,9 +347,10 @@ def _scan(view: VectorView, engine: Int8MatMul, layout: SearchLayout,
             if mask is not None and mask.all():
                 continue
             scores = _score(engine, parts[0][0], block, layout)
-            for codes, weight in parts[1:]:
-                scores += (weight[:, None] * _score(engine, codes, block, layout)).astype(
-                    np.float32)
+            for codes, weight in parts[1:]:  # in float32, in place: no (Q, rows) float64
+                extra = _score(engine, codes, block, layout)
+                extra *= weight.astype(np.float32)[:, None]
+                scores += extra
             if mask is not None:
                 scores[:, mask] = -np.inf
             if not band.push(scores, beta * block.max_norm, seg.start + c0):
@@ -385,14 +387,16 @@ def _sample(columns: int) -> np.ndarray:
 class _Band:
     """Per query: the k best lower bounds merged so far (their minimum is the floor) and every
     row whose upper bound reaches the floor. The floor only rises, so pruning early is safe;
-    each row's lower bound is merged at most once (a repeat would raise the floor wrongly)."""
+    each row's lower bound is merged at most once (a repeat would raise the floor wrongly).
+    One query (``similar``'s case) takes a path without per-query indices: its rows come out
+    in block order, so already sorted and unique."""
 
     def __init__(self, k: int, n_queries: int, cap: int) -> None:
         self.k = k
         self.cap = cap
         self.best = np.full((n_queries, k), -np.inf)
         self.floor = np.full(n_queries, -np.inf)
-        self.found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.found: list[tuple[np.ndarray | None, np.ndarray, np.ndarray]] = []
         self.count = 0
 
     def push(self, scores: np.ndarray, margin: np.ndarray, row0: int) -> bool:
@@ -402,7 +406,9 @@ class _Band:
         floor = self.floor
         if np.isneginf(floor).any():  # no floor yet: the k-th best of a sample of this block
             floor = np.maximum(floor, self._kth(scores) - margin)
-        floor = np.maximum(floor - margin, np.finfo(np.float32).min)
+        floor = np.maximum(floor - margin, _F32_MIN)
+        if n_queries == 1:
+            return self._push_one(scores[0], float(margin[0]), float(floor[0]), row0)
         flat = np.flatnonzero(scores >= floor[:, None])  # rows whose upper bound reaches it
         self.count += flat.size
         if self.count > self.cap * n_queries:  # memory bound; rows() checks the union
@@ -419,6 +425,22 @@ class _Band:
             self.best = np.partition(both, both.shape[1] - self.k, axis=1)[:, -self.k:]
             self.floor = self.best.min(axis=1)
         self.found.append((q_idx, c_idx + row0, values + margin[q_idx]))
+        return True
+
+    def _push_one(self, scores: np.ndarray, margin: float, floor: float, row0: int) -> bool:
+        """:meth:`push` for one query: ``scores`` ``(C,)``."""
+        c_idx = np.flatnonzero(scores >= floor)
+        self.count += c_idx.size
+        if self.count > self.cap:
+            return False
+        values = scores[c_idx]
+        lower = values - margin
+        rising = lower[lower > self.floor[0]]
+        if rising.size:
+            both = np.concatenate([self.best[0], rising])
+            self.best = np.partition(both, both.size - self.k)[None, -self.k:]
+            self.floor = self.best.min(axis=1)
+        self.found.append((None, c_idx + row0, values + margin))
         return True
 
     def _kth(self, scores: np.ndarray) -> np.ndarray:
@@ -439,6 +461,11 @@ class _Band:
         """The sorted candidate rows of all queries; None if more than ``cap``."""
         if not self.found:
             return np.zeros(0, np.int64)
-        q_idx, rows, upper = (np.concatenate(part) for part in zip(*self.found))
-        rows = np.unique(rows[upper >= self.floor[q_idx]]).astype(np.int64)
+        q_parts, row_parts, upper_parts = zip(*self.found)
+        rows, upper = np.concatenate(row_parts), np.concatenate(upper_parts)
+        if q_parts[0] is None:  # one query: blocks in row order, so sorted and unique
+            rows = rows[upper >= self.floor[0]].astype(np.int64)
+        else:
+            q_idx = np.concatenate(q_parts)
+            rows = np.unique(rows[upper >= self.floor[q_idx]]).astype(np.int64)
         return None if rows.size > self.cap else rows

@@ -40,6 +40,7 @@ __all__ = ["exact_top_k", "mmr_select"]
 
 CHUNK_ROWS = 32768
 BLOCK_BYTES = 1 << 21
+QUERY_GROUP = 64  # queries per pass: bounds the (rows, queries) score blocks of a big batch
 _F16_MASK = np.int32(-1879048193)  # 0x8FFFFFFF: keep sign, drop the sign-extension bits
 _F16_SCALE = 2.0**112
 
@@ -159,8 +160,21 @@ def exact_top_k(
     ``queries``: ``(Q, dim)`` float32, finite. ``allowed``: sorted unique live rows to search
     (None: every live row); ``banned``: rows to skip. Returns, per query, the rows (int64) and
     float32 scores, best first, at most ``k`` of each.
+
+    Memory: a batch runs in groups of ``QUERY_GROUP`` queries, so its score blocks stay within
+    ``QUERY_GROUP x CHUNK_ROWS`` float32 here (8 MiB) and ``QUERY_GROUP x
+    prefilter.CHUNK_ROWS`` in the pre-filter (32 MiB), whatever the batch's size.
     """
     n_queries = queries.shape[0]
+    if n_queries > QUERY_GROUP:
+        rows_out: list[np.ndarray] = []
+        scores_out: list[np.ndarray] = []
+        for g in range(0, n_queries, QUERY_GROUP):
+            r, s = exact_top_k(view, queries[g:g + QUERY_GROUP], k, allowed=allowed,
+                               banned=banned)
+            rows_out += r
+            scores_out += s
+        return rows_out, scores_out
     top = _TopK(k, n_queries)
     if k <= 0 or n_queries == 0 or view.count == 0:
         return top.result()

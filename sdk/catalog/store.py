@@ -209,7 +209,9 @@ def map_npy(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
         )
     if int(np.prod(shape)) == 0:
         return np.zeros(shape, dtype)
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+    # a plain ndarray over the mapping (it keeps the map alive): np.memmap's own __getitem__
+    # and __array_finalize__ cost more than the gather itself on a search's few hundred rows
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape).view(np.ndarray)
 
 
 # --------------------------------------------------------------------------- generations
@@ -325,7 +327,7 @@ class Segment:
 
     record: SegmentRecord
     start: int
-    vectors: np.ndarray  # (rows, dim) int8 or float16, read-only memmap
+    vectors: np.ndarray  # (rows, dim) int8 or float16, read-only, mapped from the file
     scales: np.ndarray | None  # (rows,) float32 for int8, else None
     dead: np.ndarray | None  # (rows,) bool, None when the segment has no dead rows
     decoded: np.ndarray | None = None  # (rows, dim) float32 int8 codes, small catalogs only

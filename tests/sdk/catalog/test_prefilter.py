@@ -123,24 +123,26 @@ def test_top_k_equals_the_exact_reference_and_the_numpy_kernel(kernel, tmp_path,
     cat.close()
 
 
-def test_candidates_hold_every_query_top_k_and_few_more(kernel, tmp_path):
+@pytest.mark.parametrize("n_queries", [1, 12])  # one query takes its own path
+def test_candidates_hold_every_query_top_k_and_few_more(kernel, tmp_path, n_queries):
     cat = _catalog(tmp_path / "c", _unit(9000, 64, seed=3), parts=2)
-    q = _unit(12, 64, seed=4)
+    q = _unit(n_queries, 64, seed=4)
     exact = _exact(cat, q)
     with cat._reading() as view:
         rows = sk.candidate_rows(view, q, 10, [None] * len(view.segments))
-    assert rows is not None and np.all(np.diff(rows) > 0)
+    assert rows is not None and np.all(np.diff(rows) > 0)  # sorted, unique
     for j in range(len(q)):
         assert set(np.argsort(-exact[:, j])[:10]) <= set(rows.tolist())
-    assert rows.size < 12 * 10 * 10  # a band, not a scan
+    assert rows.size < n_queries * 10 * 10  # a band, not a scan
     cat.close()
 
 
-def test_removed_rows_filters_and_exclusions_are_respected(kernel, tmp_path):
+@pytest.mark.parametrize("n_queries", [1, 4])
+def test_removed_rows_filters_and_exclusions_are_respected(kernel, tmp_path, n_queries):
     x = _unit(6000, 32, seed=5)
     cat = _catalog(tmp_path / "c", x, parts=2)
     cat.remove([f"id{i}" for i in range(0, 6000, 3)])
-    q = _unit(4, 32, seed=6)
+    q = _unit(n_queries, 32, seed=6)
     kw = {"filters": {"even": True}, "exclude": ["id2", "id4", "id8"]}
     for a, b in zip(_search(cat, q, 15, "onnxruntime", **kw), _search(cat, q, 15, "numpy", **kw)):
         assert list(a.ids) == list(b.ids)

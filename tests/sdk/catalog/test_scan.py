@@ -191,6 +191,27 @@ def test_batch_results_list_one_matches_per_query(shop):
     assert len(batch.to_list()) == 3 and "3 queries" in repr(batch)
 
 
+def test_a_batch_larger_than_a_query_group_runs_in_groups_with_the_same_results(
+    shop, monkeypatch
+):
+    cat, _, _ = shop
+    q = _unit(7, seed=12)
+    kw = {"filters": {"label": "hat"}, "exclude": ["id1", "id5"]}
+    whole = [list(m.ids) for m in cat.search(q, k=6, **kw)]
+    seen = []
+    real = search_module.exact_top_k
+
+    def spy(view, queries, k, **kwargs):
+        seen.append(queries.shape[0])
+        return real(view, queries, k, **kwargs)
+
+    monkeypatch.setattr(search_module, "QUERY_GROUP", 3)
+    monkeypatch.setattr(search_module, "exact_top_k", spy)  # the groups' calls go through it
+    grouped = cat.search(q, k=6, **kw)
+    assert [list(m.ids) for m in grouped] == whole
+    assert seen == [3, 3, 1]
+
+
 def test_empty_catalog_returns_no_matches(tmp_path):
     with Catalog.create(tmp_path / "c", dim=DIM, encoder_id=ENC) as cat:
         m = cat.search(_unit(1, seed=0)[0], k=5)
