@@ -45,16 +45,10 @@ SAMPLE = ROOT / "examples" / "sample" / "images"
 KINDS = ("photos", "random")
 
 
-def _vm_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 def worker(catalog: Path, queries: Path, runs: int) -> dict:
     """The measurements of one side on one catalog (runs in its own process)."""
     from edgerec.sdk import Catalog
+    from edgerec.sdk.bench.machine import peak_rss_mb
     from edgerec.sdk.catalog import prefilter
 
     q = np.load(queries)
@@ -68,11 +62,11 @@ def worker(catalog: Path, queries: Path, runs: int) -> dict:
             t = time.perf_counter()
             cat.search(q[i % len(q)], k=10)
             one.append(time.perf_counter() - t)
-        before = _vm_kb("VmHWM")
+        before = peak_rss_mb()
         t = time.perf_counter()
         batch = cat.search(q, k=10)
         seconds = time.perf_counter() - t
-        grew = (_vm_kb("VmHWM") - before) / 1024
+        grew = peak_rss_mb() - before
         first = [list(m.ids) for m in list(batch)[:3]]
     return {"one_ms": float(np.median(one) * 1e3), "batch_s": seconds, "batch_rss_mb": grew,
             "first_ids": first, "prefilter": str(Path(prefilter.__file__).parent.parent)}

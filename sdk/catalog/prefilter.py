@@ -463,7 +463,7 @@ class _Band:
             return np.zeros(0, np.int64)
         q_parts, row_parts, upper_parts = zip(*self.found)
         rows, upper = np.concatenate(row_parts), np.concatenate(upper_parts)
-        if q_parts[0] is None:  # one query: blocks in row order, so sorted and unique
+        if self.floor.size == 1:  # one query: blocks in row order, so sorted and unique
             rows = rows[upper >= self.floor[0]].astype(np.int64)
         else:
             q_idx = np.concatenate(q_parts)
