@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import sqlite3
 import stat
@@ -185,8 +186,10 @@ def test_killed_profile_writer_keeps_every_returned_record_and_forget(tmp_path):
         proc.send_signal(signal.SIGKILL)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == -signal.SIGKILL, err
-        done = [int(x.split()[1]) for x in (first + out).decode().splitlines()
-                if x.startswith("done")]
+        # Only whole lines count: the kill can land while a "done N" line is half written
+        # (CI saw a bare "done"), and that step's call returned but its line did not.
+        whole = (first + out).decode().split("\n")[:-1]
+        done = [int(m[1]) for m in map(re.compile(r"done (\d+)").fullmatch, whole) if m]
         returned.update(done)
         last = done[-1] + 1 if done else committed
         raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
