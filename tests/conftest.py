@@ -7,6 +7,7 @@ Tests use the small sample in ``examples/sample`` (always present) and the full
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -24,6 +25,14 @@ FIXTURES = Path(__file__).parent / "fixtures"
 TINY_ONNX = FIXTURES / "tiny_embedder.onnx"
 TINY_TFLITE = FIXTURES / "tiny_embedder.tflite"
 SHARED = ROOT.parent / "shared"
+
+
+def done_steps(stdout: bytes) -> list[int]:
+    """The N of every whole ``done N`` line a killed worker printed, in order. A line the kill
+    cut short (CI once saw a bare ``done``) does not count: that step's call returned, but the
+    harness allows one more step than it saw anyway."""
+    pattern = re.compile(r"done (\d+)")
+    return [int(m[1]) for m in map(pattern.fullmatch, stdout.decode().split("\n")[:-1]) if m]
 
 
 def sample_images(per_label: int = 20) -> list[tuple[Path, str]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import sqlite3
 import stat
@@ -13,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import done_steps
 from edgerec.sdk import (
     DEFAULT_EVENT_WEIGHTS,
     EdgeRecError,
@@ -186,10 +186,7 @@ def test_killed_profile_writer_keeps_every_returned_record_and_forget(tmp_path):
         proc.send_signal(signal.SIGKILL)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == -signal.SIGKILL, err
-        # Only whole lines count: the kill can land while a "done N" line is half written
-        # (CI saw a bare "done"), and that step's call returned but its line did not.
-        whole = (first + out).decode().split("\n")[:-1]
-        done = [int(m[1]) for m in map(re.compile(r"done (\d+)").fullmatch, whole) if m]
+        done = done_steps(first + out)
         returned.update(done)
         last = done[-1] + 1 if done else committed
         raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import done_steps
 from edgerec.sdk.catalog import catalog as catalog_module
 from edgerec.sdk.catalog import store as catalog_store
 from edgerec.sdk.catalog.catalog import Catalog, CatalogInfo, VectorDType
@@ -453,15 +454,14 @@ def _run_worker(path: Path, start: int, die_at: str | None, kill_after: float | 
     # unbuffered: a buffered readline() could read "done" lines ahead that communicate(),
     # reading the raw pipe, would then never return
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
-    lines = []
+    first = b""
     if kill_after is not None:
-        lines.append(proc.stdout.readline().decode())
+        first = proc.stdout.readline()
         time.sleep(kill_after)
         proc.send_signal(signal.SIGKILL)
     out, err = proc.communicate(timeout=60)
-    lines += out.decode().splitlines()
     err = err.decode(errors="replace")
-    done = [int(line.split()[1]) for line in lines if line.startswith("done")]
+    done = done_steps(first + out)
     return proc.returncode, done, err
 
 
