@@ -59,17 +59,15 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import random
+import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import machine_info, write
@@ -120,8 +118,9 @@ def _spawn(cmd: list[str], delay: Optional[float]) -> tuple[int, list[int], str]
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
     out, err = proc.communicate(timeout=120)
-    lines = (first + out).decode().splitlines()
-    done = [int(line.split()[1]) for line in lines if line.startswith("done")]
+    # whole lines only: a kill can cut a "done N" line short (as conftest.done_steps says)
+    whole = (first + out).decode().split("\n")[:-1]
+    done = [int(m[1]) for m in map(re.compile(r"done (\d+)").fullmatch, whole) if m]
     return proc.returncode, done, err.decode(errors="replace")
 
 
@@ -131,36 +130,6 @@ def _run(path: Path, start: int, die_at: Optional[str], delay: Optional[float]
            "--compact-every", str(COMPACT_EVERY)]
     cmd += ["--die-at", die_at] if die_at else []
     return _spawn(cmd, delay)
-
-
-def _state(path: Path) -> dict[int, int]:
-    """``{batch: version}`` after checking the catalog (raises AssertionError on a fault)."""
-    from edgerec.sdk.catalog import store
-    from edgerec.sdk.catalog.catalog import Catalog
-
-    with Catalog.open(path) as cat:  # a writer's open sweeps a dead writer's files
-        cat.verify()
-        with sqlite3.connect(path / "catalog.sqlite") as conn:
-            referenced = store.referenced_files(conn)
-        on_disk = {f.name for f in (path / "segments").iterdir()}
-        assert on_disk == referenced, f"stray or missing segment files: {on_disk ^ referenced}"
-        ids, vectors = cat.vectors(list(cat)) if len(cat) else ((), np.zeros((0, worker.DIM)))
-        groups: dict[int, list[tuple[int, int, np.ndarray]]] = defaultdict(list)
-        for item_id, vector in zip(ids, vectors):
-            meta = cat.get(item_id).metadata
-            groups[meta["batch"]].append((meta["i"], meta["v"], vector))
-    state = {}
-    for batch, rows in groups.items():
-        assert len(rows) == worker.BATCH, f"batch {batch} is half applied"
-        versions = {v for _, v, _ in rows}
-        assert len(versions) == 1, f"batch {batch} mixes versions {versions}"
-        version = versions.pop()
-        got = np.stack([vec for _, _, vec in sorted(rows, key=lambda r: r[0])])
-        want = worker.vectors_of(batch, version)
-        tol = np.abs(want).max(axis=1, keepdims=True) / 254 + 1e-6
-        assert np.all(np.abs(got - want) <= tol), f"batch {batch} has wrong vector values"
-        state[batch] = version
-    return state
 
 
 def run(kills: int, seed: int) -> dict[str, Any]:
@@ -185,7 +154,7 @@ def run(kills: int, seed: int) -> dict[str, Any]:
                 break
             last = done[-1] + 1 if done else committed
             try:
-                state = _state(path)
+                state = powercut.state_of(path)
                 if state == worker.state_after(last):
                     committed = last
                 elif state == worker.state_after(last + 1) and not die_at:
