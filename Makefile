@@ -37,10 +37,14 @@ quickstart: $(VENV)/.runtime-installed  ## wrap the shipped teacher as a bundle,
 demo-export: $(VENV)/.all-installed  ## distil a tiny student on the sample (--quick, ~3 min) and show its report path
 	$(VENV)/bin/edgerec export --images examples/sample/images --out build/demo/quick-bundle --quick --force
 
-test: $(VENV)/.all-installed  ## lint, the layer contracts, the whole test suite
+# One pytest worker per hardware thread (pytest-xdist), each test file on one worker so that
+# a module's fixtures (the --quick exports, a local Ray) are built once. TEST_WORKERS=0 runs
+# the suite in this process, serially.
+TEST_WORKERS ?= logical
+test: $(VENV)/.all-installed  ## lint, the layer contracts, the whole test suite (a worker per hardware thread)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(VENV)/.all-installed  ## ruff and the layer contracts (import-linter)
 	$(VENV)/bin/ruff check .
